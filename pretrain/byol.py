@@ -1,0 +1,68 @@
+"""BYOL: the online and target networks and the symmetric loss, in one small module.
+
+BYOL v3, Sec. 3.2 / Fig. 2. The online network is an encoder f_theta, a projector g_theta and a
+predictor q_theta; the target network is an encoder f_xi and a projector g_xi (no predictor), whose
+weights xi are an exponential moving average of theta (see ema.py) and receive no gradient.
+For two augmented views v, v' of the same image:
+
+    loss = L(q(g(f(v))), sg(g'(f'(v')))) + L(q(g(f(v'))), sg(g'(f'(v))))   (summed, eq. 4)
+
+Each view goes through the networks on its own, so batch-norm statistics are per view as in the
+authors' code. The target runs in train mode (batch statistics), as in the authors' code.
+"""
+
+import copy
+
+import torch
+from torch import nn
+
+from pretrain.backbones import build_backbone
+from pretrain.heads import mlp
+from pretrain.loss import symmetric_loss
+
+
+class BYOL(nn.Module):
+    """Online encoder + projector + predictor, target encoder + projector (BYOL v3, Sec. 3.2)."""
+
+    def __init__(
+        self,
+        backbone: str,
+        *,
+        cifar_stem: bool = False,
+        projector_hidden_dim: int = 4096,
+        projection_dim: int = 256,
+        predictor_hidden_dim: int = 4096,
+    ) -> None:
+        super().__init__()
+        self.online_encoder, self.feature_dim = build_backbone(backbone, cifar_stem=cifar_stem)
+        self.online_projector = mlp(self.feature_dim, projector_hidden_dim, projection_dim)
+        self.predictor = mlp(projection_dim, predictor_hidden_dim, projection_dim)
+        self.target_encoder = copy.deepcopy(self.online_encoder)
+        self.target_projector = copy.deepcopy(self.online_projector)
+        for parameter in self.target_parameters():
+            parameter.requires_grad_(False)
+
+    def online_modules(self) -> nn.ModuleList:
+        """The networks the optimiser trains, in the order the target mirrors them."""
+        return nn.ModuleList([self.online_encoder, self.online_projector])
+
+    def target_modules(self) -> nn.ModuleList:
+        """The EMA copies of :meth:`online_modules`, in the same order."""
+        return nn.ModuleList([self.target_encoder, self.target_projector])
+
+    def target_parameters(self):
+        return self.target_modules().parameters()
+
+    def forward(
+        self, view_1: torch.Tensor, view_2: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (BYOL loss summed over both directions, detached online features of view_1)."""
+        representation_1 = self.online_encoder(view_1)  # [B, 2048]
+        representation_2 = self.online_encoder(view_2)  # [B, 2048]
+        prediction_1 = self.predictor(self.online_projector(representation_1))  # [B, 256]
+        prediction_2 = self.predictor(self.online_projector(representation_2))  # [B, 256]
+        with torch.no_grad():
+            target_projection_1 = self.target_projector(self.target_encoder(view_1))  # [B, 256]
+            target_projection_2 = self.target_projector(self.target_encoder(view_2))  # [B, 256]
+        loss = symmetric_loss(prediction_1, prediction_2, target_projection_1, target_projection_2)
+        return loss, representation_1.detach()

@@ -1,0 +1,474 @@
+"""BYOL pretraining: the whole run as one narrative.
+
+train(config, run_dir):  build data and networks -> resume from run_dir or start -> for each epoch:
+train_one_epoch (train_step per batch) -> checkpoint + one log.jsonl line -> export the online
+encoder.
+
+The step (BYOL v3, Sec. 3.2 and Algorithm 1) is `train_step`: loss over both directions, summed ->
+backward -> LARS step -> target update with tau_at(step). Resume is exact: the model, optimiser,
+probe, step and RNG states are in the checkpoint, and each sample's augmentation is drawn from
+(seed, epoch, index), so the result depends neither on the number of loader workers nor on where the
+run was interrupted.
+"""
+
+import dataclasses
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from pretrain import data as data_lib
+from pretrain import dist
+from pretrain.augment import byol_views
+from pretrain.byol import BYOL
+from pretrain.checkpoint import export_backbone, load_latest_good, save_checkpoint
+from pretrain.config import PretrainConfig, config_differences
+from pretrain.ema import tau_at, update_target
+from pretrain.lars import LARS, param_groups
+from pretrain.online_probe import build_probe, probe_accuracy, probe_step
+from pretrain.provenance import provenance
+from pretrain.schedule import lr_at, scaled_lr
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The BYOL loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class ConfigMismatchError(ValueError):
+    """A run directory holds a run with a different config."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Derived quantities of a run (logged, never stored in the config)."""
+
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    peak_lr: float
+    tau_base: float
+
+    def lr(self, step: int) -> float:
+        return lr_at(step, self.total_steps, self.warmup_steps, self.peak_lr)
+
+    def tau(self, step: int) -> float:
+        return tau_at(step, self.total_steps, self.tau_base)
+
+
+@dataclass
+class Run:
+    """Everything a training loop touches (small stateful container)."""
+
+    config: PretrainConfig
+    run_dir: Path
+    device: torch.device
+    info: dist.DistInfo
+    model: nn.Module  # BYOL, possibly wrapped in DistributedDataParallel
+    byol: BYOL  # the unwrapped module
+    optimizer: LARS
+    probe: nn.Linear
+    probe_optimizer: torch.optim.Optimizer
+    loader: torch.utils.data.DataLoader
+    sampler: data_lib.EpochSampler
+    probe_loader: torch.utils.data.DataLoader | None
+    schedule: Schedule
+    step: int = 0
+    last_save: float = 0.0
+
+
+def train(config: PretrainConfig, run_dir: str | Path, device: str | None = None) -> Path:
+    """Pretrain BYOL into ``run_dir`` (resuming if it holds a run) and return the export's path."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    info = dist.init_from_env(device.type)
+    if device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    dist.setup_logging(info.rank)
+    run_dir = prepare_run_dir(Path(run_dir), config, info)
+    run = build_run(config, run_dir, device, info)
+    restore(run)
+    log_header(run)
+    start_epoch = run.step // run.schedule.steps_per_epoch
+    for epoch in range(start_epoch, config.epochs):
+        stats = train_one_epoch(run, epoch)
+        end_of_epoch(run, epoch, stats)
+        if stats["stopped_early"]:
+            break
+    export_path = export(run) if info.is_main else None
+    dist.barrier()
+    return export_path
+
+
+def prepare_run_dir(run_dir: Path, config: PretrainConfig, info: dist.DistInfo) -> Path:
+    """Create the run dir and write config.json; refuse a run dir that holds another config."""
+    config_path = run_dir / "config.json"
+    if config_path.exists():
+        differences = config_differences(json.loads(config_path.read_text()), config)
+        if differences:
+            raise ConfigMismatchError(
+                f"{run_dir} holds a run with a different config ({'; '.join(differences)}). "
+                "Use another --run-dir, or the same settings to resume it."
+            )
+    elif info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    dist.barrier()
+    return run_dir
+
+
+def build_run(config: PretrainConfig, run_dir: Path, device: torch.device, info) -> Run:
+    """Data, networks, optimisers and the derived schedule."""
+    if config.batch_size % info.world_size:
+        raise ValueError(
+            f"batch size {config.batch_size} is not divisible by {info.world_size} ranks"
+        )
+    loader, sampler, probe_loader, num_classes = build_data(config, info)
+    seed_everything(config.seed)  # same initial weights on every rank and every restart
+    byol = BYOL(
+        config.backbone,
+        cifar_stem=config.cifar_stem,
+        projector_hidden_dim=config.projector_hidden_dim,
+        projection_dim=config.projection_dim,
+        predictor_hidden_dim=config.predictor_hidden_dim,
+    )
+    model = distribute(byol, device, info)
+    trainable = [
+        (name, parameter)
+        for name, parameter in byol.named_parameters()
+        if not name.startswith(("target_encoder.", "target_projector."))
+    ]
+    optimizer = LARS(
+        param_groups(trainable, config.weight_decay),
+        lr=0.0,
+        momentum=config.momentum,
+        eta=config.lars_eta,
+    )
+    probe, probe_optimizer = build_probe(byol.feature_dim, num_classes, config.probe_lr)
+    probe.to(device)
+    schedule = Schedule(
+        steps_per_epoch=sampler.steps_per_epoch,
+        total_steps=sampler.steps_per_epoch * config.epochs,
+        warmup_steps=sampler.steps_per_epoch * config.warmup_epochs,
+        peak_lr=scaled_lr(config.base_lr, config.batch_size),
+        tau_base=config.tau_base,
+    )
+    return Run(
+        config,
+        run_dir,
+        device,
+        info,
+        model,
+        byol,
+        optimizer,
+        probe,
+        probe_optimizer,
+        loader,
+        sampler,
+        probe_loader,
+        schedule,
+    )
+
+
+def build_data(config: PretrainConfig, info: dist.DistInfo):
+    """Training loader of view pairs, the online probe's test loader, and the class count."""
+    train_set = data_lib.build_dataset(config.dataset, config.data, "train")
+    if config.train_subset_per_class:
+        indices = data_lib.subset_indices(
+            train_set.targets, num_per_class=config.train_subset_per_class, seed=config.seed
+        )
+        train_set = data_lib.SubsetDataset(train_set, indices)
+    mean, std = data_lib.dataset_stats(config.dataset)
+    view_1, view_2 = byol_views(small_images=config.small_image_augment)
+    per_rank_batch = config.batch_size // info.world_size
+    if len(train_set) < config.batch_size:
+        raise ValueError(
+            f"the training set has {len(train_set)} images, fewer than one batch of "
+            f"{config.batch_size}; lower --batch-size"
+        )
+    loader, sampler = data_lib.build_pretrain_loader(
+        train_set,
+        view_1=view_1,
+        view_2=view_2,
+        out_size=config.image_size,
+        batch_size=per_rank_batch,
+        seed=config.seed,
+        rank=info.rank,
+        world_size=info.world_size,
+        num_workers=config.num_workers,
+        mean=mean,
+        std=std,
+    )
+    probe_loader = None
+    if info.is_main:
+        test_set = data_lib.build_dataset(config.dataset, config.data, "test")
+        probe_loader = data_lib.build_eval_loader(
+            test_set,
+            out_size=config.image_size,
+            batch_size=256,
+            num_workers=min(config.num_workers, 4),
+            mean=mean,
+            std=std,
+            resize_ratio=1.0 if config.small_image_augment else 256 / 224,
+        )
+    return loader, sampler, probe_loader, train_set.num_classes
+
+
+def distribute(byol: BYOL, device: torch.device, info: dist.DistInfo) -> nn.Module:
+    """Move to device; with several ranks: global BN (SyncBatchNorm on CUDA) and DDP."""
+    if info.world_size > 1 and device.type == "cuda":
+        byol = nn.SyncBatchNorm.convert_sync_batchnorm(byol)  # BYOL v3, App. B: global BN
+    byol.to(device)
+    if info.world_size == 1:
+        return byol
+    # DEVIATION(cpu-bn): SyncBatchNorm needs CUDA; on CPU (gloo) each rank normalises its own batch.
+    device_ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(byol, device_ids=device_ids)
+
+
+def train_step(run: Run, view_1: torch.Tensor, view_2: torch.Tensor, labels: torch.Tensor):
+    """One BYOL step (BYOL v3, Algorithm 1); returns (loss, probe correct count) on device."""
+    lr, tau = run.schedule.lr(run.step), run.schedule.tau(run.step)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    autocast = torch.autocast(
+        run.device.type, dtype=torch.bfloat16, enabled=run.config.precision == "bf16"
+    )
+    with autocast:
+        loss, features_1 = run.model(view_1, view_2)  # both directions, summed; [B, feature_dim]
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    update_target(run.byol.online_modules(), run.byol.target_modules(), tau)
+    _, probe_correct = probe_step(run.probe, run.probe_optimizer, features_1, labels)
+    return loss.detach(), probe_correct
+
+
+def train_one_epoch(run: Run, epoch: int) -> dict:
+    """Train from the run's current step to the end of ``epoch`` (or to max_steps)."""
+    steps_per_epoch = run.schedule.steps_per_epoch
+    start = run.step - epoch * steps_per_epoch
+    run.sampler.set_epoch(epoch, start_step=start)
+    run.model.train()
+    meter = _EpochMeter(run.device)
+    bar = tqdm(
+        total=steps_per_epoch,
+        initial=start,
+        desc=f"epoch {epoch + 1}/{run.config.epochs}",
+        disable=not run.info.is_main,
+        dynamic_ncols=True,
+    )
+    stopped_early = False
+    for view_1, view_2, labels in run.loader:
+        view_1 = view_1.to(run.device, non_blocking=True)
+        view_2 = view_2.to(run.device, non_blocking=True)
+        labels = labels.to(run.device, non_blocking=True)
+        loss, probe_correct = train_step(run, view_1, view_2, labels)
+        meter.add(loss, probe_correct, labels.numel(), run.step)
+        run.step += 1
+        bar.update(1)
+        if run.step % run.config.log_every_steps == 0:
+            bar.set_postfix(meter.postfix(run), refresh=False)
+        if time.monotonic() - run.last_save > run.config.ckpt_every_min * 60:
+            check_finite(run, int(meter.first_bad_step.item()))
+            save(run)
+        if run.config.max_steps is not None and run.step >= run.config.max_steps:
+            stopped_early = run.step % steps_per_epoch != 0
+            break
+    bar.close()
+    return {**meter.summary(run), "stopped_early": stopped_early or _max_steps_reached(run)}
+
+
+def _max_steps_reached(run: Run) -> bool:
+    return run.config.max_steps is not None and run.step >= run.config.max_steps
+
+
+class _EpochMeter:
+    """Loss/probe sums kept on device; read (one host sync) only at log and save points."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.first_bad_step = torch.full((), -1, device=device, dtype=torch.long)
+        self.seen = self.steps = 0
+        self.started = time.monotonic()
+
+    def add(self, loss: torch.Tensor, correct: torch.Tensor, batch: int, step: int) -> None:
+        finite = torch.isfinite(loss)
+        self.first_bad_step = torch.where(
+            (self.first_bad_step < 0) & ~finite,
+            torch.full_like(self.first_bad_step, step),
+            self.first_bad_step,
+        )
+        self.loss_sum += loss.double()
+        self.correct += correct
+        self.seen += batch
+        self.steps += 1
+
+    def img_per_s(self, world_size: int) -> float:
+        return self.seen * world_size / max(time.monotonic() - self.started, 1e-9)
+
+    def postfix(self, run: Run) -> dict:
+        return {
+            "loss": f"{self.loss_sum.item() / max(self.steps, 1):.4f}",
+            "lr": f"{run.schedule.lr(run.step):.3g}",
+            "tau": f"{run.schedule.tau(run.step):.5f}",
+            "img/s": f"{self.img_per_s(run.info.world_size):.0f}",
+        }
+
+    def summary(self, run: Run) -> dict:
+        return {
+            "loss": self.loss_sum.item() / max(self.steps, 1),
+            "online_probe_train_top1": 100.0 * self.correct.item() / max(self.seen, 1),
+            "img_per_s": self.img_per_s(run.info.world_size),
+            "first_bad_step": int(self.first_bad_step.item()),
+        }
+
+
+def check_finite(run: Run, first_bad_step: int) -> None:
+    """Stop on a non-finite loss, naming step and lr; nothing is saved past the last good state."""
+    if first_bad_step >= 0:
+        raise NonFiniteLossError(
+            f"the BYOL loss became non-finite at step {first_bad_step} "
+            f"(lr {run.schedule.lr(first_bad_step):.4g}, "
+            f"tau {run.schedule.tau(first_bad_step):.5f}). "
+            f"The last good checkpoint in {run.run_dir / 'checkpoints'} is kept; lower --base-lr "
+            "or check the input data, then rerun the same command to resume from it."
+        )
+
+
+def end_of_epoch(run: Run, epoch: int, stats: dict) -> None:
+    """Check the loss, save, evaluate the online probe and append one log.jsonl line."""
+    check_finite(run, stats["first_bad_step"])
+    epoch_done = run.step % run.schedule.steps_per_epoch == 0
+    keep = run.config.keep_every_epochs
+    keep_name = (
+        f"epoch_{epoch + 1:04d}.pt" if epoch_done and keep and (epoch + 1) % keep == 0 else None
+    )
+    save(run, keep_name=keep_name)
+    if not run.info.is_main:
+        return
+    line = {
+        "epoch": epoch + 1 if epoch_done else round(run.step / run.schedule.steps_per_epoch, 4),
+        "step": run.step,
+        "loss": stats["loss"],
+        "lr": run.schedule.lr(max(run.step - 1, 0)),
+        "tau": run.schedule.tau(max(run.step - 1, 0)),
+        "online_probe_train_top1": stats["online_probe_train_top1"],
+        "online_probe_test_top1": probe_accuracy(
+            run.byol.online_encoder, run.probe, run.probe_loader, run.device
+        ),
+        "img_per_s": stats["img_per_s"],
+    }
+    with open(run.run_dir / "log.jsonl", "a") as handle:
+        handle.write(json.dumps(line) + "\n")
+    log.info("epoch %s: %s", line["epoch"], json.dumps(line))
+
+
+def save(run: Run, keep_name: str | None = None) -> None:
+    """Write the full training state (rank 0). Callers first check the loss was finite."""
+    run.last_save = time.monotonic()
+    if not run.info.is_main:
+        return
+    state = {
+        "step": run.step,
+        "epoch": run.step // run.schedule.steps_per_epoch,
+        "model": run.byol.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "probe": run.probe.state_dict(),
+        "probe_optimizer": run.probe_optimizer.state_dict(),
+        "sampler": {
+            "epoch": run.step // run.schedule.steps_per_epoch,
+            "start_step": run.step % run.schedule.steps_per_epoch,
+        },
+        "rng": rng_state(),
+        "config": dataclasses.asdict(run.config),
+    }
+    save_checkpoint(run.run_dir, state, keep_name=keep_name)
+
+
+def restore(run: Run) -> None:
+    """Load the newest good checkpoint of the run dir, if any (resume is not a flag)."""
+    state = load_latest_good(run.run_dir)
+    if state is None:
+        run.last_save = time.monotonic()
+        return
+    run.byol.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.probe.load_state_dict(state["probe"])
+    run.probe_optimizer.load_state_dict(state["probe_optimizer"])
+    set_rng_state(state["rng"])
+    run.step = state["step"]
+    run.last_save = time.monotonic()
+    log.info("resumed at step %d (epoch %d)", run.step, state["epoch"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """Python, NumPy, torch (and CUDA) RNG states as tensors and plain types."""
+    numpy_state = np.random.get_state()
+    state = {
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "numpy": torch.from_numpy(numpy_state[1].astype(np.int64)),
+        "numpy_pos": int(numpy_state[2]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate((state["python_version"], tuple(state["python"]), None))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def log_header(run: Run) -> None:
+    """Print the git revision, the resolved config and the derived schedule."""
+    header = {
+        "run_dir": str(run.run_dir),
+        **provenance(run.device, run.info.world_size),
+        "config": dataclasses.asdict(run.config),
+        "derived": {**dataclasses.asdict(run.schedule), "train_images": len(run.sampler)},
+        "resumed_at_step": run.step,
+    }
+    log.info("BYOL pretraining\n%s", json.dumps(header, indent=2))
+
+
+def export(run: Run) -> Path:
+    """Export the online encoder (torchvision key names) with its self-describing metadata."""
+    config = run.config
+    mean, std = data_lib.dataset_stats(config.dataset)
+    metadata = {
+        "label": run.run_dir.name,
+        "arch": config.backbone,
+        "cifar_stem": config.cifar_stem,
+        "feature_dim": run.byol.feature_dim,
+        "method": "byol",
+        "source": "byol-bench",
+        "pretrain_epochs": run.step / run.schedule.steps_per_epoch,
+        "pretrain_steps": run.step,
+        "pretrain_dataset": config.dataset,
+        "preprocessing": {"image_size": config.image_size, "mean": list(mean), "std": list(std)},
+        "config": dataclasses.asdict(config),
+        "provenance": provenance(run.device, run.info.world_size),
+    }
+    path = export_backbone(run.run_dir, run.byol.online_encoder.state_dict(), metadata)
+    log.info("exported the online encoder to %s", path)
+    return path
