@@ -34,7 +34,7 @@ class PretrainConfig:
     # Optimisation
     batch_size: int = 4096  # global batch; BYOL v3, App. B
     epochs: int = 1000  # BYOL v3, App. B
-    warmup_epochs: int = 10  # BYOL v3, App. B
+    warmup_epochs: float = 10  # BYOL v3, App. B
     base_lr: float = 0.2  # BYOL v3, App. B: lr = 0.2 x BatchSize / 256
     weight_decay: float = 1.5e-6  # BYOL v3, App. B (1000 epochs)
     momentum: float = 0.9  # BYOL v3, App. B: LARS momentum

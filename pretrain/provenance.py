@@ -38,13 +38,21 @@ def device_name(device: torch.device, world_size: int = 1) -> str:
     return f"{world_size}x cpu"
 
 
+def command_line() -> str:
+    """The command that started this process, re-runnable: `python -m pkg.module ...` for modules
+    (sys.argv[0] alone would give the module's file path, which cannot be run as a script)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    head = ["-m", spec.name] if spec is not None and spec.name else sys.argv[:1]
+    return " ".join(shlex.quote(arg) for arg in [Path(sys.executable).name, *head, *sys.argv[1:]])
+
+
 def provenance(device: torch.device, world_size: int = 1) -> dict:
     """The provenance block shared by logs, exports and result records."""
     return {
         "git_sha": git_sha(),
         "git_dirty": git_dirty(),
-        "command": " ".join(shlex.quote(arg) for arg in [Path(sys.executable).name, *sys.argv]),
-        "torch": torch.__version__,
+        "command": command_line(),
+        "torch": str(torch.__version__),  # a TorchVersion object would not load weights_only
         "torchvision": torchvision.__version__,
         "device": device_name(device, world_size),
         "world_size": world_size,

@@ -156,7 +156,7 @@ def build_run(config: PretrainConfig, run_dir: Path, device: torch.device, info)
     schedule = Schedule(
         steps_per_epoch=sampler.steps_per_epoch,
         total_steps=sampler.steps_per_epoch * config.epochs,
-        warmup_steps=sampler.steps_per_epoch * config.warmup_epochs,
+        warmup_steps=round(sampler.steps_per_epoch * config.warmup_epochs),
         peak_lr=scaled_lr(config.base_lr, config.batch_size),
         tau_base=config.tau_base,
     )

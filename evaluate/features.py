@@ -1,0 +1,300 @@
+"""Frozen encoders from any supported weights file, and their features with an on-disk cache.
+
+`load_encoder(spec, arch=None)` accepts, in this order of detection:
+  - `random:<arch>[:cifar]`: the architecture at its seeded initialisation, the baseline of every
+    SSL table (torch.manual_seed(seed), then build_backbone, exactly as pretrain/train.py builds the
+    online encoder, so seed 0 gives the starting point of a seed-0 pretraining run);
+  - an export of ours (`byol-bench.backbone/1`): metadata from the file, weights_sha256 re-computed
+    and compared (a damaged file is refused);
+  - a full training checkpoint of ours (`byol-bench.checkpoint/1`): the online encoder, with the
+    export's metadata computed on the fly (same weights_sha256 as the export of the same step);
+  - a torchvision / timm ResNet state dict, bare or under "state_dict" / "model", optionally with
+    a DDP "module." prefix; `fc.*` (the supervised classifier) is dropped; arch from `arch` or
+    inferred from the key shapes.
+`extract_features` runs a frozen encoder over a data set; `cached_features` keeps the result on
+disk, keyed by (weights_sha256, data set, split, transform id), so the fast probe and kNN reuse it.
+
+Loading is strict (STYLE 18): keys are mapped explicitly, compared with the model's, and any
+missing, unexpected or mis-shaped key raises CheckpointError naming them; then strict=True.
+The encoder comes back in eval mode with requires_grad False: BN statistics and weights frozen, as
+the linear protocol requires (BYOL v3, App. C.1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from evaluate.splits import data_fingerprint
+from evaluate.strict_load import build_strict, infer_arch, parse_arch
+from evaluate.transforms import Preprocessing
+from pretrain.backbones import build_backbone
+from pretrain.checkpoint import (
+    CHECKPOINT_FORMAT,
+    EXPORT_FORMAT,
+    CheckpointError,
+    load_checkpoint,
+    weights_sha256,
+)
+from pretrain.data import DataError, ImageDataset, dataset_stats
+
+RANDOM_PREFIX = "random:"
+FEATURES_FORMAT = "byol-bench.features/1"
+CACHE_ENV = "BYOL_BENCH_CACHE"  # overrides the default feature-cache directory
+log = logging.getLogger(__name__)
+
+
+def load_encoder(spec: str, arch: str | None = None, *, seed: int = 0) -> tuple[nn.Module, dict]:
+    """(frozen eval-mode encoder, metadata) for `spec` (see the module docstring).
+
+    metadata has at least: weights_sha256, label, arch, cifar_stem, feature_dim, method, source,
+    pretrain_epochs, path and preprocessing ({image_size, mean, std} or None when unknown).
+    """
+    if spec.startswith(RANDOM_PREFIX):
+        return _random_encoder(spec[len(RANDOM_PREFIX) :], seed)
+    path = Path(spec)
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {path} does not exist; pass --ckpt with an export "
+            "(<run>/exports/backbone-*.pt), a training checkpoint, a torchvision state dict, or "
+            "random:<arch> for a random-initialisation baseline"
+        )
+    blob = _torch_load(path)
+    if isinstance(blob, dict) and blob.get("format") == EXPORT_FORMAT:
+        state_dict, metadata = _from_export(blob, path)
+    elif isinstance(blob, dict) and blob.get("format") == CHECKPOINT_FORMAT:
+        state_dict, metadata = _from_training_checkpoint(path)
+    else:
+        state_dict, metadata = _from_foreign(blob, path)
+    if arch is not None:
+        metadata["arch"], metadata["cifar_stem"] = parse_arch(arch)
+    elif metadata.get("arch") is None:
+        metadata["arch"], metadata["cifar_stem"] = infer_arch(state_dict, path)
+    encoder = build_strict(metadata["arch"], bool(metadata.get("cifar_stem")), state_dict, path)
+    metadata.update(weights_sha256=weights_sha256(state_dict), path=str(path.resolve()))
+    metadata["feature_dim"] = encoder.feature_dim
+    return freeze(encoder), metadata
+
+
+def freeze(encoder: nn.Module) -> nn.Module:
+    """Eval mode (BN uses its running statistics) and no gradients, in place."""
+    encoder.eval()
+    for parameter in encoder.parameters():
+        parameter.requires_grad_(False)
+    return encoder
+
+
+def _torch_load(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated zip, garbage bytes, pickled objects refused
+        raise CheckpointError(
+            f"{path} cannot be read as a weights file ({type(error).__name__}: {error}); it is "
+            "damaged or not a PyTorch state dict (foreign formats: see transfer/convert.py)"
+        ) from error
+
+
+def _random_encoder(arch: str, seed: int) -> tuple[nn.Module, dict]:
+    name, cifar_stem = parse_arch(arch)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        encoder, feature_dim = build_backbone(name, cifar_stem=cifar_stem)
+    metadata = {
+        "label": f"random-init {arch}",
+        "arch": name,
+        "cifar_stem": cifar_stem,
+        "feature_dim": feature_dim,
+        "method": "random-init",
+        "source": "random-init",
+        "pretrain_epochs": 0,
+        "init_seed": seed,
+        "preprocessing": None,
+        "weights_sha256": weights_sha256(encoder.state_dict()),
+        "path": None,
+    }
+    return freeze(encoder), metadata
+
+
+def _from_export(blob: dict, path: Path) -> tuple[dict, dict]:
+    state_dict, metadata = blob.get("state_dict"), dict(blob.get("metadata") or {})
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(f"{path}: {EXPORT_FORMAT} file without a state_dict (damaged)")
+    declared = metadata.get("weights_sha256")
+    if declared is not None and declared != weights_sha256(state_dict):
+        raise CheckpointError(f"{path}: weights do not match their weights_sha256 (damaged file)")
+    return state_dict, metadata
+
+
+def _from_training_checkpoint(path: Path) -> tuple[dict, dict]:
+    """The online encoder of a full checkpoint, with the metadata pretrain/train.py exports."""
+    state = load_checkpoint(path)  # verifies the digest
+    prefix = "online_encoder."
+    state_dict = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
+    if not state_dict:
+        raise CheckpointError(f"{path}: training checkpoint without online_encoder.* weights")
+    config, step, epoch = state["config"], int(state["step"]), int(state["epoch"])
+    start_step = int(state.get("sampler", {}).get("start_step", 0))
+    steps_per_epoch = (step - start_step) / epoch if epoch > 0 else None
+    mean, std = dataset_stats(config["dataset"])
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    probe_weight = state.get("probe", {}).get("weight")
+    metadata = {
+        "label": run_dir.name,
+        "arch": config["backbone"],
+        "cifar_stem": config["cifar_stem"],
+        "method": "byol",
+        "source": "byol-bench",
+        "pretrain_epochs": step / steps_per_epoch if steps_per_epoch else None,
+        "pretrain_steps": step,
+        "pretrain_dataset": config["dataset"],
+        "pretrain_num_classes": None if probe_weight is None else int(probe_weight.shape[0]),
+        "preprocessing": {"image_size": config["image_size"], "mean": mean, "std": std},
+        "config": config,
+    }
+    return state_dict, metadata
+
+
+def _from_foreign(blob, path: Path) -> tuple[dict, dict]:
+    """torchvision/timm key names: unwrap, strip a DDP prefix, drop the classifier."""
+    for wrapper in ("state_dict", "model"):
+        if isinstance(blob, dict) and isinstance(blob.get(wrapper), dict):
+            blob = blob[wrapper]
+            break
+    if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
+        raise CheckpointError(
+            f"{path} is neither a byol-bench file nor a state dict of tensors "
+            "(bare, or under 'state_dict' or 'model')"
+        )
+    if blob and all(
+        key.startswith("module.") for key in blob
+    ):  # saved from DistributedDataParallel
+        blob = {key[len("module.") :]: value for key, value in blob.items()}
+    state_dict = {k: v for k, v in blob.items() if k not in ("fc.weight", "fc.bias")}
+    if not any(key.endswith("num_batches_tracked") for key in state_dict):
+        # Files older than PyTorch 0.4 have no BN step counters (unused in eval mode): fill them.
+        for key in [k for k in state_dict if k.endswith(".running_mean")]:
+            state_dict[key.replace(".running_mean", ".num_batches_tracked")] = torch.tensor(0)
+    metadata = {
+        "label": path.stem,
+        "arch": None,
+        "cifar_stem": False,
+        "method": None,
+        "source": "state-dict",
+        "pretrain_epochs": None,
+        "preprocessing": None,
+    }
+    return state_dict, metadata
+
+
+# ---------------------------------------------------------------------------------------------
+# Features
+
+
+def default_cache_dir() -> Path:
+    """Where cached features go: $BYOL_BENCH_CACHE, else ~/.cache/byol-bench/features."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "byol-bench" / "features")
+
+
+@torch.no_grad()
+def extract_features(
+    encoder: nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    desc: str = "features",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features [N, D] float32 and labels [N] int64 (on CPU) of every (image, label) in order."""
+    if len(dataset) == 0:
+        raise DataError(f"no images to extract {desc} from")
+    device = torch.device(device)
+    encoder.to(device)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    features, labels = [], []
+    with tqdm(total=len(dataset), desc=desc, unit="img", dynamic_ncols=True) as bar:
+        for images, targets in loader:
+            features.append(encoder(images.to(device, non_blocking=True)).float().cpu())  # [B, D]
+            labels.append(targets)
+            bar.update(len(targets))
+    return torch.cat(features), torch.cat(labels).long()
+
+
+def cached_features(
+    encoder: nn.Module,
+    weights_sha: str,
+    images: ImageDataset,
+    split: str,
+    preprocessing: Preprocessing,
+    *,
+    cache_dir: str | Path | None = None,
+    **extract_kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`extract_features` of the test view of `images`, read from / written to the cache.
+
+    The file name and its stored key hold (weights_sha256, data set, split, transform id) plus a
+    fingerprint of the images (data_fingerprint); a file whose key or labels differ is re-made.
+    """
+    key = {
+        "weights_sha256": weights_sha,
+        "dataset": images.name,
+        "data": data_fingerprint(images),
+        "split": split,
+        "transform": preprocessing.eval_id,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    name = f"{images.name}-{re.sub(r'[^A-Za-z0-9.]+', '-', split)}-{weights_sha[:8]}-{digest[:16]}"
+    path = Path(cache_dir or default_cache_dir()) / f"{name}.pt"
+    cached = _read_cache(path, key, images.targets)
+    if cached is not None:
+        log.info("features of %s/%s from the cache %s", images.name, split, path)
+        return cached
+    desc = f"features {images.name}/{split}"
+    features, labels = extract_features(
+        encoder, preprocessing.eval_dataset(images), desc=desc, **extract_kwargs
+    )
+    blob = {"format": FEATURES_FORMAT, "key": key, "features": features, "labels": labels}
+    _save_atomic(path, blob)
+    return features, labels
+
+
+def _read_cache(path: Path, key: dict, targets: list[int]):
+    if not path.is_file():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        valid = blob["format"] == FEATURES_FORMAT and blob["key"] == key
+        valid = valid and blob["labels"].tolist() == list(targets)
+    except Exception as error:  # a damaged cache file is only a cache miss
+        log.warning("ignoring unreadable feature cache %s (%s)", path, error)
+        return None
+    if not valid:
+        log.warning("ignoring feature cache %s: its key or labels differ", path)
+        return None
+    return blob["features"], blob["labels"]
+
+
+def _save_atomic(path: Path, blob: dict) -> None:
+    """torch.save to a temporary file, fsync, os.replace: never a partial cache file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        torch.save(blob, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)

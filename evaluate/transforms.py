@@ -1,0 +1,117 @@
+"""The two image pipelines of linear evaluation, and the probe's sample order.
+
+BYOL v3, App. C.1: train the linear classifier on random crops resized to 224 with random flips
+(no colour augmentation); test on the shorter side resized to 256 (bicubic), centre crop 224;
+normalise with the data set's mean and standard deviation. The ops are pretrain/augment.py's
+(`augment_view`, `eval_view`), so evaluation decodes and resizes exactly as pretraining does.
+
+DEVIATION(small-images): for images of 64 px or less (CIFAR, Fashion-MNIST, synthetic) the test
+view is a plain resize to the input size (no 256/224 centre crop, which would cut an eighth of a
+32 px image away) and training crops cover at least 20% of the area, as pretrain/augment.py's
+small-image views do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from pretrain.augment import ViewDistribution, augment_view, normalize
+from pretrain.data import EpochSampler, EvalView, ImageDataset, sample_seed
+
+SMALL_IMAGE_MAX = 64  # px; at or below this the small-image variant applies
+SMALL_DATASETS = ("cifar10", "cifar100", "fmnist", "synthetic")  # default input size 32, else 224
+
+
+def default_image_size(dataset: str) -> int:
+    """The input size when neither the checkpoint nor --image-size gives one."""
+    return 32 if dataset in SMALL_DATASETS else 224  # BYOL v3, App. C.1: 224 on ImageNet
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Input size and normalisation an encoder expects (from its export's metadata when known)."""
+
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def small(self) -> bool:
+        return self.image_size <= SMALL_IMAGE_MAX
+
+    @property
+    def resize_ratio(self) -> float:
+        """Shorter side / crop: 256 / 224 (BYOL v3, App. C.1); 1.0 for small images."""
+        return 1.0 if self.small else 256 / 224
+
+    @property
+    def eval_id(self) -> str:
+        """Names the test view in feature-cache keys and records."""
+        mean, std = ",".join(f"{m:.4f}" for m in self.mean), ",".join(f"{s:.4f}" for s in self.std)
+        return (
+            f"centercrop/1:size={self.image_size},ratio={self.resize_ratio:.4f},"
+            f"mean={mean},std={std}"
+        )
+
+    def eval_dataset(self, images: ImageDataset) -> EvalView:
+        """(normalised centre view [3, S, S], label) per image, in order."""
+        return EvalView(images, self.image_size, self.mean, self.std, self.resize_ratio)
+
+    def train_view(self) -> ViewDistribution:
+        """Random resized crop + horizontal flip, nothing else (BYOL v3, App. C.1)."""
+        return ViewDistribution(
+            crop_scale=(0.2, 1.0) if self.small else (0.08, 1.0),  # DEVIATION(small-images)
+            jitter_prob=0.0,
+            grayscale_prob=0.0,
+            blur_prob=0.0,
+            solarize_prob=0.0,
+        )
+
+
+def epoch_order(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
+    """The probe's sample order in `epoch`: a permutation fixed by (seed, epoch, num_samples)."""
+    return EpochSampler(num_samples, batch_size=1, seed=seed).permutation(epoch)
+
+
+class ProbeTrainView(Dataset):
+    """Training input of the probe, keyed by (epoch, index): one augmented, normalised view.
+
+    Each sample's crop and flip are drawn from `sample_seed(seed, epoch, index)`, so a run's views
+    do not depend on the number of loader workers (and separate runs with one seed see the same).
+    """
+
+    def __init__(self, images: ImageDataset, preprocessing: Preprocessing, seed: int) -> None:
+        self.images, self.preprocessing, self.seed = images, preprocessing, seed
+        self.view = preprocessing.train_view()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        epoch, index = key
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))
+        image, label = self.images.load(index)
+        view = augment_view(image, self.view, self.preprocessing.image_size, generator)
+        return normalize(view, self.preprocessing.mean, self.preprocessing.std), label
+
+
+class EpochBatches(Sampler):
+    """Batches of (epoch, index) keys in `epoch_order`; the last batch may be smaller."""
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int) -> None:
+        self.num_samples, self.batch_size, self.seed, self.epoch = num_samples, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        order = epoch_order(self.num_samples, self.seed, self.epoch).tolist()
+        for start in range(0, self.num_samples, self.batch_size):
+            yield [(self.epoch, index) for index in order[start : start + self.batch_size]]
+
+    def __len__(self) -> int:
+        return -(-self.num_samples // self.batch_size)

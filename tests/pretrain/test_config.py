@@ -1,0 +1,79 @@
+"""Presets carry the paper's (and the authors') settings; flags override them."""
+
+import dataclasses
+
+import pytest
+
+from pretrain.config import (
+    PRESETS,
+    PretrainConfig,
+    byol_r50_in1k,
+    config_differences,
+    config_from_args,
+    preset,
+)
+from pretrain.launch import parse_args
+
+
+def test_defaults_are_the_papers():
+    config = PretrainConfig()
+    assert (config.backbone, config.batch_size, config.epochs) == ("resnet50", 4096, 1000)
+    assert (config.base_lr, config.weight_decay, config.tau_base) == (0.2, 1.5e-6, 0.996)
+    assert (config.momentum, config.lars_eta, config.warmup_epochs) == (0.9, 1e-3, 10)
+    assert (config.projector_hidden_dim, config.projection_dim) == (4096, 256)
+    assert config.image_size == 224
+
+
+@pytest.mark.parametrize(
+    "epochs, lr, tau, wd",
+    [(1000, 0.2, 0.996, 1.5e-6), (300, 0.3, 0.99, 1e-6), (100, 0.45, 0.99, 1e-6)],
+)
+def test_r50_schedules_by_length(epochs, lr, tau, wd):
+    config = byol_r50_in1k(epochs)
+    assert (config.epochs, config.base_lr, config.tau_base, config.weight_decay) == (
+        epochs,
+        lr,
+        tau,
+        wd,
+    )
+
+
+def test_unknown_lengths_and_presets_are_refused():
+    with pytest.raises(ValueError, match="1000"):
+        byol_r50_in1k(200)
+    with pytest.raises(ValueError, match="tiny_cpu"):
+        preset("nope")
+
+
+def test_every_preset_builds():
+    for name in PRESETS:
+        assert isinstance(preset(name), PretrainConfig)
+
+
+def test_cli_flags_override_the_preset():
+    args = parse_args(
+        [
+            "--preset",
+            "tiny_cpu",
+            "--base-lr",
+            "0.5",
+            "--cifar-stem",
+            "true",
+            "--max-steps",
+            "3",
+            "--warmup-epochs",
+            "0.5",
+        ]
+    )
+    config = config_from_args(args)
+    assert config.base_lr == 0.5 and config.cifar_stem is True and config.max_steps == 3
+    assert config.warmup_epochs == 0.5
+    assert config.dataset == "synthetic"  # untouched fields keep the preset's value
+
+
+def test_config_differences_ignore_runtime_fields():
+    saved = dataclasses.asdict(PretrainConfig())
+    changed = dataclasses.replace(PretrainConfig(), num_workers=1, max_steps=5, data="/elsewhere")
+    assert config_differences(saved, changed) == []
+    changed = dataclasses.replace(PretrainConfig(), tau_base=0.99)
+    assert config_differences(saved, changed) == ["tau_base: run has 0.996, now 0.99"]
