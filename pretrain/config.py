@@ -45,6 +45,7 @@ class PretrainConfig:
     # Run
     seed: int = 0
     precision: str = "fp32"  # fp32 | bf16 (autocast)
+    channels_last: bool = True  # memory layout only: faster convolutions on CPU (oneDNN) and GPU
     num_workers: int = 8
     ckpt_every_min: float = 10.0  # also at every epoch end
     keep_every_epochs: int = 100  # checkpoints/epoch_XXXX.pt kept every N epochs (0 = never)

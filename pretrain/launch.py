@@ -3,17 +3,31 @@
     python -m pretrain.launch --preset byol_r50_in1k --data /imagenet --run-dir /shared/runs/r50
     python -m pretrain.launch --preset tiny_cpu --dataset synthetic --run-dir /tmp/r --max-steps 20
     python -m pretrain.launch --preset byol_r18_cifar10 --data /data/cifar10 --nproc 4   # 4 GPUs
+    python -m pretrain.launch --preset byol_r50_in1k --data /imagenet --slurm --profile mysite \
+        --nodes 4 --gpus-per-node 8           # a SLURM job (slurm/profiles/mysite.toml)
+    python -m pretrain.launch --status /shared/runs/r50     # job state, step, requeues, log tail
 
 Every PretrainConfig field has a flag (--base-lr, --epochs, ...) that overrides the preset's value.
 A run directory that already holds a run resumes it; one that holds a different config is refused.
 """
 
 import argparse
+import json
 import os
 import socket
 import sys
+import time
+from pathlib import Path
 
-from pretrain.config import PRESETS, PretrainConfig, add_config_arguments, config_from_args
+from pretrain.config import (
+    PRESETS,
+    PretrainConfig,
+    add_config_arguments,
+    config_differences,
+    config_from_args,
+)
+from slurm import status as slurm_status
+from slurm import submit as slurm_submit
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,7 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--run-dir",
         default=None,
         help="where config.json, log.jsonl, checkpoints/ and exports/ go; an "
-        "existing run resumes (default: runs/<preset>)",
+        "existing run resumes (default: runs/<preset>; with --slurm, "
+        "<profile's shared_dir>/runs/<preset>, and SLURM logs in <run dir>/slurm/)",
     )
     parser.add_argument(
         "--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available"
@@ -45,8 +60,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1,
         help="local processes (one per GPU; gloo processes on CPU), torchrun-style",
     )
+    parser.add_argument(
+        "--status",
+        metavar="RUN_DIR",
+        default=None,
+        help="show a run's step, last checkpoint, SLURM jobs (state, requeues) and log tail",
+    )
+    slurm_submit.add_slurm_arguments(parser)
     add_config_arguments(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        slurm_submit.check_slurm_flags(args)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
 
 
 def _free_port() -> int:
@@ -86,8 +113,93 @@ def run_local(config: PretrainConfig, run_dir: str, device: str | None, nproc: i
     return None
 
 
+def train_on_slurm(config: PretrainConfig, run_dir: str, device: str):
+    """One SLURM task (slurm.submit.Job has exported the torch.distributed environment).
+
+    A requeued job calls this again and train() resumes from run_dir/checkpoints/last.pt.
+    """
+    from pretrain import dist
+    from pretrain.train import train
+
+    try:
+        return train(config, run_dir, device)
+    finally:
+        dist.cleanup()
+
+
+def submit_to_slurm(args: argparse.Namespace, config: PretrainConfig) -> None:
+    """Submit this run as a SLURM job (profile + flags); print where it runs and logs."""
+    profile = slurm_submit.profile_from_args(args)
+    if args.nproc != 1:
+        raise ValueError(
+            "--nproc is for local runs; with --slurm use --gpus-per-node/--tasks-per-node"
+        )
+    run_dir = Path(args.run_dir or Path(profile.shared_dir) / "runs" / args.preset).absolute()
+    config_path = run_dir / "config.json"
+    saved = json.loads(config_path.read_text()) if config_path.exists() else None
+    differences = config_differences(saved, config) if saved else []
+    if differences:  # refuse here, not minutes later on a node
+        raise ValueError(
+            f"{run_dir} holds a run with a different config ({'; '.join(differences)}). "
+            "Use another --run-dir, or the same settings to resume it."
+        )
+    device = args.device or ("cuda" if profile.gpus_per_node else "cpu")
+    job = slurm_submit.submit(
+        profile,
+        train_on_slurm,
+        config,
+        str(run_dir),
+        device,
+        name=f"byol-{run_dir.name}",
+        folder=run_dir / "slurm",
+        after=slurm_submit.after_from_args(args),
+    )
+    status = f"  status:  python -m pretrain.launch --status {run_dir}"
+    print(slurm_submit.describe(job, profile, [f"  run dir: {run_dir}", status]), flush=True)
+    if args.wait:
+        print(f"export:  {slurm_submit.wait(job)}")
+
+
+def print_status(run_dir: str) -> None:
+    """Step and last checkpoint of a run dir, then its SLURM jobs and the newest log's tail."""
+    import torch
+
+    from pretrain.checkpoint import last_checkpoint_path
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        sys.exit(f"error: {run_dir} holds no run (no config.json)")
+    print(f"run dir: {run_dir.resolve()}")
+    last = last_checkpoint_path(run_dir)
+    if last.exists():
+        saved = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.stat().st_mtime))
+        try:
+            state = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["state"]
+            print(f"step:    {state['step']} (last checkpoint {last}, saved {saved})")
+        except Exception as error:  # damaged: training falls back to previous.pt on resume
+            print(f"step:    unknown: {last} (saved {saved}) cannot be read ({error})")
+    else:
+        print("step:    0 (no checkpoint yet)")
+    log_path = run_dir / "log.jsonl"
+    log_lines = log_path.read_text().splitlines() if log_path.exists() else []
+    if log_lines:
+        print(f"last epoch: {log_lines[-1]}")
+    exports = sorted((run_dir / "exports").glob("backbone-*.pt"))
+    print(f"export:  {exports[-1] if exports else 'none yet'}")
+    print("\n".join(slurm_status.describe_jobs(run_dir / "slurm")))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.status:
+        return print_status(args.status)
+    if args.slurm:  # submission imports no torch: login nodes stay quick
+        try:
+            return submit_to_slurm(args, config_from_args(args))
+        except slurm_submit.SlurmJobError as error:
+            sys.exit(f"error: {error}\nThe run dir is intact: rerun the same command to resume.")
+        except ValueError as error:
+            sys.exit(f"error: {error}")
     from pretrain.checkpoint import CheckpointError
     from pretrain.data import DataError
     from pretrain.train import ConfigMismatchError, NonFiniteLossError

@@ -83,6 +83,7 @@ class Run:
     schedule: Schedule
     step: int = 0
     last_save: float = 0.0
+    saved_step: int = -1
 
 
 def train(config: PretrainConfig, run_dir: str | Path, device: str | None = None) -> Path:
@@ -139,7 +140,7 @@ def build_run(config: PretrainConfig, run_dir: Path, device: torch.device, info)
         projection_dim=config.projection_dim,
         predictor_hidden_dim=config.predictor_hidden_dim,
     )
-    model = distribute(byol, device, info)
+    model = distribute(byol, device, info, memory_format(config))
     trainable = [
         (name, parameter)
         for name, parameter in byol.named_parameters()
@@ -221,11 +222,17 @@ def build_data(config: PretrainConfig, info: dist.DistInfo):
     return loader, sampler, probe_loader, train_set.num_classes
 
 
-def distribute(byol: BYOL, device: torch.device, info: dist.DistInfo) -> nn.Module:
+def memory_format(config: PretrainConfig) -> torch.memory_format:
+    return torch.channels_last if config.channels_last else torch.contiguous_format
+
+
+def distribute(
+    byol: BYOL, device: torch.device, info: dist.DistInfo, layout: torch.memory_format
+) -> nn.Module:
     """Move to device; with several ranks: global BN (SyncBatchNorm on CUDA) and DDP."""
     if info.world_size > 1 and device.type == "cuda":
         byol = nn.SyncBatchNorm.convert_sync_batchnorm(byol)  # BYOL v3, App. B: global BN
-    byol.to(device)
+    byol.to(device, memory_format=layout)
     if info.world_size == 1:
         return byol
     # DEVIATION(cpu-bn): SyncBatchNorm needs CUDA; on CPU (gloo) each rank normalises its own batch.
@@ -266,9 +273,10 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
         dynamic_ncols=True,
     )
     stopped_early = False
+    layout = memory_format(run.config)
     for view_1, view_2, labels in run.loader:
-        view_1 = view_1.to(run.device, non_blocking=True)
-        view_2 = view_2.to(run.device, non_blocking=True)
+        view_1 = view_1.to(run.device, non_blocking=True, memory_format=layout)
+        view_2 = view_2.to(run.device, non_blocking=True, memory_format=layout)
         labels = labels.to(run.device, non_blocking=True)
         loss, probe_correct = train_step(run, view_1, view_2, labels)
         meter.add(loss, probe_correct, labels.numel(), run.step)
@@ -374,6 +382,9 @@ def end_of_epoch(run: Run, epoch: int, stats: dict) -> None:
 
 def save(run: Run, keep_name: str | None = None) -> None:
     """Write the full training state (rank 0). Callers first check the loss was finite."""
+    if run.saved_step == run.step and keep_name is None:
+        return  # already on disk (a time-based save just before the epoch end)
+    run.saved_step = run.step
     run.last_save = time.monotonic()
     if not run.info.is_main:
         return

@@ -114,7 +114,7 @@ _NESTED = {"checkpoint": CheckpointRef, "task": Task, "provenance": Provenance}
 
 def utc_now() -> str:
     """The current UTC time as written in records: 2026-11-22T18:03:11Z."""
-    return dt.datetime.now(dt.timezone.utc).strftime(_TIME_FORMAT)
+    return dt.datetime.now(dt.UTC).strftime(_TIME_FORMAT)
 
 
 def make_record_id(*parts: str, created_utc: str | None = None) -> str:

@@ -9,7 +9,7 @@ from evaluate import knn, linear
 from pretrain.checkpoint import load_checkpoint, save_checkpoint
 from results.record import read_records
 from tests.conftest import run_cli
-from tests.evaluate.helpers import make_image_folder
+from tests.image_folders import make_image_folder
 
 FAST = ("--dataset", "synthetic", "--fast", "--num-workers", "0")
 

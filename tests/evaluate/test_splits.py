@@ -11,7 +11,7 @@ from evaluate.splits import (
     train_and_eval_sets,
 )
 from pretrain.data import DataError, ImageDataset, SyntheticDataset
-from tests.evaluate.helpers import make_image_folder
+from tests.image_folders import make_image_folder
 
 
 def test_heldout_is_ten_percent_per_class_disjoint_and_deterministic(tmp_path):

@@ -4,25 +4,12 @@ import json
 
 import pytest
 import torch
-from PIL import Image
 
 from pretrain.checkpoint import load_checkpoint
 from pretrain.data import DataError
 from pretrain.train import ConfigMismatchError, NonFiniteLossError, train
 from tests.conftest import run_cli
-
-
-def make_image_folder(root, classes=2, per_class=20, size=24):
-    generator = torch.Generator().manual_seed(0)
-    paths = []
-    for c in range(classes):
-        (root / f"class_{c}").mkdir(parents=True)
-        for i in range(per_class):
-            pixels = torch.randint(0, 256, (size, size, 3), generator=generator, dtype=torch.uint8)
-            path = root / f"class_{c}" / f"img_{i:03d}.jpg"
-            Image.fromarray(pixels.numpy()).save(path)
-            paths.append(path)
-    return paths
+from tests.image_folders import make_image_folder
 
 
 def test_missing_data_dir_is_a_clear_cli_error(tmp_path):
@@ -48,8 +35,8 @@ def test_empty_data_dir(tmp_path, tiny_config):
 
 
 def test_corrupt_image_names_the_file_and_keeps_the_last_checkpoint(tmp_path, tiny_config):
-    paths = make_image_folder(tmp_path / "data")
-    broken = paths[7]
+    root = make_image_folder(tmp_path / "data", classes=("a", "b"), per_class=20, size=24)
+    broken = sorted((root / "a").iterdir())[7]
     broken.write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
     config = tiny_config(
         dataset="folder",

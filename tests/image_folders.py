@@ -1,4 +1,4 @@
-"""Small image folders for the evaluation tests."""
+"""Small ImageFolder trees (root/<class>/img_XXX.png) generated on disk for tests."""
 
 import torch
 from PIL import Image
