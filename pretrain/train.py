@@ -14,6 +14,7 @@ run was interrupted.
 import dataclasses
 import json
 import logging
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from pretrain.lars import LARS, param_groups
 from pretrain.online_probe import build_probe, probe_accuracy, probe_step
 from pretrain.provenance import provenance
 from pretrain.schedule import lr_at, scaled_lr
+from results import record as record_lib
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,7 @@ class Run:
     probe_loader: torch.utils.data.DataLoader | None
     schedule: Schedule
     step: int = 0
+    started: float = dataclasses.field(default_factory=time.monotonic)
     last_save: float = 0.0
     saved_step: int = -1
 
@@ -482,4 +485,38 @@ def export(run: Run) -> Path:
     }
     path = export_backbone(run.run_dir, run.byol.online_encoder.state_dict(), metadata)
     log.info("exported the online encoder to %s", path)
+    write_pretrain_record(run, json.loads(path.with_suffix(".json").read_text()))
+    return path
+
+
+def write_pretrain_record(run: Run, metadata: dict) -> Path:
+    """One result record of kind "pretrain" for the export (architecture doc, record format)."""
+    last = json.loads((run.run_dir / "log.jsonl").read_text().splitlines()[-1])
+    records_dir = Path(run.config.records) if run.config.records else run.run_dir.parent / "records"
+    created = record_lib.utc_now()
+    record = record_lib.Record(
+        record_id=record_lib.make_record_id("pretrain", run.run_dir.name, created_utc=created),
+        kind="pretrain",
+        status="complete",
+        created_utc=created,
+        checkpoint=record_lib.CheckpointRef(
+            weights_sha256=metadata["weights_sha256"],
+            label=metadata["label"],
+            arch=metadata["arch"],
+            method="byol",
+            pretrain_epochs=metadata["pretrain_epochs"],
+            source="byol-bench",
+            path=metadata["path"],
+        ),
+        task=record_lib.Task("pretrain", run.config.dataset, "train", "byol-bench-pretrain/1"),
+        metrics={"loss": last["loss"], "online_probe_top1": last["online_probe_test_top1"]},
+        config=dataclasses.asdict(run.config),
+        provenance=record_lib.Provenance(
+            **metadata["provenance"],
+            slurm_job_id=os.environ.get("SLURM_JOB_ID"),
+            wall_seconds=round(time.monotonic() - run.started, 3),
+        ),
+    )
+    path = record_lib.write_record(records_dir, record)
+    log.info("wrote the pretrain record %s", path)
     return path

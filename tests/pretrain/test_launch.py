@@ -7,6 +7,7 @@ import torch
 
 from pretrain.backbones import build_backbone
 from pretrain.checkpoint import load_checkpoint, weights_sha256
+from results.record import read_records
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
@@ -54,9 +55,38 @@ def test_quick_check_leaves_checkpoint_export_and_log(tmp_path):
     # torchvision key names: the export loads strictly into the registry's backbone
     encoder, _ = build_backbone("resnet18")
     encoder.load_state_dict(blob["state_dict"], strict=True)
+    # ... and one pretrain record, beside the run dir (the contract's default records dir)
+    (record,) = read_records(tmp_path / "records")
+    assert record.kind == "pretrain" and record.status == "complete"
+    assert record.checkpoint.weights_sha256 == sha and record.task.family == "pretrain"
+    assert record.metrics["loss"] == lines[-1]["loss"]
     online = {
         k.removeprefix("online_encoder."): v
         for k, v in state["model"].items()
         if k.startswith("online_encoder.")
     }
     assert all(torch.equal(online[k], v) for k, v in blob["state_dict"].items())
+
+
+def test_two_local_processes_train_with_ddp(tmp_path):
+    """--nproc 2 on CPU: two gloo ranks, each half of the global batch, rank 0 saves and exports."""
+    run_dir = tmp_path / "ddp"
+    result = run_cli(
+        "pretrain.launch",
+        "--preset",
+        "tiny_cpu",
+        "--dataset",
+        "synthetic",
+        "--device",
+        "cpu",
+        "--run-dir",
+        str(run_dir),
+        "--max-steps",
+        "3",
+        "--nproc",
+        "2",
+        check=True,
+    )
+    assert '"world_size": 2' in result.stderr
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 3
+    assert len(list((run_dir / "exports").glob("backbone-*.pt"))) == 1
