@@ -102,6 +102,8 @@ def train(config: PretrainConfig, run_dir: str | Path, device: str | None = None
     log_header(run)
     start_epoch = run.step // run.schedule.steps_per_epoch
     for epoch in range(start_epoch, config.epochs):
+        if _max_steps_reached(run):  # a rerun of a run that already stopped at --max-steps
+            break
         stats = train_one_epoch(run, epoch)
         end_of_epoch(run, epoch, stats)
         if stats["stopped_early"]:

@@ -1,0 +1,150 @@
+"""Records -> one long pandas frame, one row per (selected record, metric): what tables pivot.
+
+Selection (docs/architecture.md, "Data flow"): per (weights, task.family, task.dataset, task.split,
+task.protocol) the latest complete record counts; when none is complete, the latest failed one
+does, and its cells say "failed". Weights are identified by `checkpoint.weights_sha256` (never by
+path or label); a published number, which has no weights, by its method, arch and label.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from results.published import TRANSFER_METRICS, published_records
+from results.record import METRICS, Record, validate
+
+# Parameter counts of the backbones (millions, no classifier). BYOL v3, Table 1 for the wide ones
+# (R50 2x 94M, R50 4x 375M, R200 2x 250M) and Table 9 for R50 (24M); the others are counted from
+# pretrain/backbones.py (tests/results/test_frame.py checks every entry against it).
+PARAMS_M = {
+    "resnet18": 11,
+    "resnet34": 21,
+    "resnet50": 24,
+    "resnet50x2": 94,
+    "resnet50x4": 375,
+    "resnet101": 43,
+    "resnet152": 58,
+    "resnet200": 63,
+    "resnet200x2": 250,
+}
+METHOD_NAMES = {"byol": "BYOL", "random-init": "random init", "simclr": "SimCLR"}
+METHOD_ORDER = ("byol", "simclr", "supervised", "random-init")
+COLUMNS = (
+    "row", "order", "kind", "method", "arch", "method_name", "arch_name", "params", "epochs",
+    "checkpoint", "weights", "family", "dataset", "split", "protocol", "metric", "value",
+    "status", "marker", "note", "record_id", "created_utc",
+)  # fmt: skip
+
+
+def row_key(record: Record) -> str:
+    """The identity of a table row: the weights, or (method, arch, label) for a published number."""
+    checkpoint = record.checkpoint
+    if checkpoint.weights_sha256:
+        return checkpoint.weights_sha256
+    return f"published:{checkpoint.method}:{checkpoint.arch}:{checkpoint.label}"
+
+
+def select_latest(records: list[Record]) -> list[Record]:
+    """The records that count: latest complete per (weights, task), else latest failed.
+
+    Pretraining and import records (no evaluation task) are left out; duplicates of one
+    record_id (e.g. published records both on disk and built in) count once.
+    """
+    unique = {record.record_id: record for record in records}.values()
+    chosen: dict[tuple, Record] = {}
+    for record in sorted(unique, key=lambda record: (record.created_utc, record.record_id)):
+        if record.task is None or record.kind not in ("eval", "published"):
+            continue
+        task = record.task
+        key = (row_key(record), task.family, task.dataset, task.split, task.protocol)
+        current = chosen.get(key)
+        if current is None or record.status == "complete" or current.status == "failed":
+            chosen[key] = record
+    return list(chosen.values())
+
+
+def arch_name(arch: str) -> str:
+    """resnet50x2:cifar -> 'ResNet-50 (2x), CIFAR stem'; unknown names pass through."""
+    base, _, variant = arch.partition(":")
+    if not base.startswith("resnet"):
+        return arch
+    depth, _, width = base[len("resnet") :].partition("x")
+    name = f"ResNet-{depth}" + (f" ({width}x)" if width else "")
+    return name + (", CIFAR stem" if variant == "cifar" else "")
+
+
+def _order(record: Record, published_index: dict[str, int]) -> tuple:
+    """Sort key of a row: architecture, then the paper's rows, then ours (BYOL first)."""
+    checkpoint = record.checkpoint
+    base = checkpoint.arch.partition(":")[0]
+    arch_rank = list(PARAMS_M).index(base) if base in PARAMS_M else len(PARAMS_M)
+    method = checkpoint.method or ""
+    method_rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+    if record.kind == "published":
+        return (arch_rank, base, checkpoint.arch, 0, published_index[row_key(record)], 0.0, "")
+    epochs = checkpoint.pretrain_epochs if checkpoint.pretrain_epochs is not None else -1.0
+    return (arch_rank, base, checkpoint.arch, 1, method_rank, float(epochs), checkpoint.label)
+
+
+def _row_fields(record: Record, order: tuple) -> dict:
+    checkpoint = record.checkpoint
+    base = checkpoint.arch.partition(":")[0]
+    epochs = checkpoint.pretrain_epochs
+    published = record.kind == "published"
+    return {
+        "row": row_key(record),
+        "order": order,
+        "kind": record.kind,
+        "method": checkpoint.method or "",
+        "arch": checkpoint.arch,
+        "method_name": METHOD_NAMES.get(checkpoint.method or "", checkpoint.method or "?"),
+        "arch_name": arch_name(checkpoint.arch),
+        "params": f"{PARAMS_M[base]}M" if base in PARAMS_M else "?",
+        "epochs": "—" if epochs is None else f"{round(epochs, 4):g}",
+        "checkpoint": checkpoint.label,
+        "weights": "paper" if published else (checkpoint.weights_sha256 or "")[:8],
+    }
+
+
+def _metric_names(record: Record) -> list[str]:
+    """The metrics a record's cells show: its own, or for a failed one those its family needs."""
+    if record.metrics:
+        return list(record.metrics)
+    if record.task.family == "transfer-cls":
+        return [TRANSFER_METRICS.get(record.task.dataset, "top1")]
+    return list(METRICS[record.task.family][1] or METRICS[record.task.family][0][:1])
+
+
+def records_frame(records: list[Record]) -> pd.DataFrame:
+    """Validate `records`, select the ones that count (select_latest), one frame row per metric.
+
+    Raises RecordError for an invalid record, e.g. a metric name its task family does not have.
+    """
+    for record in records:
+        validate(record)
+    selected = select_latest(records)
+    paper_order = [row_key(record) for record in [*published_records(), *selected]]
+    published_index = {key: paper_order.index(key) for key in set(paper_order)}
+    rows = []
+    for record in selected:
+        fields = _row_fields(record, _order(record, published_index))
+        task = record.task
+        unconfirmed = record.config.get("unconfirmed", {}) if record.kind == "published" else {}
+        for metric in _metric_names(record):
+            rows.append(
+                {
+                    **fields,
+                    "family": task.family,
+                    "dataset": task.dataset,
+                    "split": task.split,
+                    "protocol": task.protocol,
+                    "metric": metric,
+                    "value": record.metrics.get(metric, float("nan")),
+                    "status": record.status,
+                    "marker": "†" if metric in unconfirmed else "",
+                    "note": unconfirmed.get(metric, ""),
+                    "record_id": record.record_id,
+                    "created_utc": record.created_utc,
+                }
+            )
+    return pd.DataFrame(rows, columns=list(COLUMNS))

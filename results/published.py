@@ -1,0 +1,131 @@
+"""The BYOL paper's numbers as result records of kind "published", each citing its table.
+
+Source: Grill et al., "Bootstrap Your Own Latent", arXiv 2006.07733 v3 (NeurIPS 2020), as listed in
+docs/byol-protocol.md, "Published numbers". ResNet-50 (1x) unless the arch says otherwise; every
+ImageNet number is pretrained for 1000 epochs. Because they are ordinary records, "ours vs paper" is
+an ordinary pivot (results/tables.py), and a published number shares a column only with ours
+measured under the same `task.protocol`.
+
+A number the sources do not agree on is kept but marked: `config["unconfirmed"]` maps a metric
+to the reason, and tables print it with a dagger and the reason as a footnote.
+
+Protocol names (what our evaluation CLIs write in `task.protocol` for the same measurement):
+    linear        byol-paper/1            App. C.1 (evaluate/linear.py, PAPER_PROTOCOL)
+    semisup       byol-paper-1pct/1, byol-paper-10pct/1 (App. C.1, SimCLR's subsets),
+                  byol-paper-100pct/1 (Table 8: fine-tuning on all labels)
+    transfer-cls  byol-paper-logreg/1 (App. D.2), byol-paper-finetune/1 (App. D.3)
+    detection     byol-paper-frcnn-c4/1   App. D.5; NOT MoCo's detectron2 VOC07+12 R50-C4 24k
+    segmentation  byol-paper-fcn/1        App. D.4
+Table 4's depth estimation (NYU v2) has no record family yet and is not listed.
+"""
+
+from __future__ import annotations
+
+from results.record import CheckpointRef, Provenance, Record, Task, validate
+
+PAPER = "Grill et al. 2020, BYOL v3 (arXiv 2006.07733)"
+PAPER_DATE = "2020-09-10T00:00:00Z"  # arXiv v3
+SEMISUP_PROTOCOLS = {1: "byol-paper-1pct/1", 10: "byol-paper-10pct/1", 100: "byol-paper-100pct/1"}
+TRANSFER_PROTOCOLS = {"linear": "byol-paper-logreg/1", "finetune": "byol-paper-finetune/1"}
+DETECTION_PROTOCOL = "byol-paper-frcnn-c4/1"
+SEGMENTATION_PROTOCOL = "byol-paper-fcn/1"
+
+# Table 3's data sets in the paper's order, with the metric App. D.2 reports for each.
+TRANSFER_METRICS = {
+    "food101": "top1",
+    "cifar10": "top1",
+    "cifar100": "top1",
+    "birdsnap": "top1",
+    "sun397": "top1",
+    "cars": "top1",
+    "aircraft": "mean_per_class",
+    "voc07": "map11",
+    "dtd": "top1",
+    "pets": "mean_per_class",
+    "caltech101": "mean_per_class",
+    "flowers": "mean_per_class",
+}
+_TRANSFER = {
+    "linear": (75.3, 91.3, 78.4, 57.2, 62.2, 67.8, 60.6, 82.5, 75.5, 90.4, 94.2, 96.1),
+    "finetune": (88.5, 97.8, 86.1, 76.3, 63.7, 91.6, 88.1, 85.4, 76.2, 91.7, 93.8, 97.0),
+}
+# Table 1 (linear) and Table 2 (semi-supervised 1% / 10%): arch -> (top-1, top-5)
+_LINEAR = {
+    "resnet50": (74.3, 91.6),
+    "resnet50x2": (77.4, 93.6),
+    "resnet50x4": (78.6, 94.2),
+    "resnet200x2": (79.6, 94.8),
+}
+_UNCONFIRMED = {  # (table, arch) -> {metric: why}
+    ("Table 1", "resnet200x2"): {"top5": "R200 2x top-5 is 94.8 in Table 1, 94.9 in Table 9"}
+}
+_SEMISUP = {
+    1: {
+        "resnet50": (53.2, 78.4),
+        "resnet50x2": (62.2, 84.1),
+        "resnet50x4": (69.1, 87.9),
+        "resnet200x2": (71.2, 89.5),
+    },
+    10: {
+        "resnet50": (68.8, 89.0),
+        "resnet50x2": (73.5, 91.7),
+        "resnet50x4": (75.7, 92.5),
+        "resnet200x2": (77.7, 93.7),
+    },
+    100: {"resnet50": (77.7, 93.9)},  # Table 8
+}
+# Table 4, VOC07 test AP50 with the paper's Faster R-CNN protocol: BYOL and the two baselines
+_DETECTION = {"byol": 77.5, "supervised": 74.4, "simclr": 75.2}
+_LABELS = {  # checkpoint.label: one table row per (method, arch)
+    "byol": "Grill et al. 2020",
+    "supervised": "Grill et al. 2020 (supervised IN-1k)",
+    "simclr": "Grill et al. 2020 (SimCLR repro.)",
+}
+
+
+def _record(table: str, method: str, arch: str, task: Task, metrics: dict) -> Record:
+    slug = f"{table}-{task.family}-{task.dataset}-{task.protocol}-{arch}-{method}"
+    record_id = "published-byol-v3-" + slug.lower().replace(" ", "").replace("/", "-")
+    return Record(
+        record_id=record_id,
+        kind="published",
+        status="complete",
+        created_utc=PAPER_DATE,
+        checkpoint=CheckpointRef(
+            weights_sha256=None,
+            label=_LABELS[method],
+            arch=arch,
+            method=method,
+            pretrain_epochs=1000 if method == "byol" else None,
+            source=PAPER,
+        ),
+        task=task,
+        metrics=metrics,
+        config={"table": table, "unconfirmed": _UNCONFIRMED.get((table, arch), {})},
+        provenance=Provenance(source=f"{PAPER}, {table}"),
+    )
+
+
+def published_records() -> list[Record]:
+    """Every number of docs/byol-protocol.md "Published numbers" (bar depth) as a record."""
+    records = []
+    for arch, (top1, top5) in _LINEAR.items():
+        task = Task("linear", "imagenet", "val", "byol-paper/1")
+        records.append(_record("Table 1", "byol", arch, task, {"top1": top1, "top5": top5}))
+    for fraction, by_arch in _SEMISUP.items():
+        table = "Table 8" if fraction == 100 else "Table 2"
+        for arch, (top1, top5) in by_arch.items():
+            task = Task("semisup", "imagenet", "val", SEMISUP_PROTOCOLS[fraction])
+            records.append(_record(table, "byol", arch, task, {"top1": top1, "top5": top5}))
+    for mode, values in _TRANSFER.items():
+        for (dataset, metric), value in zip(TRANSFER_METRICS.items(), values, strict=True):
+            task = Task("transfer-cls", dataset, "test", TRANSFER_PROTOCOLS[mode])
+            records.append(_record("Table 3", "byol", "resnet50", task, {metric: value}))
+    for method, ap50 in _DETECTION.items():
+        task = Task("detection", "voc07", "test", DETECTION_PROTOCOL)
+        records.append(_record("Table 4", method, "resnet50", task, {"ap50": ap50}))
+    task = Task("segmentation", "voc2012", "val", SEGMENTATION_PROTOCOL)
+    records.append(_record("Table 4", "byol", "resnet50", task, {"miou": 76.3}))
+    for record in records:
+        validate(record)
+    return records

@@ -1,0 +1,231 @@
+"""One self-contained HTML report: the tables, pretraining curves, accuracy vs epochs, provenance.
+
+    python -m results.report --records runs/records --runs runs/demo --out runs/demo/report.html
+    python -m results.report --records /shared/runs/records --runs /shared/runs
+
+Everything is in the one file (inline CSS, plots as base64 PNGs), so it can be mailed or attached.
+Sources: the tables come from the records (results/tables.py), the curves from each run's
+log.jsonl (one line per epoch: loss, lr, tau, online-probe top-1), accuracy vs pretraining epochs
+from eval records of several checkpoints of one run (same label, task and protocol), and the
+provenance view lists every record, superseded and failed ones included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display; must precede any other matplotlib import
+from matplotlib.figure import Figure  # noqa: E402
+
+from results import render  # noqa: E402
+from results.frame import select_latest  # noqa: E402
+from results.record import Record, read_records, to_dict, utc_now  # noqa: E402
+from results.tables import build_tables  # noqa: E402
+
+CURVES = (  # (title, log.jsonl keys)
+    ("BYOL loss (both directions, summed)", ("loss",)),
+    ("online probe top-1 (%)", ("online_probe_train_top1", "online_probe_test_top1")),
+    ("learning rate", ("lr",)),
+    ("target decay rate tau", ("tau",)),
+)
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}
+h1{font-size:1.6em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:1em 0;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.25em .5em;vertical-align:top}
+th{background:#eef} caption{font-weight:bold;text-align:left;padding:.3em 0}
+td.num,td.failed,td.missing,td.unpublished{text-align:right;font-variant-numeric:tabular-nums}
+td.failed{color:#b00;font-weight:bold} td.missing{color:#b60} td.unpublished{color:#999}
+.scroll{overflow-x:auto}
+.legend{font-size:.8em;color:#555;margin:.2em 0} img{max-width:100%;border:1px solid #eee}
+code,.mono{font-family:ui-monospace,monospace;font-size:.85em;word-break:break-all}
+tr.superseded{color:#888} tr.failed{background:#fee}
+"""
+
+
+def png(figure: Figure) -> str:
+    """An <img> tag holding `figure` as an embedded PNG."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img alt="plot" src="data:image/png;base64,{data}">'
+
+
+def read_logs(runs: Path | None) -> dict[str, list[dict]]:
+    """{run name: log.jsonl lines} for `runs` itself and each run directory directly in it."""
+    if runs is None:
+        return {}
+    logs = {}
+    for path in sorted([runs / "log.jsonl", *runs.glob("*/log.jsonl")]):
+        if path.is_file():
+            lines = path.read_text(encoding="utf-8").splitlines()
+            logs[path.parent.name] = [json.loads(line) for line in lines if line.strip()]
+    return logs
+
+
+def curves_figure(name: str, lines: list[dict]) -> Figure:
+    """Loss, online-probe accuracy, lr and tau against the epoch of one run."""
+    figure = Figure(figsize=(12, 2.8), layout="constrained")
+    epochs = [line["epoch"] for line in lines]
+    style = "o-" if len(lines) < 20 else "-"
+    for index, (title, keys) in enumerate(CURVES):
+        axes = figure.add_subplot(1, len(CURVES), index + 1)
+        for key in keys:
+            axes.plot(epochs, [line.get(key) for line in lines], style, label=key, markersize=3)
+        axes.set_title(title, fontsize=9)
+        axes.set_xlabel("epoch", fontsize=8)
+        axes.tick_params(labelsize=7)
+        if len(keys) > 1:
+            axes.legend(fontsize=7)
+    figure.suptitle(f"pretraining: {name}", fontsize=10)
+    return figure
+
+
+def accuracy_series(records: list[Record]) -> dict[tuple, list[tuple[float, float]]]:
+    """{(dataset, split, family, protocol, run label): [(pretrain epochs, top-1)]}, >= 2 points."""
+    series: dict[tuple, list[tuple[float, float]]] = {}
+    for record in select_latest(records):
+        checkpoint, task = record.checkpoint, record.task
+        if record.kind != "eval" or record.status != "complete" or "top1" not in record.metrics:
+            continue
+        if checkpoint.pretrain_epochs is None or checkpoint.method == "random-init":
+            continue
+        key = (task.dataset, task.split, task.family, task.protocol, checkpoint.label)
+        series.setdefault(key, []).append((checkpoint.pretrain_epochs, record.metrics["top1"]))
+    return {key: sorted(points) for key, points in series.items() if len(points) >= 2}
+
+
+def accuracy_figures(records: list[Record]) -> list[Figure]:
+    """One figure per (dataset, split): top-1 against pretraining epochs, a line per run/task."""
+    by_dataset: dict[tuple, list] = {}
+    for (dataset, split, family, protocol, label), points in accuracy_series(records).items():
+        by_dataset.setdefault((dataset, split), []).append((f"{label} {family} {protocol}", points))
+    figures = []
+    for (dataset, split), lines in sorted(by_dataset.items()):
+        figure = Figure(figsize=(6, 3.5), layout="constrained")
+        axes = figure.add_subplot(1, 1, 1)
+        for name, points in lines:
+            axes.plot(*zip(*points), "o-", label=name)
+        axes.set(xlabel="pretraining epochs", ylabel="top-1 (%)", title=f"{dataset} ({split})")
+        axes.legend(fontsize=7)
+        figures.append(figure)
+    return figures
+
+
+def provenance_rows(records: list[Record]) -> str:
+    """One table row per record (newest first) and its full JSON on demand."""
+    counted = {record.record_id for record in select_latest(records)}
+    rows = []
+    for record in sorted(records, key=lambda r: (r.created_utc, r.record_id), reverse=True):
+        checkpoint, task, origin = record.checkpoint, record.task, record.provenance
+        state = "failed" if record.status == "failed" else ""
+        state = state or ("" if record.record_id in counted else "superseded")
+        metrics = ", ".join(f"{name} {value:.2f}" for name, value in record.metrics.items())
+        cells = [
+            f"<span class='mono'>{record.record_id}</span>",
+            record.created_utc,
+            f"{record.kind} / {record.status}" + (" (superseded)" if state == "superseded" else ""),
+            f"{checkpoint.label} ({checkpoint.arch}, {(checkpoint.weights_sha256 or '-')[:8]})",
+            f"{task.family} {task.dataset}/{task.split} {task.protocol}" if task else "-",
+            metrics or (record.error or "-"),
+            f"{origin.git_sha or '-'}{' (dirty)' if origin.git_dirty else ''}",
+            f"{origin.device or '-'}, {origin.wall_seconds or '-'} s"
+            + (f", SLURM job {origin.slurm_job_id}" if origin.slurm_job_id else ""),
+            f"<span class='mono'>{html.escape(origin.command or '-')}</span>",
+        ]
+        full = html.escape(json.dumps(to_dict(record), indent=1))
+        cells.append(f"<details><summary>JSON</summary><pre class='mono'>{full}</pre></details>")
+        text = [cell if i in (0, 8, 9) else html.escape(cell) for i, cell in enumerate(cells)]
+        rows.append(f"<tr class='{state}'>" + "".join(f"<td>{c}</td>" for c in text) + "</tr>")
+    names = "record created kind/status weights task result git device/time command record"
+    head = "".join(f"<th>{name}</th>" for name in names.split())
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def build_report(records: list[Record], runs: Path | None, title: str) -> str:
+    """The whole HTML document."""
+    tables = build_tables(records)
+    logs = read_logs(runs)
+    accuracy = accuracy_figures(records)
+    ours = [record for record in records if record.kind != "published"]
+    sections = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>Generated {utc_now()} from {len(ours)} records; runs: {html.escape(str(runs))}.</p>",
+        "<h2>Tables</h2>",
+        *(render.to_html(table) for table in tables),
+        "" if tables else "<p>No evaluation records yet.</p>",
+        "<h2>Pretraining curves (log.jsonl)</h2>",
+        *(png(curves_figure(name, lines)) for name, lines in logs.items() if lines),
+        "" if logs else "<p>No log.jsonl under --runs.</p>",
+        "<h2>Accuracy against pretraining epochs</h2>",
+        *(png(figure) for figure in accuracy),
+        ""
+        if accuracy
+        else "<p>Each run has one evaluated checkpoint so far: evaluate its "
+        "checkpoints/epoch_XXXX.pt files (same task) to see this curve.</p>",
+        "<h2>Provenance of every record</h2>",
+        provenance_rows(ours) if ours else "<p>No records.</p>",
+    ]
+    body = "\n".join(section for section in sections if section)
+    return (
+        f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n"
+        f"<body>\n{body}\n</body></html>\n"
+    )
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """`python -m results.report`: records (+ run dirs) -> one self-contained HTML file."""
+
+    records: str  # directory of result records
+    runs: str | None = None  # a run dir, or a directory of run dirs (their log.jsonl)
+    out: str | None = None  # default: report.html beside the records directory
+    title: str = "byol-bench report"
+
+
+def parse_config(argv: list[str] | None) -> ReportConfig:
+    parser = argparse.ArgumentParser(
+        prog="python -m results.report",
+        description="One self-contained HTML report: tables, curves, provenance.",
+    )
+    parser.add_argument("--records", required=True, help="directory of result records")
+    parser.add_argument("--runs", help="a run directory, or a directory of run directories")
+    parser.add_argument("--out", help="HTML file (default: report.html beside --records)")
+    parser.add_argument("--title", default=ReportConfig.title)
+    args = parser.parse_args(argv)
+    return ReportConfig(args.records, args.runs, args.out, args.title)
+
+
+def write_report(config: ReportConfig) -> Path:
+    """Build the report of `config` and write it; returns its path."""
+    records = read_records(config.records)
+    runs = Path(config.runs) if config.runs else None
+    if runs is not None and not runs.is_dir():
+        raise FileNotFoundError(f"--runs {runs} is not a directory; pass a run dir or runs root")
+    out = Path(config.out) if config.out else Path(config.records).parent / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(build_report(records, runs, config.title), encoding="utf-8")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_config(argv)
+    try:
+        path = write_report(config)
+    except FileNotFoundError as error:
+        sys.exit(f"error: {error}")
+    print(f"report: {path.resolve()}")
+
+
+if __name__ == "__main__":
+    main()

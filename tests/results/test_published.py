@@ -1,0 +1,75 @@
+"""The paper's numbers as records: valid, cited, complete, and equal to docs/byol-protocol.md."""
+
+from collections import Counter
+
+import pytest
+
+from results.published import PAPER, TRANSFER_METRICS, published_records
+from results.record import validate, write_record
+
+
+def by_task(family: str, dataset: str, protocol: str, arch: str = "resnet50", method="byol"):
+    def key(record):
+        task, checkpoint = record.task, record.checkpoint
+        return (task.family, task.dataset, task.protocol, checkpoint.arch, checkpoint.method)
+
+    wanted = (family, dataset, protocol, arch, method)
+    matches = [record for record in published_records() if key(record) == wanted]
+    assert len(matches) == 1, matches
+    return matches[0]
+
+
+def test_every_published_record_is_valid_cited_and_unique(tmp_path):
+    records = published_records()
+    # Table 1: 4 archs; Table 2: 4 + 4; Table 8: 1; Table 3: 2 x 12; Table 4: 3 detection + 1 seg
+    assert len(records) == 4 + 8 + 1 + 24 + 3 + 1
+    assert len({record.record_id for record in records}) == len(records)
+    for record in records:
+        validate(record)
+        assert record.kind == "published" and record.checkpoint.weights_sha256 is None
+        assert record.provenance.source == f"{PAPER}, {record.config['table']}"
+        write_record(tmp_path, record)  # ids are file-name safe
+    assert Counter(record.config["table"] for record in records) == {
+        "Table 1": 4, "Table 2": 8, "Table 8": 1, "Table 3": 24, "Table 4": 4,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "family, dataset, protocol, arch, metrics",
+    [
+        ("linear", "imagenet", "byol-paper/1", "resnet50", {"top1": 74.3, "top5": 91.6}),
+        ("linear", "imagenet", "byol-paper/1", "resnet50x4", {"top1": 78.6, "top5": 94.2}),
+        ("semisup", "imagenet", "byol-paper-1pct/1", "resnet200x2", {"top1": 71.2, "top5": 89.5}),
+        ("semisup", "imagenet", "byol-paper-10pct/1", "resnet50", {"top1": 68.8, "top5": 89.0}),
+        ("semisup", "imagenet", "byol-paper-100pct/1", "resnet50", {"top1": 77.7, "top5": 93.9}),
+        ("transfer-cls", "voc07", "byol-paper-logreg/1", "resnet50", {"map11": 82.5}),
+        ("transfer-cls", "flowers", "byol-paper-finetune/1", "resnet50", {"mean_per_class": 97.0}),
+        ("transfer-cls", "food101", "byol-paper-finetune/1", "resnet50", {"top1": 88.5}),
+        ("detection", "voc07", "byol-paper-frcnn-c4/1", "resnet50", {"ap50": 77.5}),
+        ("segmentation", "voc2012", "byol-paper-fcn/1", "resnet50", {"miou": 76.3}),
+    ],
+)
+def test_values_match_the_protocol_doc(family, dataset, protocol, arch, metrics):
+    assert by_task(family, dataset, protocol, arch).metrics == metrics
+
+
+def test_detection_baselines_and_transfer_metrics():
+    supervised = by_task("detection", "voc07", "byol-paper-frcnn-c4/1", method="supervised")
+    simclr = by_task("detection", "voc07", "byol-paper-frcnn-c4/1", method="simclr")
+    assert (supervised.metrics, simclr.metrics) == ({"ap50": 74.4}, {"ap50": 75.2})
+    assert supervised.checkpoint.pretrain_epochs is None
+    # App. D.2: mean per-class accuracy for Aircraft, Pets, Caltech-101, Flowers; mAP for VOC07
+    assert [name for name, metric in TRANSFER_METRICS.items() if metric != "top1"] == [
+        "aircraft", "voc07", "pets", "caltech101", "flowers",
+    ]  # fmt: skip
+
+
+def test_unconfirmed_numbers_stay_marked():
+    marked = {
+        (record.checkpoint.arch, record.config["table"]): record.config["unconfirmed"]
+        for record in published_records()
+        if record.config["unconfirmed"]
+    }
+    assert list(marked) == [("resnet200x2", "Table 1")]
+    assert list(marked[("resnet200x2", "Table 1")]) == ["top5"]  # top-1 79.6 agrees
+    assert "94.9 in Table 9" in marked[("resnet200x2", "Table 1")]["top5"]
