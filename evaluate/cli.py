@@ -40,6 +40,8 @@ from results.record import (
     utc_now,
     write_record,
 )
+from slurm import submit as slurm_submit
+from slurm.profile import ProfileError
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "for CIFAR, Fashion-MNIST and synthetic)",
     )
     add("--num-workers", type=int, help="data-loader processes")
+    slurm_submit.add_slurm_arguments(
+        parser
+    )  # handled before parsing: slurm.submit_cli_if_requested
     add(
         "--cache-dir",
         help="feature cache (default: $BYOL_BENCH_CACHE, else ~/.cache/byol-bench/features)",
@@ -102,7 +107,13 @@ def error_boundary() -> Iterator[None]:
     """Turn bad input into `error: <sentence>` on stderr and exit code 1 (no traceback)."""
     try:
         yield
-    except (DataError, CheckpointError, InputError) as error:
+    except (
+        DataError,
+        CheckpointError,
+        InputError,
+        ProfileError,
+        slurm_submit.SlurmJobError,
+    ) as error:
         sys.exit(f"error: {error}")
 
 

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from evaluate import cli
 from evaluate.metrics import percent, topk_correct
 from evaluate.sanity import assert_unchanged, snapshot
+from slurm import submit as slurm_submit
 
 MEMORY_BUDGET = 512 * 2**20  # bytes of the [chunk, N] similarity block
 
@@ -139,6 +140,9 @@ def parse_config(argv: list[str] | None) -> KnnConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
+    with cli.error_boundary():
+        if slurm_submit.submit_cli_if_requested("evaluate.knn", argv):  # --slurm: run as a job
+            return
     config = parse_config(argv)
     with cli.error_boundary():
         if config.k not in config.ks or config.temperature <= 0:

@@ -21,6 +21,7 @@ from evaluate.sanity import assert_unchanged, snapshot
 from evaluate.splits import HeldoutSplit, heldout_split
 from evaluate.transforms import EpochBatches, ProbeTrainView
 from pretrain.data import SubsetDataset
+from slurm import submit as slurm_submit
 
 PAPER_PROTOCOL = "byol-paper/1"
 FAST_PROTOCOL = "cached-centercrop/1"
@@ -204,6 +205,9 @@ def parse_config(argv: list[str] | None) -> LinearConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
+    with cli.error_boundary():
+        if slurm_submit.submit_cli_if_requested("evaluate.linear", argv):  # --slurm: run as a job
+            return
     config = parse_config(argv)
     protocol = FAST_PROTOCOL if config.fast else PAPER_PROTOCOL
     with cli.error_boundary():

@@ -264,3 +264,33 @@ def wait(job: submitit.Job):
             f"(state {state.group(1) if state else job.state})"
         )
     raise SlurmJobError(f"{message}. Full log: {job.paths.stderr}")
+
+
+def run_command(command: Sequence[str]) -> None:
+    """Run one command line in the job, its output going to the job's log; fail if it fails."""
+    import subprocess
+
+    subprocess.run(list(command), check=True)
+
+
+def submit_cli_if_requested(module: str, argv: Sequence[str] | None = None) -> bool:
+    """`--slurm --profile NAME [...]` on any CLI: submit `python -m module <its other flags>` as a
+    job, print where it runs, and return True; without --slurm return False (run here)."""
+    import sys
+
+    parser = argparse.ArgumentParser(add_help=False)
+    add_slurm_arguments(parser)
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else list(argv))
+    check_slurm_flags(args)
+    if not args.slurm:
+        return False
+    profile = profile_from_args(args)
+    command = [sys.executable, "-m", module, *rest]
+    name = module.replace(".", "-")
+    folder = Path(profile.shared_dir) / "logs" / name
+    job = submit(profile, run_command, command, name=name, folder=folder,
+                 after=after_from_args(args))  # fmt: skip
+    print(describe(job, profile, [f"  command: {' '.join(command)}"]), flush=True)
+    if args.wait:
+        wait(job)
+    return True

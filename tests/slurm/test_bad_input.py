@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, run_cli
 
 QUICK = ["--preset", "tiny_cpu", "--dataset", "synthetic", "--max-steps", "2"]
 
@@ -103,3 +103,9 @@ def test_slurm_flags_without_slurm_are_refused(tmp_path):
     assert result.returncode == 2  # argparse's usage error
     assert "--nodes, --time only apply to SLURM jobs: add --slurm" in result.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_evaluation_slurm_flags_without_slurm_are_refused(tmp_path):
+    result = run_cli("evaluate.linear", "--ckpt", "random:resnet18", "--wait", "--fast")
+    assert result.returncode != 0 and "--slurm" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -18,6 +18,7 @@ import submitit
 import torch
 
 from pretrain.checkpoint import load_checkpoint
+from results.record import read_records
 from slurm.profile import load_profile
 from slurm.status import job_state
 from slurm.submit import SlurmJobError, submit, submit_array, wait
@@ -103,6 +104,11 @@ def test_quick_check_submitted_to_local_profile_leaves_export(tmp_path):
     (export,) = (run_dir / "exports").glob("backbone-*.pt")
     assert f"export:  {export}" in result.stdout
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 20
+    (record,) = read_records(tmp_path / "records")  # the pretrain record, beside the run dir
+    assert record.kind == "pretrain" and export.name.startswith(
+        f"backbone-{record.checkpoint.weights_sha256[:8]}"
+    )
+    assert record.provenance.slurm_job_id == job_id
     status = run_cli("pretrain.launch", "--status", str(run_dir), check=True).stdout
     assert "step:    20" in status and f"job {job_id} " in status and "COMPLETED" in status
 
@@ -242,3 +248,17 @@ def report_figures(kind: str, run_dir: Path, job_id: str) -> None:
             figures.append(f"{lost} steps lost, {seconds:.1f} s from signal to resumed training")
             signal_at = None
     requeue_figures.append(f"{kind}: {len(figures)} requeue(s): " + "; ".join(figures))
+
+
+def test_evaluation_cli_submitted_with_slurm_writes_its_record(tmp_path):
+    """The evaluation CLIs take the same --slurm flags: the same command runs as a job."""
+    records = tmp_path / "records"
+    result = run_cli(
+        "evaluate.knn", "--ckpt", "random:resnet18", "--dataset", "synthetic", "--device", "cpu",
+        "--records", str(records), "--num-workers", "0", "--cache-dir", str(tmp_path / "cache"),
+        "--slurm", "--profile", "local", "--wait", check=True,
+    )  # fmt: skip
+    assert "submitted SLURM job" in result.stdout
+    (record,) = read_records(records)
+    assert record.task.family == "knn" and record.status == "complete"
+    assert record.provenance.slurm_job_id is not None
