@@ -47,9 +47,9 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Benchmarks print measured figures (never asserted in tests).
 bench: venv
-	$(PY) -m pip install -q lightly byol-pytorch
-	$(PY) benchmarks/step.py
+	$(PY) -m benchmarks.linear
 
 clean-demo:
 	rm -rf $(DEMO_RUN)
