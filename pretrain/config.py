@@ -111,7 +111,7 @@ def byol_r18_cifar10() -> PretrainConfig:
 
 
 def byol_r18_fmnist_demo() -> PretrainConfig:
-    """The `make demo` run: ResNet-18 on Fashion-MNIST, one epoch, on 2 CPU cores in ~10 minutes.
+    """The `make demo` run: ResNet-18 on Fashion-MNIST, one epoch: ~15 minutes on 2 CPU cores.
 
     Why these choices (measured; README "The demo preset"): on 2 CPU cores a BYOL step of
     ResNet-18 runs at ~100 img/s at 20-32 px alike (per-op overheads dominate), so ~10 minutes buys
@@ -141,7 +141,7 @@ def byol_r18_fmnist_demo() -> PretrainConfig:
 
 
 def byol_r18_fmnist() -> PretrainConfig:
-    """The demo's network for 4 epochs (~40 minutes on 2 CPU cores), where BYOL clearly beats
+    """The demo's network for 4 epochs (~1 hour on 2 CPU cores), where BYOL clearly beats
     random initialisation on a linear probe (README "The demo preset")."""
     return replace(byol_r18_fmnist_demo(), epochs=4, warmup_epochs=0.4, base_lr=1.0)
 
