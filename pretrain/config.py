@@ -141,8 +141,8 @@ def byol_r18_fmnist_demo() -> PretrainConfig:
 
 
 def byol_r18_fmnist() -> PretrainConfig:
-    """The demo's network for 4 epochs (~1 hour on 2 CPU cores), where BYOL clearly beats
-    random initialisation on a linear probe (README "The demo preset")."""
+    """The demo's network for 4 epochs (~1 hour on 2 CPU cores): in our sweep (README "The demo
+    preset") 4 epochs beat random initialisation by 2.5 points on a logistic-regression probe."""
     return replace(byol_r18_fmnist_demo(), epochs=4, warmup_epochs=0.4, base_lr=1.0)
 
 
