@@ -38,7 +38,8 @@ METRICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "semisup": (("top1", "top5"), ("top1", "top5")),
     "knn": (("top1", "top5"), ("top1", "top5")),
     "transfer-cls": (("top1", "mean_per_class", "map11"), ()),  # exactly one, per data set
-    "detection": (("ap50", "ap", "ap75"), ("ap50",)),
+    # box AP (VOC or COCO); mask AP of instance segmentation (COCO Mask R-CNN)
+    "detection": (("ap50", "ap", "ap75", "mask_ap", "mask_ap50", "mask_ap75"), ("ap50",)),
     "segmentation": (("miou",), ("miou",)),
 }
 UNBOUNDED_METRICS = ("loss",)  # every other metric is a percentage in [0, 100]
