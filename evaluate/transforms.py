@@ -20,7 +20,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from pretrain.augment import ViewDistribution, augment_view, normalize
-from pretrain.data import EpochSampler, EvalView, ImageDataset, sample_seed
+from pretrain.data import EpochSampler, ImageDataset, sample_seed
+from pretrain.views import EvalView
 
 SMALL_IMAGE_MAX = 64  # px; at or below this the small-image variant applies
 SMALL_DATASETS = ("cifar10", "cifar100", "fmnist", "synthetic")  # default input size 32, else 224

@@ -46,12 +46,28 @@ class PretrainConfig:
     seed: int = 0
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     channels_last: bool = True  # memory layout only: faster convolutions on CPU (oneDNN) and GPU
+    compile: str = "auto"  # auto | on | off: torch.compile the BYOL forward (auto: on for CUDA)
+    augment_on: str = "auto"  # auto | loader | device: where the photometric ops run (views.py)
     num_workers: int = 8
     ckpt_every_min: float = 10.0  # also at every epoch end
     keep_every_epochs: int = 100  # checkpoints/epoch_XXXX.pt kept every N epochs (0 = never)
     max_steps: int | None = None  # stop early (smoke tests, demos); the schedule is unchanged
     log_every_steps: int = 10  # host synchronisation interval for progress and checks
     records: str | None = None  # result records (default: <run dir>/../records, the contract's)
+
+    def __post_init__(self) -> None:
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
+                )
+
+
+CHOICES = {  # fields that take one of a few words
+    "precision": ("fp32", "bf16"),
+    "compile": ("auto", "on", "off"),
+    "augment_on": ("auto", "loader", "device"),
+}
 
 
 # Fields that may change between a run and its resumption: they do not change the trajectory.
@@ -64,6 +80,8 @@ RUNTIME_FIELDS = frozenset(
         "max_steps",
         "log_every_steps",
         "records",
+        "compile",  # same computation, fused kernels
+        "augment_on",  # same draws either way (pretrain/views.py)
     }
 )
 

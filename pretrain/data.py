@@ -1,4 +1,4 @@
-"""Image-classification readers, BYOL's two-view dataset, and the sampler that makes resume exact.
+"""Image-classification readers and the sampler that makes resume exact (views: views.py).
 
 Every package reads labelled images through this module (pretraining, linear probe, semi-supervised,
 transfer). A reader is an `ImageDataset`: `load(index) -> (uint8 image [C, H, W], label)`, with
@@ -27,9 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler
-
-from pretrain.augment import ViewDistribution, augment_view, eval_view, normalize
+from torch.utils.data import Dataset, Sampler
 
 DATASETS = ("imagenet", "folder", "cifar10", "cifar100", "fmnist", "synthetic")
 SPLITS = {  # valid splits per data set (folder: DIR/<split> if it exists, else DIR itself)
@@ -484,115 +482,3 @@ class EpochSampler(Sampler):
         if start_step >= self.steps_per_epoch:  # saved at the end of an epoch
             epoch, start_step = epoch + 1, 0
         self.set_epoch(epoch, start_step)
-
-
-class TwoViews(Dataset):
-    """BYOL's input: two augmented views of one image, drawn from T and T' (Grill et al. 2020).
-
-    Indexed by `(epoch, index)` keys from `EpochSampler`. All randomness comes from one
-    generator seeded with `sample_seed(seed, epoch, index)`, so a sample's views are the same in
-    any worker, with any number of workers, before and after a resume.
-    """
-
-    def __init__(
-        self,
-        dataset: ImageDataset,
-        view_1: ViewDistribution,
-        view_2: ViewDistribution,
-        out_size: int,
-        seed: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-    ) -> None:
-        self.dataset, self.view_1, self.view_2 = dataset, view_1, view_2
-        self.out_size, self.seed, self.mean, self.std = out_size, seed, mean, std
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        epoch, index = key
-        generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))
-        image, label = self.dataset.load(index)
-        view_1 = augment_view(image, self.view_1, self.out_size, generator)  # [3, out, out]
-        view_2 = augment_view(image, self.view_2, self.out_size, generator)
-        return normalize(view_1, self.mean, self.std), normalize(view_2, self.mean, self.std), label
-
-
-class EvalView(Dataset):
-    """Evaluation input: resize to out_size x resize_ratio, centre crop out_size, normalise."""
-
-    def __init__(
-        self,
-        dataset: ImageDataset,
-        out_size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        resize_ratio: float = 256 / 224,
-    ) -> None:
-        self.dataset, self.out_size, self.resize_ratio = dataset, out_size, resize_ratio
-        self.mean, self.std = mean, std
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image, label = self.dataset.load(index)
-        view = eval_view(image, self.out_size, self.resize_ratio)  # [3, out, out]
-        return normalize(view, self.mean, self.std), label
-
-
-def build_pretrain_loader(
-    dataset: ImageDataset,
-    *,
-    view_1: ViewDistribution,
-    view_2: ViewDistribution,
-    out_size: int,
-    batch_size: int,
-    seed: int,
-    rank: int,
-    world_size: int,
-    num_workers: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-) -> tuple[DataLoader, EpochSampler]:
-    """The pretraining loader (per-rank `batch_size`) and its sampler; call
-    `sampler.set_epoch(epoch, start_step)` before iterating each epoch.
-
-    No worker_init_fn: workers draw nothing from their own RNG state, since every sample's
-    randomness is seeded from (seed, epoch, index) inside `TwoViews`.
-    """
-    sampler = EpochSampler(len(dataset), batch_size, seed, rank=rank, world_size=world_size)
-    two_views = TwoViews(dataset, view_1, view_2, out_size, seed, mean, std)
-    loader = DataLoader(
-        two_views,
-        batch_size=batch_size,
-        sampler=sampler,
-        drop_last=True,
-        num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=num_workers > 0,
-        prefetch_factor=4 if num_workers > 0 else None,
-    )
-    return loader, sampler
-
-
-def build_eval_loader(
-    dataset: ImageDataset,
-    *,
-    out_size: int,
-    batch_size: int,
-    num_workers: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    resize_ratio: float = 256 / 224,
-) -> DataLoader:
-    """A loader over all of `dataset` in order, with the evaluation view (no augmentation)."""
-    return DataLoader(
-        EvalView(dataset, out_size, mean, std, resize_ratio),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=num_workers > 0,
-    )

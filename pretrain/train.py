@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from pretrain import data as data_lib
 from pretrain import dist
+from pretrain import views as views_lib
 from pretrain.augment import byol_views
 from pretrain.byol import BYOL
 from pretrain.checkpoint import export_backbone, load_latest_good, save_checkpoint
@@ -83,6 +84,9 @@ class Run:
     sampler: data_lib.EpochSampler
     probe_loader: torch.utils.data.DataLoader | None
     schedule: Schedule
+    augment_on: str = "loader"  # resolved: loader | device (pretrain/views.py)
+    views: tuple = ()  # (T, T'), for the device path
+    stats: tuple = ()  # (mean, std), for the device path
     step: int = 0
     started: float = dataclasses.field(default_factory=time.monotonic)
     last_save: float = 0.0
@@ -136,7 +140,8 @@ def build_run(config: PretrainConfig, run_dir: Path, device: torch.device, info)
         raise ValueError(
             f"batch size {config.batch_size} is not divisible by {info.world_size} ranks"
         )
-    loader, sampler, probe_loader, num_classes = build_data(config, info)
+    augment_on = resolve_augment_on(config, device)
+    loader, sampler, probe_loader, num_classes = build_data(config, info, augment_on)
     seed_everything(config.seed)  # same initial weights on every rank and every restart
     byol = BYOL(
         config.backbone,
@@ -146,6 +151,8 @@ def build_run(config: PretrainConfig, run_dir: Path, device: torch.device, info)
         predictor_hidden_dim=config.predictor_hidden_dim,
     )
     model = distribute(byol, device, info, memory_format(config))
+    if resolve_compile(config, device):
+        model = torch.compile(model)  # the BYOL forward; backward and optimiser stay eager
     trainable = [
         (name, parameter)
         for name, parameter in byol.named_parameters()
@@ -180,10 +187,25 @@ def build_run(config: PretrainConfig, run_dir: Path, device: torch.device, info)
         sampler,
         probe_loader,
         schedule,
+        augment_on=augment_on,
+        views=byol_views(small_images=config.small_image_augment),
+        stats=data_lib.dataset_stats(config.dataset),
     )
 
 
-def build_data(config: PretrainConfig, info: dist.DistInfo):
+def resolve_compile(config: PretrainConfig, device: torch.device) -> bool:
+    """`compile` auto means on for CUDA, off elsewhere (compiling costs minutes, pays on GPUs)."""
+    return config.compile == "on" or (config.compile == "auto" and device.type == "cuda")
+
+
+def resolve_augment_on(config: PretrainConfig, device: torch.device) -> str:
+    """`augment_on` auto means "device" on CUDA, "loader" elsewhere (pretrain/views.py)."""
+    if config.augment_on != "auto":
+        return config.augment_on
+    return "device" if device.type == "cuda" else "loader"
+
+
+def build_data(config: PretrainConfig, info: dist.DistInfo, augment_on: str = "loader"):
     """Training loader of view pairs, the online probe's test loader, and the class count."""
     train_set = data_lib.build_dataset(config.dataset, config.data, "train")
     if config.train_subset_per_class:
@@ -199,7 +221,7 @@ def build_data(config: PretrainConfig, info: dist.DistInfo):
             f"the training set has {len(train_set)} images, fewer than one batch of "
             f"{config.batch_size}; lower --batch-size"
         )
-    loader, sampler = data_lib.build_pretrain_loader(
+    loader, sampler = views_lib.build_pretrain_loader(
         train_set,
         view_1=view_1,
         view_2=view_2,
@@ -211,11 +233,12 @@ def build_data(config: PretrainConfig, info: dist.DistInfo):
         num_workers=config.num_workers,
         mean=mean,
         std=std,
+        augment_on=augment_on,
     )
     probe_loader = None
     if info.is_main:
         test_set = data_lib.build_dataset(config.dataset, config.data, "test")
-        probe_loader = data_lib.build_eval_loader(
+        probe_loader = views_lib.build_eval_loader(
             test_set,
             out_size=config.image_size,
             batch_size=256,
@@ -278,11 +301,8 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
         dynamic_ncols=True,
     )
     stopped_early = False
-    layout = memory_format(run.config)
-    for view_1, view_2, labels in run.loader:
-        view_1 = view_1.to(run.device, non_blocking=True, memory_format=layout)
-        view_2 = view_2.to(run.device, non_blocking=True, memory_format=layout)
-        labels = labels.to(run.device, non_blocking=True)
+    for batch in run.loader:
+        view_1, view_2, labels = batch_to_device(run, batch)
         loss, probe_correct = train_step(run, view_1, view_2, labels)
         meter.add(loss, probe_correct, labels.numel(), run.step)
         run.step += 1
@@ -297,6 +317,17 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
             break
     bar.close()
     return {**meter.summary(run), "stopped_early": stopped_early or _max_steps_reached(run)}
+
+
+def batch_to_device(run: Run, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A loader batch -> (view_1, view_2, labels) on the run's device; non-blocking copies."""
+    layout = memory_format(run.config)
+    if run.augment_on == "device":
+        return views_lib.finish_on_device(batch, run.device, run.views, *run.stats, layout)
+    view_1, view_2, labels = batch
+    view_1 = view_1.to(run.device, non_blocking=True, memory_format=layout)
+    view_2 = view_2.to(run.device, non_blocking=True, memory_format=layout)
+    return view_1, view_2, labels.to(run.device, non_blocking=True)
 
 
 def _max_steps_reached(run: Run) -> bool:
@@ -461,7 +492,12 @@ def log_header(run: Run) -> None:
         "run_dir": str(run.run_dir),
         **provenance(run.device, run.info.world_size),
         "config": dataclasses.asdict(run.config),
-        "derived": {**dataclasses.asdict(run.schedule), "train_images": len(run.sampler)},
+        "derived": {
+            **dataclasses.asdict(run.schedule),
+            "train_images": len(run.sampler),
+            "augment_on": run.augment_on,
+            "compiled": resolve_compile(run.config, run.device),
+        },
         "resumed_at_step": run.step,
     }
     log.info("BYOL pretraining\n%s", json.dumps(header, indent=2))

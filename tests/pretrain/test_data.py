@@ -18,20 +18,17 @@ from pretrain.data import (
     CifarDataset,
     DataError,
     EpochSampler,
-    EvalView,
     FashionMnistDataset,
     ImageFolderDataset,
     SubsetDataset,
     SyntheticDataset,
-    TwoViews,
     build_dataset,
-    build_eval_loader,
-    build_pretrain_loader,
     dataset_stats,
     default_root,
     sample_seed,
     subset_indices,
 )
+from pretrain.views import EvalView, TwoViews, build_eval_loader, build_pretrain_loader
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 IMAGENET_MEAN, IMAGENET_STD = dataset_stats("imagenet")
