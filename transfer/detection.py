@@ -256,10 +256,10 @@ def main(argv: list[str] | None = None) -> None:
         if config.engine == "detectron2":
             from transfer import detectron2_runner
 
-            detectron2_runner.require_detectron2()
-            if protocol.name != PROTOCOLS[config.protocol]().name:
+            if changed:
                 raise cli.InputError("--engine detectron2 runs the protocol as published; drop "
                                      f"the overrides {sorted(changed)}")  # fmt: skip
+            detectron2_runner.require_detectron2(protocol.name)
         inputs, run = prepare(config, protocol)
 
         def run_engine() -> tuple[dict, dict]:
