@@ -5,12 +5,18 @@ set (the paper took "the last 10009 images of the official TensorFlow split"; tr
 1,271,158). Ours is a seeded, class-balanced draw of the same size, written to a file whose SHA-256
 goes into the result record; 10% of every class on the other data sets. The readers themselves are
 pretrain/data.py's.
+
+Semi-supervised fine-tuning (BYOL v3, App. C.1) trains on SimCLR's fixed 1% / 10% ImageNet subsets
+(12,811 / 128,116 file names, one per line): `read_split_file` checks such a file against the
+training folder. Other data sets get a seeded, class-balanced subset written in the same format
+(`labelled_subset`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,3 +139,155 @@ def heldout_split(train_set: ImageDataset, *, seed: int, out_dir: str | Path) ->
     path = Path(out_dir) / f"heldout-{train_set.name}-{fingerprint[:12]}-seed{seed}.txt"
     write_atomic(path, payload)
     return HeldoutSplit(train, heldout, path, hashlib.sha256(payload).hexdigest())
+
+
+# ---------------------------------------------------------------------------------------------
+# Labelled subsets for semi-supervised fine-tuning (BYOL v3, App. C.1; SimCLR's subsets)
+
+SEMISUP_FRACTIONS = (1, 10)  # percent of the training labels; BYOL v3, Table 2
+SIMCLR_SUBSET_SIZES = {1: 12_811, 10: 128_116}  # lines of SimCLR's 1percent.txt / 10percent.txt
+SIMCLR_SUBSETS_URL = "https://github.com/google-research/simclr/tree/master/imagenet_subsets"
+_SHOW_NAMES = 10  # names listed per problem in an error message
+
+
+@dataclass(frozen=True)
+class LabelledSubset:
+    """The training images whose labels a semi-supervised fine-tune may use."""
+
+    indices: list[int]  # into the training set, sorted
+    path: Path  # the split file: one training image name per line
+    sha256: str  # of the split file's bytes
+    source: str  # "split-file" (given with --split-file) or "seeded" (drawn here and written)
+
+
+def image_names(train_set: ImageDataset) -> list[str]:
+    """The name of every training image, as split files list them.
+
+    ImageNet: the file name (`n01440764_10026.JPEG`, SimCLR's format; unique, since it carries the
+    class id). Other folders: the path below the training root (`<class>/<file>`). In-memory sets
+    (CIFAR, Fashion-MNIST, synthetic) have no files: `<data set>-train-<index, 6 digits>`.
+    """
+    paths = getattr(train_set, "paths", None)
+    if paths is None:
+        return [f"{train_set.name}-train-{index:06d}" for index in range(len(train_set))]
+    if train_set.name == "imagenet":
+        return [Path(path).name for path in paths]
+    return [Path(path).relative_to(train_set.root).as_posix() for path in paths]
+
+
+def subset_size(train_set: ImageDataset, fraction: int) -> int:
+    """Images in a `fraction`% subset: SimCLR's counts on ImageNet, floor(N x fraction / 100)
+    elsewhere (the same rule gives SimCLR's counts for ImageNet's 1,281,167 training images)."""
+    if train_set.name == "imagenet":
+        return SIMCLR_SUBSET_SIZES[fraction]
+    return len(train_set) * fraction // 100
+
+
+def read_split_file(path: str | Path, train_set: ImageDataset, fraction: int) -> list[int]:
+    """Sorted training-set indices of the images a split file names, after checking it.
+
+    The file lists one training image name per line (`image_names`; blank lines are ignored).
+    Checked, each with a DataError naming the first offenders: no name twice; the names belong to
+    this data set; the count is the fraction's (`subset_size`); every name is a training image;
+    every class has at least one image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"split file {path} does not exist; pass --split-file FILE")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"cannot read split file {path} ({error})") from error
+    names = [line.strip() for line in lines if line.strip()]
+    seen, duplicates = set(), []
+    for name in names:
+        if name in seen and name not in duplicates:
+            duplicates.append(name)
+        seen.add(name)
+    if duplicates:
+        raise DataError(
+            f"split file {path} lists {len(duplicates)} image(s) more than once (first: "
+            f"{duplicates[:_SHOW_NAMES]}); a split file names each training image once"
+        )
+    index_of = {name: index for index, name in enumerate(image_names(train_set))}
+    missing = [name for name in names if name not in index_of]
+    where = getattr(train_set, "root", None) or f"the {train_set.name} training set"
+    if names and len(missing) == len(names):
+        raise DataError(
+            f"none of the {len(names)} names in split file {path} is a training image of "
+            f"{train_set.name} (first: {missing[:3]}; this data set's look like "
+            f"{image_names(train_set)[:1]}): is it the split file of another data set?"
+        )
+    _check_count(path, len(names), train_set, fraction)
+    if missing:
+        raise DataError(
+            f"{len(missing)} of the {len(names)} images in split file {path} are not under "
+            f"{where} (first missing: {missing[:_SHOW_NAMES]}); check --data (the training "
+            "folder must hold every listed image) or the split file"
+        )
+    indices = sorted(index_of[name] for name in names)
+    covered = {train_set.targets[index] for index in indices}
+    uncovered = [name for label, name in enumerate(train_set.classes) if label not in covered]
+    if uncovered:
+        raise DataError(
+            f"split file {path} has no image of {len(uncovered)} class(es) (first: "
+            f"{uncovered[:_SHOW_NAMES]}); a labelled subset must cover every class"
+        )
+    return indices
+
+
+def _check_count(path: Path, count: int, train_set: ImageDataset, fraction: int) -> None:
+    expected = subset_size(train_set, fraction)
+    if count == expected:
+        return
+    others = [f"{f}%: {subset_size(train_set, f):,}" for f in SEMISUP_FRACTIONS if f != fraction]
+    raise DataError(
+        f"split file {path} names {count:,} images, but a {fraction}% subset of {train_set.name} "
+        f"has {expected:,} (other fractions: {', '.join(others)}); pass the {fraction}% file "
+        "or the matching --fraction"
+    )
+
+
+def seeded_subset_indices(
+    train_set: ImageDataset, fraction: int, *, seed: int, exclude: Sequence[int] = ()
+) -> list[int]:
+    """A class-balanced `fraction`% subset (`subset_size` images, `balanced_indices`), drawn with
+    `seed` from the training images not in `exclude` (the held-out split). Deterministic."""
+    excluded = set(exclude)
+    pool = [index for index in range(len(train_set)) if index not in excluded]
+    chosen = balanced_indices(
+        [train_set.targets[index] for index in pool], subset_size(train_set, fraction), seed
+    )
+    return sorted(pool[position] for position in chosen)
+
+
+def labelled_subset(
+    train_set: ImageDataset,
+    fraction: int,
+    *,
+    seed: int,
+    out_dir: str | Path,
+    split_file: str | Path | None = None,
+    exclude: Sequence[int] = (),
+) -> LabelledSubset:
+    """The `fraction`% labelled subset: read and checked from `split_file`, else (not ImageNet)
+    drawn with `seed` outside `exclude` and written to `out_dir` in the same format, so that it
+    can be shared and passed back as --split-file."""
+    if fraction not in SEMISUP_FRACTIONS:
+        raise DataError(f"the labelled fraction is 1 or 10 (percent), not {fraction}")
+    if split_file is not None:
+        indices = read_split_file(split_file, train_set, fraction)
+        path, source = Path(split_file), "split-file"
+    elif train_set.name == "imagenet":
+        raise DataError(
+            f"ImageNet needs --split-file: SimCLR's {fraction}percent.txt ({SIMCLR_SUBSETS_URL}); "
+            "a subset of our own would make the numbers incomparable with the paper's"
+        )
+    else:
+        indices = seeded_subset_indices(train_set, fraction, seed=seed, exclude=exclude)
+        names = image_names(train_set)
+        fingerprint = data_fingerprint(train_set)[:12]
+        path = Path(out_dir) / f"subset-{train_set.name}-{fingerprint}-{fraction}pct-seed{seed}.txt"
+        write_atomic(path, "".join(names[index] + "\n" for index in indices).encode())
+        source = "seeded"
+    return LabelledSubset(indices, path, hashlib.sha256(path.read_bytes()).hexdigest(), source)

@@ -199,15 +199,21 @@ def submit(
 
 
 def submit_array(
-    profile: Profile, fn: Callable, arg_list: Sequence[tuple], name: str, folder=None
+    profile: Profile,
+    fn: Callable,
+    arg_list: Sequence[tuple],
+    name: str,
+    folder=None,
+    after: Iterable[str] = (),
 ) -> list[submitit.Job]:
-    """Submit fn(*args) for each args in ``arg_list`` as one job array (a sweep)."""
+    """Submit fn(*args) for each args in ``arg_list`` as one job array (a sweep); with ``after``,
+    the array starts only if those jobs succeed (afterok)."""
     folder = ensure_writable(Path(folder) if folder else log_folder(profile, name))
-    executor = executor_from_profile(profile, folder, name=name)
+    executor = executor_from_profile(profile, folder, name=name, after=list(after))
     with executor.batch():
         jobs = [executor.submit(Job(fn, *args)) for args in arg_list]
     for job in jobs:
-        _write_note(job, profile, name, [])
+        _write_note(job, profile, name, list(after))
     return jobs
 
 

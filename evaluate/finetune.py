@@ -1,0 +1,371 @@
+"""Full fine-tuning of encoder + linear head: one cell (LR, epochs) of the semi-supervised grid.
+
+BYOL v3, App. C.1 (semi-supervised): the whole network is fine-tuned with a linear classifier on
+the pooled representation; SGD with Nesterov momentum 0.9, batch 1024, no weight decay, no
+clipping; training views are random resized crops + flips and the test view is the centre crop
+(the linear protocol's, evaluate/transforms.py). BN runs in train mode (batch statistics, running
+statistics updated): the paper does not say, train mode is the norm. Neither the schedule nor the
+head's initialisation is stated: cosine decay to 0 without warm-up and haiku's Linear init, as
+the linear probe (evaluate/heads.py, the authors' code). The LR is scaled linearly with the batch.
+
+A cell is resumable like pretraining: `<cell dir>/checkpoints/last.pt` (pretrain/checkpoint.py:
+atomic, digest-checked) holds the model, optimiser and step, written at every epoch end and every
+`ckpt_every_min` minutes. The sample order of an epoch is `epoch_order(seed, epoch)` and each
+view is drawn from `sample_seed(seed, epoch, index)`, so a killed and resumed cell ends with the
+same weights as an uninterrupted one. A finished cell writes `result.json` (held-out accuracy) and
+keeps its final weights in last.pt; a rerun reads them instead of training again.
+
+Distributed (torch.distributed environment, pretrain/dist.py; SLURM exports it): every rank takes
+its slice of each global batch, gradients are averaged by DistributedDataParallel, BN statistics
+are global on CUDA (SyncBatchNorm), accuracy counts are summed over ranks. `precision="bf16"`
+runs the forward passes under bfloat16 autocast, as pretraining does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from evaluate.heads import LinearHeads
+from evaluate.metrics import percent, topk_correct
+from evaluate.transforms import Preprocessing, ProbeTrainView, epoch_order
+from pretrain import dist
+from pretrain.backbones import build_backbone
+from pretrain.checkpoint import (
+    CheckpointError,
+    last_checkpoint_path,
+    load_checkpoint,
+    load_latest_good,
+    save_checkpoint,
+    write_atomic,
+)
+from pretrain.data import ImageDataset, SubsetDataset
+from pretrain.schedule import lr_at
+
+RESULT_FILE = "result.json"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid: the LR (stated at batch 1024, like the paper's) and the epochs."""
+
+    lr: float
+    epochs: int
+
+    @property
+    def name(self) -> str:
+        return f"lr{self.lr:g}-ep{self.epochs}"
+
+
+@dataclass(frozen=True)
+class FinetuneSetup:
+    """What every cell of one grid shares: the starting weights, the data and the settings."""
+
+    arch: str
+    cifar_stem: bool
+    init_state: dict  # the encoder's starting weights (torchvision key names)
+    num_classes: int
+    train_images: ImageDataset  # the labelled subset
+    heldout_images: ImageDataset  # where the cells are compared
+    preprocessing: Preprocessing
+    batch_size: int  # global
+    lr_scale: float  # batch_size / the batch the LRs are stated for (1024)
+    momentum: float
+    weight_decay: float
+    seed: int
+    precision: str  # fp32 | bf16
+    num_workers: int
+    ckpt_every_min: float
+    device: torch.device
+    info: dist.DistInfo
+    key: dict = field(default_factory=dict)  # plain values naming these settings (resume check)
+
+
+class Classifier(nn.Module):
+    """The fine-tuned network: images [B, 3, S, S] -> encoder -> [B, D] -> head -> logits [B, C]."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Linear) -> None:
+        super().__init__()
+        self.encoder, self.head = encoder, head
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(images))
+
+
+def build_classifier(setup: FinetuneSetup) -> Classifier:
+    """The encoder at its starting weights (strict) and a fresh head seeded like the probe's."""
+    encoder, feature_dim = build_backbone(setup.arch, cifar_stem=setup.cifar_stem)
+    encoder.load_state_dict(setup.init_state, strict=True)
+    head = LinearHeads(1, feature_dim, setup.num_classes, setup.seed).heads[0]
+    model = Classifier(encoder, head)
+    if setup.info.world_size > 1 and setup.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # global BN, as in pretraining
+    return model.to(setup.device)
+
+
+class CellBatches(Sampler):
+    """This rank's part of every global batch of an epoch, as (epoch, index) keys.
+
+    An epoch is `epoch_order(num_samples, seed, epoch)` cut into global batches; the last one is
+    kept (a 1% subset may hold fewer images than one batch) unless it has fewer than 2 images per
+    rank (BN in train mode needs two). Rank r takes the r-th of `world_size` near-equal slices.
+    `set_epoch(epoch, start_step)` resumes mid-epoch by skipping batches.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int, info: dist.DistInfo) -> None:
+        self.num_samples, self.batch_size, self.seed, self.info = (
+            num_samples,
+            batch_size,
+            seed,
+            info,
+        )
+        self.epoch, self.start_step = 0, 0
+        full, rest = divmod(num_samples, batch_size)
+        self.steps_per_epoch = full + (rest >= 2 * info.world_size)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{num_samples} images cannot fill a batch on {info.world_size} ranks")
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch, self.start_step = epoch, start_step
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        order = epoch_order(self.num_samples, self.seed, self.epoch).tolist()
+        rank, world = self.info.rank, self.info.world_size
+        for step in range(self.start_step, self.steps_per_epoch):
+            batch = order[step * self.batch_size : (step + 1) * self.batch_size]
+            size = len(batch)
+            mine = batch[rank * size // world : (rank + 1) * size // world]
+            yield [(self.epoch, index) for index in mine]
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch - self.start_step
+
+
+def autocast(setup: FinetuneSetup):
+    return torch.autocast(
+        setup.device.type, dtype=torch.bfloat16, enabled=setup.precision == "bf16"
+    )
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    lr: float,
+    setup: FinetuneSetup,
+) -> float:
+    """One SGD step on cross-entropy at learning rate `lr`; returns the loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with autocast(setup):
+        logits = model(images)  # [B, C]
+    loss = F.cross_entropy(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def run_cell(cell: Cell, setup: FinetuneSetup, cell_dir: Path) -> dict:
+    """Fine-tune one cell (resuming from `cell_dir`), then score it on the held-out images.
+
+    Returns the cell's result: lr, epochs, steps, heldout_top1/top5 (None if the loss became
+    non-finite; `diverged_at_step` says when). A finished cell's result is read back.
+    """
+    key = {**setup.key, "lr": cell.lr, "epochs": cell.epochs}
+    done = read_result(cell_dir, key)
+    if done is not None:
+        log.info("cell %s: finished earlier, held-out top-1 %s", cell.name, done["heldout_top1"])
+        return done
+    started = time.monotonic()
+    model = build_classifier(setup)
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=0.0,
+        momentum=setup.momentum,
+        nesterov=True,
+        weight_decay=setup.weight_decay,
+    )
+    step = restore(cell_dir, key, model, optimizer)
+    sampler = CellBatches(len(setup.train_images), setup.batch_size, setup.seed, setup.info)
+    total_steps = cell.epochs * sampler.steps_per_epoch
+    diverged_at = train_cell(cell, setup, cell_dir, key, model, optimizer, sampler, step)
+    result = {"cell": cell.name, "lr": cell.lr, "epochs": cell.epochs, "steps": total_steps}
+    if diverged_at is None:
+        scores = evaluate_classifier(model, setup.heldout_images, setup, f"held-out {cell.name}")
+        result.update(heldout_top1=scores["top1"], heldout_top5=scores["top5"])
+    else:
+        result.update(heldout_top1=None, heldout_top5=None)
+    result.update(diverged_at_step=diverged_at, key=key)
+    result["wall_seconds"] = round(time.monotonic() - started, 3)  # this session's part
+    if setup.info.is_main:
+        write_atomic(cell_dir / RESULT_FILE, json.dumps(result, indent=2).encode())
+    dist.barrier()
+    return result
+
+
+def train_cell(
+    cell: Cell,
+    setup: FinetuneSetup,
+    cell_dir: Path,
+    key: dict,
+    model: Classifier,
+    optimizer: torch.optim.Optimizer,
+    sampler: CellBatches,
+    step: int,
+) -> int | None:
+    """Train from `step` to the cell's end, saving as it goes; the step of a non-finite loss."""
+    steps_per_epoch = sampler.steps_per_epoch
+    total_steps = cell.epochs * steps_per_epoch
+    trained = model
+    if setup.info.world_size > 1:
+        device_ids = [setup.device.index] if setup.device.type == "cuda" else None
+        trained = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    loader = DataLoader(
+        ProbeTrainView(setup.train_images, setup.preprocessing, setup.seed),
+        batch_sampler=sampler,
+        num_workers=setup.num_workers,
+        pin_memory=setup.device.type == "cuda",
+    )
+    bar = tqdm(
+        total=total_steps,
+        initial=step,
+        desc=f"fine-tune {cell.name}",
+        unit="step",
+        disable=not setup.info.is_main,
+        dynamic_ncols=True,
+    )
+    peak_lr, last_save, seen, started = (
+        cell.lr * setup.lr_scale,
+        time.monotonic(),
+        0,
+        time.monotonic(),
+    )
+    model.train()
+    while step < total_steps:
+        epoch, start_step = divmod(step, steps_per_epoch)
+        sampler.set_epoch(epoch, start_step)
+        for images, labels in loader:
+            lr = lr_at(step, total_steps, 0, peak_lr)
+            images = images.to(setup.device, non_blocking=True)
+            labels = labels.to(setup.device, non_blocking=True)
+            loss = train_step(trained, optimizer, images, labels, lr, setup)
+            if not math.isfinite(loss):
+                log.warning("cell %s: non-finite loss at step %d (lr %.4g)", cell.name, step, lr)
+                bar.close()
+                return step
+            step, seen = step + 1, seen + len(labels) * setup.info.world_size
+            bar.update(1)
+            rate = seen / max(time.monotonic() - started, 1e-9)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}", refresh=False)
+            if (
+                step % steps_per_epoch == 0
+                or time.monotonic() - last_save > setup.ckpt_every_min * 60
+            ):
+                save(cell_dir, key, model, optimizer, step, steps_per_epoch, setup.info)
+                last_save = time.monotonic()
+    bar.close()
+    return None
+
+
+def save(cell_dir, key, model, optimizer, step, steps_per_epoch, info) -> None:
+    """The cell's state at `step` (rank 0 writes; every rank waits for it)."""
+    if info.is_main:
+        state = {
+            "step": step,
+            "epoch": step // steps_per_epoch,
+            "key": key,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+        }
+        save_checkpoint(cell_dir, state)
+    dist.barrier()
+
+
+def restore(cell_dir: Path, key: dict, model: nn.Module, optimizer) -> int:
+    """Load the cell's newest good checkpoint; its step (0 when there is none)."""
+    state = load_latest_good(cell_dir)
+    if state is None:
+        return 0
+    check_key(cell_dir, state["key"], key)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    log.info("cell %s: resumed at step %d", cell_dir.name, state["step"])
+    return int(state["step"])
+
+
+def check_key(cell_dir: Path, saved: dict, key: dict) -> None:
+    """Refuse a cell directory that holds a fine-tune with other settings."""
+    differences = [
+        f"{name}: saved {saved.get(name)!r}, now {key.get(name)!r}"
+        for name in sorted(set(saved) | set(key))
+        if saved.get(name) != key.get(name)
+    ]
+    if differences:
+        raise CheckpointError(
+            f"{cell_dir} holds a fine-tune with other settings ({'; '.join(differences[:5])}); "
+            "pass another --run-dir, or the same settings to resume it"
+        )
+
+
+def read_result(cell_dir: Path, key: dict) -> dict | None:
+    """The finished cell's result.json (checked against `key`), or None."""
+    path = cell_dir / RESULT_FILE
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text(encoding="utf-8"))
+    check_key(cell_dir, result["key"], key)
+    return result
+
+
+def trained_classifier(cell: Cell, setup: FinetuneSetup, cell_dir: Path) -> Classifier:
+    """The final weights of a finished cell (its last checkpoint)."""
+    state = load_checkpoint(last_checkpoint_path(cell_dir))
+    check_key(cell_dir, state["key"], {**setup.key, "lr": cell.lr, "epochs": cell.epochs})
+    model = build_classifier(setup)
+    model.load_state_dict(state["model"])
+    return model
+
+
+@torch.no_grad()
+def evaluate_classifier(
+    model: nn.Module, images: ImageDataset, setup: FinetuneSetup, desc: str
+) -> dict[str, float]:
+    """Top-1 and top-5 (%) on the centre-crop view of `images`; each rank scores its share."""
+    model.eval()
+    info = setup.info
+    shard = SubsetDataset(images, range(info.rank, len(images), info.world_size))
+    loader = DataLoader(
+        setup.preprocessing.eval_dataset(shard),
+        batch_size=max(setup.batch_size // info.world_size, 1),
+        num_workers=setup.num_workers,
+        pin_memory=setup.device.type == "cuda",
+    )
+    counts = torch.zeros(3, dtype=torch.float64, device=setup.device)  # top-1, top-5, images
+    with tqdm(total=len(shard), desc=desc, unit="img", disable=not info.is_main) as bar:
+        for views, labels in loader:
+            labels = labels.to(setup.device, non_blocking=True)
+            with autocast(setup):
+                logits = model(views.to(setup.device, non_blocking=True))  # [B, C]
+            correct = topk_correct(logits.float(), labels)
+            counts[0] += correct[1]
+            counts[1] += correct[5]
+            counts[2] += len(labels)
+            bar.update(len(labels))
+    dist.all_reduce_sum(counts)
+    model.train()
+    total = int(counts[2].item())
+    return {"top1": percent(counts[0].item(), total), "top5": percent(counts[1].item(), total)}
