@@ -40,7 +40,7 @@ from transfer.voc_eval import Detections, GroundTruth, voc_detection_metrics
 
 ENGINES = ("torchvision", "detectron2")
 # Flags that change a protocol setting; giving one renames the recorded protocol "<name>-custom/v".
-OVERRIDES = ("norm", "batch_size", "base_lr", "train_sizes", "test_size", "max_size",
+OVERRIDES = ("model", "norm", "batch_size", "base_lr", "train_sizes", "test_size", "max_size",
              "roi_batch_per_image", "rpn_post_nms_test", "detections_per_image")  # fmt: skip
 
 
@@ -63,6 +63,7 @@ class DetectionConfig:
     num_workers: int = 4
     ckpt_every_min: float = 10.0
     max_iters: int | None = None  # stop early; None: the protocol's
+    model: str | None = None
     norm: str | None = None
     batch_size: int | None = None
     base_lr: float | None = None
@@ -90,6 +91,12 @@ def resolve_protocol(config: DetectionConfig) -> tuple[Protocol, dict]:
     preset = PROTOCOLS[config.protocol]()
     given = {n: getattr(config, n) for n in OVERRIDES if getattr(config, n) is not None}
     changed = {n: [getattr(preset, n), v] for n, v in given.items() if getattr(preset, n) != v}
+    if config.model is not None and config.model not in detection_models.MODELS:
+        raise cli.InputError(
+            f"--model must be one of {detection_models.MODELS}, not {config.model}"
+        )
+    if config.model == "mask-fpn" and preset.dataset != "coco":
+        raise cli.InputError("--model mask-fpn needs instance masks: use a COCO protocol")
     if config.norm is not None and config.norm not in detection_models.NORMS:
         raise cli.InputError(f"--norm must be one of {detection_models.NORMS}, not {config.norm}")
     if config.max_iters is not None and config.max_iters < 1:
@@ -230,6 +237,7 @@ def parse_config(argv: list[str] | None) -> DetectionConfig:
     add("--max-iters", type=int, help="stop after N iterations (smoke runs); the protocol's "
         "schedule is unchanged")  # fmt: skip
     group = parser.add_argument_group("protocol overrides (recorded as '<protocol>-custom')")
+    group.add_argument("--model", help=f"one of {detection_models.MODELS} (mask-fpn: COCO)")
     group.add_argument("--norm", help=f"one of {detection_models.NORMS}")
     group.add_argument("--batch-size", type=int, help="images per iteration")
     group.add_argument("--base-lr", type=float, help="base learning rate")
