@@ -138,6 +138,7 @@ def train(detector: nn.Module, images: Dataset, protocol: Protocol, run: RunSett
         collate_fn=collate,
         num_workers=run.num_workers,
         pin_memory=run.device.type == "cuda",
+        generator=torch.Generator().manual_seed(run.seed),  # leaves the global RNG alone
     )
     last_save, timings, losses = time.monotonic(), [], {}
     bar = tqdm(
