@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -133,9 +132,12 @@ class CocoDetection(Dataset):
                 f"{self.annotation_file} does not exist; --data must be a COCO directory holding "
                 f"annotations/instances_{split}.json and {split}/ with the images"
             )
-        check_coco_json(self.annotation_file)
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
-            self.coco = COCO(str(self.annotation_file))
+            try:
+                self.coco = COCO(str(self.annotation_file))
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                raise DataError(f"{self.annotation_file} is not a COCO file ({error})") from error
+        check_coco_json(self.coco.dataset, self.annotation_file)
         self.category_ids = sorted(self.coco.getCatIds())  # label k <-> category_ids[k - 1]
         self.classes = tuple(self.coco.cats[c]["name"] for c in self.category_ids)
         self.with_masks, self.train = with_masks, train
@@ -177,12 +179,9 @@ class CocoDetection(Dataset):
         return image, target
 
 
-def check_coco_json(path: Path) -> None:
-    """Refuse a COCO JSON whose annotations name images or categories it does not define."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise DataError(f"{path} is not readable JSON ({error})") from error
+def check_coco_json(data: dict, path: Path) -> None:
+    """Refuse COCO instances `data` (read from `path`) whose annotations name images or
+    categories it does not define."""
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise DataError(f"{path} has no '{key}' list; it is not a COCO instances file")

@@ -76,6 +76,9 @@ def test_coco_unknown_category_ids_are_refused(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(DataError, match=r"category ids \[99\]"):
         CocoDetection(tmp_path, "val2017", with_masks=False, train=False)
+    path.write_text("{not json")
+    with pytest.raises(DataError, match="is not a COCO file"):
+        CocoDetection(tmp_path, "val2017", with_masks=False, train=False)
     assert {c["id"] for c in COCO_CATEGORIES} == {3, 7}
 
 
@@ -105,4 +108,5 @@ def test_cli_bad_inputs_name_the_problem(tmp_path):
     assert "--engine detectron2 runs moco-detectron2-c4-24k/1" in _error_of(
         [*common, "--engine", "detectron2", "--data", str(root)]
     )
+    assert "--slurm needs --profile" in _error_of([*common, "--slurm"])
     assert not (tmp_path / "r").exists()  # bad input writes no record
