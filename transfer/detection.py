@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,6 +260,9 @@ def main(argv: list[str] | None = None) -> None:
         if slurm_submit.submit_cli_if_requested("transfer.detection", argv):  # --slurm: a job
             return
     config = parse_config(argv)
+    if int(os.environ.get("RANK", "0")) != 0:  # a multi-task SLURM job: one process does the run
+        print(f"rank {os.environ['RANK']}: transfer.detection runs in rank 0 only", flush=True)
+        return
     with cli.error_boundary():
         protocol, changed = resolve_protocol(config)
         if config.engine == "detectron2":

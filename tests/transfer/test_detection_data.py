@@ -110,3 +110,9 @@ def test_cli_bad_inputs_name_the_problem(tmp_path):
     )
     assert "--slurm needs --profile" in _error_of([*common, "--slurm"])
     assert not (tmp_path / "r").exists()  # bad input writes no record
+
+
+def test_only_rank_0_runs_in_a_multi_task_job(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RANK", "3")  # what slurm.submit's Job exports in the 4th task
+    detection.main(["--ckpt", "random:resnet18", "--records", str(tmp_path / "r")])
+    assert "rank 3" in capsys.readouterr().out and not (tmp_path / "r").exists()
