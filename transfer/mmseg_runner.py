@@ -29,13 +29,21 @@ INSTALL_HINT = (
 )
 
 
-def require_mmseg() -> None:
-    """Raise InputError with the install hint unless mmseg.apis and mmcv.ops import."""
+def require_mmseg(device: str | None = None) -> None:
+    """Raise InputError with the install hint unless mmseg.apis and mmcv.ops import, or if
+    `device` asks for the CPU where mmengine would take the visible GPU."""
     try:
         import mmcv.ops  # noqa: F401  (the compiled ops mmseg needs)
         import mmseg.apis  # noqa: F401
     except Exception as error:  # ImportError, or mmseg's assert on the mmcv version
         raise cli.InputError(f"{INSTALL_HINT} ({type(error).__name__}: {error})") from error
+    import torch
+
+    if device == "cpu" and torch.cuda.is_available():
+        raise cli.InputError(
+            "--engine mmseg places the model itself (cuda when visible); to run it on the CPU "
+            "hide the GPUs with CUDA_VISIBLE_DEVICES= instead of --device cpu"
+        )
 
 
 def _split_files(run_dir: Path, images: SegmentationSet, name: str) -> dict:

@@ -164,7 +164,7 @@ def load_inputs(config: SegmentationConfig) -> segmentation_record.Inputs:
     if config.engine == "mmseg":
         from transfer import mmseg_runner
 
-        mmseg_runner.require_mmseg()
+        mmseg_runner.require_mmseg(config.device)
     encoder, metadata = load_encoder(config.ckpt, config.arch, seed=min(config.settings.seeds))
     train_set, eval_set = load_data(config.settings, config.data)
     stats = metadata.get("preprocessing") or {}

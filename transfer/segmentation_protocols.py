@@ -52,6 +52,11 @@ def voc12aug_fcn() -> SegmentationProtocol:
     30,000 iterations; LR among 5 log-spaced values in [1e-3, 1e-1], x0.1 at 70% and 90% of
     training, chosen on 2,119 images held out from train_aug; centre 513 crop at test (VOC
     images are at most 500 px, so the whole image); mean of 5 seeds.
+
+    Not stated in the paper, our choices: the sweep trains with the first seed on train_aug minus
+    the held-out images (a seeded draw, transfer/segmentation_data.py:heldout_split); each seed
+    then retrains on all of train_aug at the chosen LR. MoCo's SyncBN over the batch of 16 is
+    plain BN over the same 16 images on one device (the built-in engine runs on one device).
     """
     return SegmentationProtocol(
         name=SEGMENTATION_PROTOCOL,  # "byol-paper-fcn/1", paired with the paper's 76.3 mIoU
@@ -84,6 +89,11 @@ def ade20k_semfpn_80k() -> SegmentationProtocol:
     5e-4, none on norm layers (norm_decay_mult=0); poly decay power 0.9 to 1e-4
     (_base_/schedules/schedule_80k.py); 80,000 iterations; test: whole image at the base size,
     logits resized to the label. One seed (mmseg reports single runs).
+
+    DEVIATION(ade20k-aug): no RandomCrop cat_max_ratio=0.75 (re-draw crops where one class
+    covers > 75%) and no PhotoMetricDistortion, both in mmseg's ade20k.py; our mmseg config
+    (transfer/configs/mmseg_semfpn_ade20k.py) leaves them out too, so both engines run this
+    protocol. Numbers are therefore not directly comparable with mmseg's published sem-FPN table.
     """
     return SegmentationProtocol(
         name="ade20k-semfpn-80k/1",

@@ -123,8 +123,8 @@ def test_engine_mmseg_end_to_end_writes_the_same_record(tmp_path):
     _require_mm()
     voc = make_voc(tmp_path, train=3, val=2)
     segmentation.main([
-        "--ckpt", "random:resnet18", "--data", str(voc), "--engine", "mmseg", "--device", "cpu",
-        "--max-steps", "2", "--batch-size", "2", "--crop", "64", "--lrs", "0.01", "--seeds", "0",
+        "--ckpt", "random:resnet18", "--data", str(voc), "--engine", "mmseg", "--max-steps", "2",
+        "--batch-size", "2", "--crop", "64", "--lrs", "0.01", "--seeds", "0",
         "--num-workers", "0", "--records", str(tmp_path / "records"),
         "--run-dir", str(tmp_path / "run"),
     ])  # fmt: skip
