@@ -53,3 +53,29 @@ bench: venv
 
 clean-demo:
 	rm -rf $(DEMO_RUN)
+
+# Full mmcv + mmsegmentation for `python -m transfer.segmentation --engine mmseg` and the tests
+# marked `mm`. mmsegmentation 1.2.2 needs mmcv >=2.0.0rc4,<2.2.0 with its compiled ops (mmcv-lite
+# cannot import mmseg.apis) and PyPI has no mmcv wheel for torch 2.x here, so mmcv 2.1.0 is built
+# for CPU from its sdist: with setuptools<70 (its setup.py imports pkg_resources) and -std=c++20
+# instead of -std=c++17 (torch 2.14's headers need C++20). About 20 minutes on 2 cores; the wheel
+# stays in build/mm/wheels, so a second `make mm` only installs it.
+MM_DIR := build/mm
+MMCV_VERSION := 2.1.0
+MM_SETUPTOOLS := $(abspath $(MM_DIR)/setuptools)
+.PHONY: mm
+mm: venv
+	mkdir -p $(MM_DIR)/wheels
+	test -d $(MM_SETUPTOOLS) || $(PY) -m pip install -q --target $(MM_SETUPTOOLS) 'setuptools<70' wheel
+	set -e; if ! ls $(MM_DIR)/wheels/mmcv-$(MMCV_VERSION)-*.whl >/dev/null 2>&1; then \
+	  PYTHONPATH=$(MM_SETUPTOOLS) $(PY) -m pip download -q --no-deps --no-binary :all: \
+	    --no-build-isolation mmcv==$(MMCV_VERSION) -d $(MM_DIR); \
+	  rm -rf $(MM_DIR)/mmcv-$(MMCV_VERSION); tar -xzf $(MM_DIR)/mmcv-$(MMCV_VERSION).tar.gz -C $(MM_DIR); \
+	  sed -i 's/-std=c++17/-std=c++20/g' $(MM_DIR)/mmcv-$(MMCV_VERSION)/setup.py; \
+	  cd $(MM_DIR)/mmcv-$(MMCV_VERSION) && CUDA_VISIBLE_DEVICES= FORCE_CUDA=0 MMCV_WITH_OPS=1 \
+	    MAX_JOBS=$${MAX_JOBS:-2} PYTHONPATH=$(MM_SETUPTOOLS) $(abspath $(PY)) -m pip wheel -v \
+	    --no-deps --no-build-isolation -w $(abspath $(MM_DIR)/wheels) . ; \
+	fi
+	$(PY) -m pip install -q $(MM_DIR)/wheels/mmcv-$(MMCV_VERSION)-*.whl 'mmengine>=0.10,<1' \
+	  mmsegmentation==1.2.2 ftfy regex
+	$(PY) -c "import mmcv.ops, mmseg.apis; print('mmcv', mmcv.__version__, 'with ops; mmseg', __import__('mmseg').__version__)"
