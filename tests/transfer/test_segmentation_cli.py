@@ -2,6 +2,7 @@
 
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -86,3 +87,18 @@ def test_label_png_of_another_size_names_the_file(tmp_path):
         segmentation.main(["--ckpt", "random:resnet18", "--data", str(voc), *TINY])
     message = str(exit_info.value.code)
     assert message.startswith("error: label") and str(label) in message and "10x12 px" in message
+
+
+def test_slurm_submits_the_same_command_through_the_shared_helper(monkeypatch, capsys):
+    submitted = {}
+
+    def submit(profile, fn, command, name, folder=None, after=()):
+        submitted.update(command=command, name=name, after=list(after))
+        return SimpleNamespace(job_id="42", paths=SimpleNamespace(stdout="out", stderr="err"))
+
+    monkeypatch.setattr(segmentation.slurm_submit, "submit", submit)
+    argv = ["--ckpt", "x.pt", "--data", "/data/VOC2012", "--lrs", "0.01"]
+    segmentation.main([*argv, "--slurm", "--profile", "local", "--after", "7"])
+    assert submitted["command"][1:3] == ["-m", "transfer.segmentation"]
+    assert submitted["command"][3:] == argv and submitted["after"] == ["7"]
+    assert "submitted SLURM job 42" in capsys.readouterr().out
