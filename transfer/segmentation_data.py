@@ -13,10 +13,9 @@ ADE20K (`--data` = ADEChallengeData2016): images/{training,validation}/*.jpg and
 annotations/{training,validation}/*.png with 0 = "other" (ignored) and 1..150 the classes
 (mmseg's reduce_zero_label: 150 classes, label - 1).
 
-Transforms (BYOL v3, App. D.4 for VOC; mmseg's ade20k.py for ADE20K): random rescale by a factor
-in [0.5, 2.0] of a base size, pad to the crop with IGNORE, random crop, horizontal flip 0.5. Every
-sample's draw comes from pretrain.data.sample_seed(seed, position, 0), where `position` counts
-samples since the start of training, so a resumed run sees the same crops as an uninterrupted one.
+Training views (transfer/segmentation_augment.py) draw from pretrain.data.sample_seed(seed,
+position, 0), where `position` counts samples since the start of training, so a resumed run sees
+the same crops as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -28,15 +27,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
-from pretrain.augment import normalize
 from pretrain.data import DataError, sample_seed
+from transfer.segmentation_augment import (
+    IGNORE,
+    Augmentation,
+    centre_crop,
+    eval_view,
+    train_view,
+)
 
-IGNORE = 255  # label value that neither trains nor counts in mIoU
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
     "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
@@ -179,71 +182,6 @@ def heldout_split(
     heldout, train = sorted(order[:count]), sorted(order[count:])
     name = f"heldout-{count}"
     return images.subset(train, f"{images.split}-minus-{name}"), images.subset(heldout, name)
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    """Joint training transform: rescale, pad, crop, flip; then normalise the image."""
-
-    crop: int
-    scale_range: tuple[float, float]
-    base_size: tuple[int, int] | None  # (long, short) side targets; None: the image's own size
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-
-def base_factor(height: int, width: int, base_size: tuple[int, int] | None) -> float:
-    """mmseg's keep-ratio Resize: the factor that fits (long, short) into base_size; else 1."""
-    if base_size is None:
-        return 1.0
-    long_side, short_side = base_size
-    return min(long_side / max(height, width), short_side / min(height, width))
-
-
-def rescale(image: torch.Tensor, label: torch.Tensor | None, factor: float):
-    """Bilinear image, nearest label, both by `factor` (None label passes through)."""
-    height, width = image.shape[-2:]
-    size = (max(1, round(height * factor)), max(1, round(width * factor)))
-    if size == (height, width):
-        return image.float(), label
-    image = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)[0]
-    if label is not None:
-        label = F.interpolate(label[None, None].float(), size=size, mode="nearest")[0, 0].long()
-    return image, label
-
-
-def train_view(image: torch.Tensor, label: torch.Tensor, aug: Augmentation, seed: int):
-    """(normalised float image [3, crop, crop], label [crop, crop]) of one seeded draw."""
-    generator = torch.Generator().manual_seed(seed)
-    low, high = aug.scale_range
-    draw = torch.rand(4, generator=generator).tolist()
-    factor = base_factor(*image.shape[-2:], aug.base_size) * (low + (high - low) * draw[0])
-    image, label = rescale(image, label, factor)
-    image = normalize(image / 255.0, aug.mean, aug.std)  # padding below is the mean colour (0)
-    pad_h, pad_w = max(aug.crop - image.shape[1], 0), max(aug.crop - image.shape[2], 0)
-    image = F.pad(image, (0, pad_w, 0, pad_h), value=0.0)
-    label = F.pad(label, (0, pad_w, 0, pad_h), value=IGNORE)
-    top = int(draw[1] * (image.shape[1] - aug.crop + 1))
-    left = int(draw[2] * (image.shape[2] - aug.crop + 1))
-    image = image[:, top : top + aug.crop, left : left + aug.crop]
-    label = label[top : top + aug.crop, left : left + aug.crop]
-    if draw[3] < 0.5:
-        image, label = image.flip(-1), label.flip(-1)
-    return image.contiguous(), label.contiguous()
-
-
-def eval_view(image: torch.Tensor, aug: Augmentation) -> torch.Tensor:
-    """The normalised test input: rescaled to the base size (ADE20K) or as it is (VOC)."""
-    image, _ = rescale(image, None, base_factor(*image.shape[-2:], aug.base_size))
-    return normalize(image / 255.0, aug.mean, aug.std)
-
-
-def centre_crop(image: torch.Tensor, label: torch.Tensor, crop: int):
-    """BYOL v3, App. D.4: a centre crop at test (VOC's <= 500 px images pass whole at 513)."""
-    height, width = image.shape[-2:]
-    top, left = max((height - crop) // 2, 0), max((width - crop) // 2, 0)
-    window = (slice(top, top + crop), slice(left, left + crop))
-    return image[(..., *window)], label[window]
 
 
 class TrainPairs(Dataset):

@@ -25,9 +25,8 @@ from tqdm import tqdm
 
 from pretrain.checkpoint import CheckpointError, load_latest_good, save_checkpoint, write_atomic
 from pretrain.data import sample_seed
+from transfer.segmentation_augment import IGNORE, Augmentation
 from transfer.segmentation_data import (
-    IGNORE,
-    Augmentation,
     EvalPairs,
     IterationSampler,
     SegmentationSet,
@@ -67,6 +66,13 @@ class Job:
             "train": [self.train_set.split, self.train_set.fingerprint()],
             "eval": [self.eval_set.split, self.eval_set.fingerprint()],
         }
+
+
+def augmentation(job: Job) -> Augmentation:
+    """The training/test transform settings of the job's protocol."""
+    p = job.protocol
+    return Augmentation(p.crop, p.scale_range, p.base_size, job.mean, job.std,
+                        p.cat_max_ratio, p.photometric)  # fmt: skip
 
 
 def run_job(job: Job, encoder: nn.Module) -> dict:
@@ -144,7 +150,7 @@ def train(
     """SGD from iteration `start` to the end, checkpointing; returns the training seconds so far
     (`seconds`: those of the iterations before `start`)."""
     protocol, device = job.protocol, torch.device(job.device)
-    aug = Augmentation(protocol.crop, protocol.scale_range, protocol.base_size, job.mean, job.std)
+    aug = augmentation(job)
     sampler = IterationSampler(
         len(job.train_set), protocol.batch_size, job.seed, start, protocol.iterations
     )
@@ -196,7 +202,7 @@ def train(
 def evaluate(model: nn.Module, images: SegmentationSet, job: Job) -> torch.Tensor:
     """Confusion matrix [K, K] of the model's argmax over `images` (one image per batch)."""
     protocol, device = job.protocol, torch.device(job.device)
-    aug = Augmentation(protocol.crop, protocol.scale_range, protocol.base_size, job.mean, job.std)
+    aug = augmentation(job)
     loader = torch.utils.data.DataLoader(
         EvalPairs(images, aug, protocol.test_crop), batch_size=1, num_workers=job.num_workers
     )

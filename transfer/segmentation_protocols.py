@@ -40,6 +40,8 @@ class SegmentationProtocol:
     norm_weight_decay: bool = True  # False: no weight decay on BN weights and biases
     seeds: tuple[int, ...] = (0,)  # the reported number is the mean over seeds
     heldout: int = 0  # training images held out to choose the LR (0: no sweep)
+    cat_max_ratio: float = 1.0  # < 1: re-draw crops where one class covers that share (mmseg)
+    photometric: bool = False  # mmseg's PhotoMetricDistortion on training crops
 
 
 def voc12aug_fcn() -> SegmentationProtocol:
@@ -85,15 +87,15 @@ def ade20k_semfpn_80k() -> SegmentationProtocol:
 
     ADEChallengeData2016, 150 classes (label 0 "other" ignored), train 20,210 -> val 2,000 mIoU.
     Keep-ratio base size (2048, 512) (mmseg _base_/datasets/ade20k.py), random rescale in
-    [0.5, 2.0], crop 512, flip; batch 16 (4 GPUs x 4); SGD lr 0.01, momentum 0.9, weight decay
-    5e-4, none on norm layers (norm_decay_mult=0); poly decay power 0.9 to 1e-4
+    [0.5, 2.0], crop 512 re-drawn up to 10 times while one class covers >= 75% of it
+    (cat_max_ratio 0.75), flip, PhotoMetricDistortion; batch 16 (4 GPUs x 4); SGD lr 0.01,
+    momentum 0.9, weight decay 5e-4, none on norm layers (norm_decay_mult=0); poly decay power
+    0.9 to 1e-4
     (_base_/schedules/schedule_80k.py); 80,000 iterations; test: whole image at the base size,
     logits resized to the label. One seed (mmseg reports single runs).
 
-    DEVIATION(ade20k-aug): no RandomCrop cat_max_ratio=0.75 (re-draw crops where one class
-    covers > 75%) and no PhotoMetricDistortion, both in mmseg's ade20k.py; our mmseg config
-    (transfer/configs/mmseg_semfpn_ade20k.py) leaves them out too, so both engines run this
-    protocol. Numbers are therefore not directly comparable with mmseg's published sem-FPN table.
+    DEVIATION(hsv): the built-in engine's PhotoMetricDistortion converts to HSV with PIL (hue in
+    256 steps) where mmseg uses OpenCV (180 steps): the same distortion up to rounding.
     """
     return SegmentationProtocol(
         name="ade20k-semfpn-80k/1",
@@ -114,6 +116,8 @@ def ade20k_semfpn_80k() -> SegmentationProtocol:
         weight_decay=5e-4,
         norm_weight_decay=False,
         seeds=(0,),
+        cat_max_ratio=0.75,
+        photometric=True,
     )
 
 

@@ -54,6 +54,8 @@ def test_config_parses_with_mmengine(tmp_path):
     assert ade.model.neck.in_channels == [256, 512, 1024, 2048] and ade.num_classes == 150
     assert ade.param_scheduler[0].type == "PolyLR" and ade.train_cfg.max_iters == 80_000
     assert ade.optim_wrapper.paramwise_cfg.norm_decay_mult == 0.0
+    steps = {step.type: step for step in ade.train_pipeline}
+    assert steps["RandomCrop"].cat_max_ratio == 0.75 and "PhotoMetricDistortion" in steps
 
 
 def test_eight_gpu_config_uses_syncbn_and_splits_the_batch(tmp_path):

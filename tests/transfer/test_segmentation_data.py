@@ -7,14 +7,18 @@ from PIL import Image
 
 from pretrain.data import DataError
 from tests.transfer.segmentation_layouts import make_ade20k, make_voc
-from transfer.segmentation_data import (
+from transfer.segmentation_augment import (
     IGNORE,
     Augmentation,
+    crop_window,
+    photometric_distortion,
+    train_view,
+)
+from transfer.segmentation_data import (
     IterationSampler,
     build_segmentation_set,
     check_sizes,
     heldout_split,
-    train_view,
 )
 
 STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -56,6 +60,37 @@ def test_train_view_is_seeded_joint_and_padded_with_ignore():
     assert (crop_a == IGNORE).any()  # a 20x30 image at <= 2x is padded to 48
     padded = crop_a == IGNORE
     assert torch.all(view_a[:, padded] == 0)  # padding is the mean colour after normalising
+
+
+def test_photometric_distortion_keeps_grey_grey_and_is_seeded():
+    grey = torch.full((3, 16, 16), 100.0)
+    grey[:, 8:] = 180.0
+    outputs = [photometric_distortion(grey, torch.Generator().manual_seed(s)) for s in range(12)]
+    for out in outputs:
+        assert out.shape == grey.shape and out.min() >= 0 and out.max() <= 255
+        assert torch.equal(out[0], out[1]) and torch.equal(out[1], out[2])  # no colour cast
+    assert any(not torch.equal(out, grey) for out in outputs)  # it does distort
+    again = photometric_distortion(grey, torch.Generator().manual_seed(3))
+    assert torch.equal(again, outputs[3])
+
+
+def test_crop_is_redrawn_while_one_class_dominates():
+    label = torch.ones(100, 100, dtype=torch.int64)
+    label[:, 30:70] = 2
+
+    def balanced(top, left):
+        counts = torch.bincount(label[top : top + 20, left : left + 20].flatten())[1:]
+        return bool((counts > 0).all() and counts.max() / counts.sum() < 0.75)
+
+    redrawn = 0
+    for seed in range(8):
+        plain = torch.Generator().manual_seed(seed)  # one draw per call with ratio 1.0
+        draws = [crop_window(label, 20, 1.0, plain) for _ in range(10)]
+        expected = next((d for d in draws if balanced(*d)), draws[-1])  # mmseg: <= 10 draws
+        assert crop_window(label, 20, 0.75, torch.Generator().manual_seed(seed)) == expected
+        redrawn += expected != draws[0]
+    assert redrawn > 0
+    assert crop_window(label[:10, :10], 20, 0.75, torch.Generator()) == (0, 0)  # small image
 
 
 def test_sampler_resumes_where_it_stopped():

@@ -67,14 +67,13 @@ model = dict(
 )
 
 dataset_type = "ADE20KDataset"
-# DEVIATION(ade20k-aug): no RandomCrop cat_max_ratio=0.75 and no PhotoMetricDistortion (both in
-# mmseg's ade20k.py), so that this engine and the built-in one run the same protocol.
 train_pipeline = [
     dict(type="LoadImageFromFile"),
     dict(type="LoadAnnotations", reduce_zero_label=True),
     dict(type="RandomResize", scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True),
-    dict(type="RandomCrop", crop_size=crop_size),
+    dict(type="RandomCrop", crop_size=crop_size, cat_max_ratio=0.75),
     dict(type="RandomFlip", prob=0.5),
+    dict(type="PhotoMetricDistortion"),
     dict(type="PackSegInputs"),
 ]
 test_pipeline = [
