@@ -166,6 +166,9 @@ def run_torchvision(
         inputs.encoder, inputs.metadata, protocol, len(inputs.train_set.classes)
     )
     summary = detection_train.train(detector, inputs.train_set, protocol, run)
+    summary["precise_bn_layers"] = detection_train.precise_bn(
+        detector, inputs.train_set, protocol, run
+    )
     started = time.monotonic()
     predictions = detection_train.predict(detector, inputs.eval_set, run.device, config.num_workers)
     metrics, details = evaluate(protocol, predictions, inputs.eval_set)

@@ -223,6 +223,39 @@ def _log_line(run_dir: Path, values: dict) -> None:
 
 
 @torch.no_grad()
+def precise_bn(detector: nn.Module, images: Dataset, protocol: Protocol, run: RunSettings) -> int:
+    """Replace the running statistics of every trained BN layer by their plain average over
+    `protocol.precise_bn_iters` training batches (detectron2's TEST.PRECISE_BN, fvcore
+    update_bn_stats); returns the number of BN layers updated (0 with frozen BN: nothing to do).
+
+    The batches continue the training sequence (positions after the last iteration), so the
+    result depends only on (seed, max_iters); run after training, before testing. A run shortened
+    by `run.max_iters` uses at most that many batches here too (smoke runs stay short).
+    """
+    norms = [m for m in detector.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or protocol.precise_bn_iters < 1:
+        return 0
+    stop = min(run.max_iters or protocol.max_iters, protocol.max_iters)
+    count = min(protocol.precise_bn_iters, run.max_iters or protocol.precise_bn_iters)
+    sampler = IterationBatches(len(images), protocol.batch_size, run.seed, stop, stop + count,
+                               protocol.flip)  # fmt: skip
+    loader = DataLoader(FlipView(images), batch_sampler=sampler, collate_fn=collate,
+                        num_workers=run.num_workers,
+                        generator=torch.Generator().manual_seed(run.seed))  # fmt: skip
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average: the mean of the per-batch statistics
+    detector.to(run.device).train()
+    for batch_images, targets in tqdm(loader, desc="precise BN", unit="it", dynamic_ncols=True):
+        batch_images = [image.to(run.device, non_blocking=True) for image in batch_images]
+        detector(batch_images, [{k: _to(v, run.device) for k, v in t.items()} for t in targets])
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    return len(norms)
+
+
+@torch.no_grad()
 def predict(detector: nn.Module, images: Dataset, device: torch.device, num_workers: int = 0,
             desc: str = "predict") -> list[dict]:  # fmt: skip
     """Per image: numpy "boxes" [N, 4] (input-image coordinates), "labels", "scores" (+ "masks"

@@ -179,3 +179,37 @@ def test_resumed_training_equals_uninterrupted(export, voc, tmp_path):
     assert changed  # training moved weights, so the equality above is not vacuous
     with pytest.raises(CheckpointError, match="different detection run"):
         detection_train.train(fresh_detector(), images, protocol, settings(tmp_path / "b", 3, "x"))
+
+
+def test_precise_bn_sets_the_average_of_batch_statistics(export, voc, tmp_path):
+    protocol = dataclasses.replace(
+        detection.PROTOCOLS["moco-detectron2-c4-24k/1"](), train_sizes=(64,), batch_size=1,
+        roi_batch_per_image=8, precise_bn_iters=3,
+    )  # fmt: skip
+    encoder, metadata = load_encoder(str(export))
+    detector = detection_models.build_detector(
+        encoder, detection.detector_spec(protocol, 20, metadata)
+    )
+    extra_norm = detector.roi_heads.box_head.norm  # MoCo's BN after res5, [R, 512, 4, 4] here
+    seen = []
+    extra_norm.register_forward_hook(
+        lambda module, inputs, output: seen.append(
+            (inputs[0].mean(dim=(0, 2, 3)), inputs[0].var(dim=(0, 2, 3), unbiased=True))
+        )
+    )
+    images = VocDetection(voc, [("2007", "trainval")])
+    run = detection_train.RunSettings(
+        tmp_path, "x", torch.device("cpu"), num_workers=0, max_iters=5
+    )
+    updated = detection_train.precise_bn(detector, images, protocol, run)
+    assert updated == 21  # 20 backbone BNs (syncbn: trained) + the extra norm
+    assert len(seen) == 3 and extra_norm.momentum == 0.1  # momentum restored
+    mean = torch.stack([m for m, _ in seen]).mean(0)
+    var = torch.stack([v for _, v in seen]).mean(0)
+    assert torch.allclose(extra_norm.running_mean, mean, atol=1e-5)
+    assert torch.allclose(extra_norm.running_var, var, rtol=1e-4, atol=1e-5)
+    frozen = dataclasses.replace(protocol, norm="frozen-bn")
+    encoder, metadata = load_encoder(str(export))
+    spec = detection.detector_spec(frozen, 20, metadata)
+    nothing = detection_models.build_detector(encoder, spec)
+    assert detection_train.precise_bn(nothing, images, frozen, run) == 0
