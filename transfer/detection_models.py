@@ -279,7 +279,7 @@ def check_backbone_loaded(
             if not key.endswith("num_batches_tracked"):
                 missing.append(target)
             continue
-        if not torch.equal(state[target].detach().cpu(), value.detach().cpu()):
+        if not _same_values(state[target].detach().cpu(), value.detach().cpu()):
             differ.append(target)
         checked += 1
     if missing or differ:
@@ -288,3 +288,12 @@ def check_backbone_loaded(
             f"different {differ[:10]}"
         )
     return checked
+
+
+def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bit-for-bit equal values, NaN equal to NaN (a loaded NaN is loaded, not different)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if not a.is_floating_point():
+        return torch.equal(a, b)
+    return torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))

@@ -213,3 +213,20 @@ def test_precise_bn_sets_the_average_of_batch_statistics(export, voc, tmp_path):
     spec = detection.detector_spec(frozen, 20, metadata)
     nothing = detection_models.build_detector(encoder, spec)
     assert detection_train.precise_bn(nothing, images, frozen, run) == 0
+
+
+def test_non_finite_loss_stops_with_a_failed_record(voc, tmp_path):
+    encoder, _ = build_backbone("resnet18")
+    state = encoder.state_dict()
+    state["layer3.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    metadata = {"label": "nan-r18", "arch": "resnet18", "cifar_stem": False}
+    broken = export_backbone(tmp_path / "nan", state, metadata)
+    records = tmp_path / "records"
+    with pytest.raises(
+        FloatingPointError, match=r"non-finite loss nan at iteration 0 \(lr 0.001\)"
+    ):
+        _run(["--ckpt", str(broken), "--data", str(voc), "--records", str(records),
+              "--run-dir", str(tmp_path / "run"), "--max-iters", "2", *TINY])  # fmt: skip
+    record = _only_record(records)
+    assert record.status == "failed" and "FloatingPointError" in record.error
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()  # nothing bad was saved
