@@ -161,6 +161,7 @@ def evaluate(protocol: Protocol, predictions: list[dict], test_set) -> tuple[dic
 def run_torchvision(
     config, protocol, inputs, run: detection_train.RunSettings
 ) -> tuple[dict, dict]:
+    """Build, fine-tune (resuming), re-estimate BN (precise BN), predict, evaluate."""
     torch.manual_seed(config.seed)  # new layers' initialisation
     detector, loaded = build_loaded_detector(
         inputs.encoder, inputs.metadata, protocol, len(inputs.train_set.classes)

@@ -10,7 +10,9 @@ Norm options (`norm`):
     frozen-bn  every backbone BN frozen (affine and statistics fixed; torchvision FrozenBatchNorm2d,
                detectron2's default "FrozenBN"); new layers without norm (detectron2's defaults:
                2fc box head)
-    syncbn     backbone BN trained (SyncBatchNorm when a process group is running, else plain BN);
+    syncbn     backbone BN trained (SyncBatchNorm when a process group is running, else plain BN:
+               one process holding the whole batch computes the statistics SyncBN gathers from
+               all GPUs);
                new layers with BN: C4 gets MoCo's extra norm after res5 (Res5ROIHeadsExtraNorm,
                moco/detection/train_net.py); FPN, 4conv1fc box head and mask head get norm
     gn         backbone BN frozen; new layers with GroupNorm(32): FPN, 4conv1fc box head, mask head
