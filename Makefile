@@ -14,7 +14,7 @@ else
 TORCH_PINS := torch==2.9.1 torchvision==0.24.1
 endif
 
-.PHONY: venv demo test test-fast lint bench fmnist clean-demo
+.PHONY: venv demo test test-fast test-gpu lint bench bench-deps fmnist clean-demo
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,8 +37,12 @@ fmnist:
 demo: venv fmnist
 	$(PY) -m results.pipeline --preset byol_r18_fmnist_demo --run-dir $(DEMO_RUN)
 
+# GPU tests (marker gpu) run with `make test-gpu` on a CUDA machine; `make test` leaves them out.
 test: venv fmnist
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not gpu"
+
+test-gpu: venv
+	$(PY) -m pytest -m gpu -s
 
 test-fast: venv
 	$(PY) -m pytest -m "not slow and not slurm"
@@ -48,7 +52,13 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 
 # Benchmarks print measured figures (never asserted in tests).
-bench: venv
+# The step benchmark's peers (lightly, byol-pytorch) go into .venv here, never at run time.
+bench-deps: venv
+	$(PY) -m pip install -q -e '.[dev,bench]'
+
+bench: bench-deps
+	$(PY) -m benchmarks.step
+	$(PY) -m benchmarks.data
 	$(PY) -m benchmarks.linear
 
 clean-demo:
