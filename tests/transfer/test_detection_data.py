@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from pretrain.data import DataError
+from results.published import published_records
 from tests.conftest import run_cli
 from tests.transfer.detection_layouts import COCO_CATEGORIES, make_coco, make_voc
 from transfer import detection
 from transfer.datasets import VOC_CLASSES, CocoDetection, VocDetection
+from transfer.detection_protocols import byol_paper_frcnn_c4, lr_at, moco_detectron2_c4_24k
 
 
 def test_voc_reader_boxes_labels_difficult(tmp_path):
@@ -116,3 +118,31 @@ def test_only_rank_0_runs_in_a_multi_task_job(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RANK", "3")  # what slurm.submit's Job exports in the 4th task
     detection.main(["--ckpt", "random:resnet18", "--records", str(tmp_path / "r")])
     assert "rank 3" in capsys.readouterr().out and not (tmp_path / "r").exists()
+
+
+def test_protocol_names_pair_with_the_published_records():
+    published = [r.task for r in published_records() if r.task.family == "detection"]
+    protocol, changed = detection.resolve_protocol(detection.DetectionConfig(ckpt="x"))
+    assert not changed and protocol.name == "byol-paper-frcnn-c4/1"
+    assert all(
+        (t.dataset, t.split, t.protocol) == ("voc07", "test", protocol.name) for t in published
+    )
+    moco, _ = detection.resolve_protocol(
+        detection.DetectionConfig(ckpt="x", protocol="moco-detectron2-c4-24k/1", norm="syncbn")
+    )
+    assert moco.name == "moco-detectron2-c4-24k/1"  # the preset's own value is no override
+
+
+def test_lr_schedule_is_detectron2_warmup_multistep():
+    moco = moco_detectron2_c4_24k()
+    assert lr_at(0, moco) == pytest.approx(0.02 * 0.001)
+    assert lr_at(50, moco) == pytest.approx(0.02 * (0.001 * 0.5 + 0.5))
+    assert lr_at(100, moco) == pytest.approx(0.02) and lr_at(17_999, moco) == pytest.approx(0.02)
+    assert lr_at(18_000, moco) == pytest.approx(0.002) and lr_at(22_000, moco) == pytest.approx(
+        2e-4
+    )
+    paper = byol_paper_frcnn_c4()  # BYOL v3 App. D.5: 1e-3, 1e-4 at 1M, 1e-5 at 1.2M, 1.5M steps
+    assert [lr_at(i, paper) for i in (0, 999_999, 1_000_000, 1_200_000)] == pytest.approx(
+        [1e-3, 1e-3, 1e-4, 1e-5]
+    )
+    assert paper.max_iters == 1_500_000 and moco.max_iters == 24_000 and moco.batch_size == 16
