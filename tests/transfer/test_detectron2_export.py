@@ -11,7 +11,6 @@ import yaml
 
 from pretrain.backbones import build_backbone
 from pretrain.checkpoint import export_backbone
-from tests.conftest import run_cli
 from transfer import detectron2_export, export
 from transfer.detection_protocols import SIZES_480_800
 
@@ -121,11 +120,10 @@ def test_resnet18_exports_weights_but_no_c4_yaml(tmp_path):
     assert "res5.1.conv2.norm.weight" in model and "stem.conv1.weight" in model
 
 
-def test_export_command_line(r50_export, tmp_path):
+def test_export_command_line(r50_export, tmp_path, capsys):
     path, _ = r50_export
-    result = run_cli("transfer.export", "detectron2", "--ckpt", str(path), "--out", str(tmp_path))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"{path.stem}-detectron2.pkl" in result.stdout
+    export.main(["detectron2", "--ckpt", str(path), "--out", str(tmp_path)])  # as python -m
+    assert f"{path.stem}-detectron2.pkl" in capsys.readouterr().out
     assert (tmp_path / f"{path.stem}-voc0712-c4-24k.yaml").is_file()
     with pytest.raises(SystemExit) as usage:
         export.main(["caffe2"])
