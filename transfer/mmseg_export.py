@@ -70,6 +70,23 @@ def export(
     out: str | Path | None = None,
     *,
     arch: str | None = None,
+    **settings,
+) -> tuple[Path, Path]:
+    """Load `ckpt` (any format load_encoder reads) and `export_encoder` it (default `out`:
+    mmseg/ beside the checkpoint file)."""
+    encoder, metadata = load_encoder(ckpt, arch)
+    ckpt_path = Path(ckpt)
+    if out is None:
+        out = (ckpt_path.parent if ckpt_path.is_file() else Path(".")) / "mmseg"
+    return export_encoder(encoder, metadata, protocol, out, **settings)
+
+
+def export_encoder(
+    encoder: torch.nn.Module,
+    metadata: dict,
+    protocol: str,
+    out: str | Path,
+    *,
     data_root: str | None = None,
     lr: float | None = None,
     seed: int = 0,
@@ -78,26 +95,25 @@ def export(
     crop: int | None = None,
     work_dir: str | None = None,
     ann_files: dict[str, str] | None = None,
+    mean_std: tuple | None = None,
 ) -> tuple[Path, Path]:
-    """Write the checkpoint and config for `protocol`; returns (checkpoint path, config path)."""
+    """Write the checkpoint and config of a loaded backbone for `protocol`; returns (checkpoint
+    path, config path). `metadata` is load_encoder's (arch, weights_sha256, preprocessing...)."""
     if protocol not in TEMPLATES:
         raise cli.InputError(f"unknown protocol {protocol!r}; use one of {', '.join(TEMPLATES)}")
     settings: SegmentationProtocol = PROTOCOLS[protocol]()
     if gpus < 1 or settings.batch_size % gpus:
         raise cli.InputError(f"--gpus must divide the protocol's batch {settings.batch_size}")
-    encoder, metadata = load_encoder(ckpt, arch)
     if metadata["arch"] not in MMSEG_DEPTHS or metadata.get("cifar_stem"):
+        stem = " (CIFAR stem)" if metadata.get("cifar_stem") else ""
         raise CheckpointError(
-            f"{ckpt} is a {metadata['arch']}{' (CIFAR stem)' if metadata.get('cifar_stem') else ''}"
-            f"; mmseg's ResNet has depths {sorted(MMSEG_DEPTHS.values())} with the 7x7 stem only "
-            "(use --engine torchvision for this backbone)"
+            f"{metadata.get('path') or metadata['label']} is a {metadata['arch']}{stem}; mmseg's "
+            f"ResNet has depths {sorted(MMSEG_DEPTHS.values())} with the 7x7 stem only (use "
+            "--engine torchvision for this backbone)"
         )
     state_dict = mmseg_state_dict(encoder.state_dict(), metadata["arch"])
     sha8 = metadata["weights_sha256"][:8]
-    ckpt_path = Path(ckpt)
-    out_dir = (
-        Path(out) if out else (ckpt_path.parent if ckpt_path.is_file() else Path(".")) / "mmseg"
-    )
+    out_dir = Path(out)
     weights_path = (out_dir / f"backbone-{sha8}-mmseg.pth").resolve()
     meta = {key: metadata.get(key) for key in ("weights_sha256", "label", "arch", "method",
                                               "source", "pretrain_epochs", "path")}  # fmt: skip
@@ -107,6 +123,7 @@ def export(
     write_atomic(weights_path, buffer.getvalue())
     stats = metadata.get("preprocessing") or {}
     mean, std = (stats["mean"], stats["std"]) if stats else dataset_stats("imagenet")
+    mean, std = mean_std or (mean, std)  # 0..1 scale, as pretrain/data.py states them
     slug = f"{protocol.replace('/', '-v')}-{sha8}"
     values = {
         "checkpoint_file": str(weights_path),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from evaluate import cli
 from pretrain.checkpoint import write_atomic
-from transfer.mmseg_export import export
+from transfer.mmseg_export import export_encoder
 from transfer.segmentation_data import SegmentationSet
 
 INSTALL_HINT = (
@@ -57,9 +57,38 @@ def _split_files(run_dir: Path, images: SegmentationSet, name: str) -> dict:
     return {f"{name}_ann_file": str(ann_file), f"{name}_seg_dir": images.labels[0].parent.name}
 
 
+def prepare_config(config, inputs, lr, seed, train_set, eval_set, run_dir: Path):
+    """The exported mmseg config of one run, as an mmengine Config (needs mmengine only):
+    this run's split lists, LR, seed, one process with `config.settings`' batch, no validation
+    during training (run_one validates once at the end)."""
+    from mmengine.config import Config
+
+    settings = config.settings
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ann_files = {
+        **_split_files(run_dir, train_set, "train"),
+        **_split_files(run_dir, eval_set, "val"),
+    }
+    levels = 2 if train_set.name == "voc2012" else 3  # VOC2012/JPEGImages, ADE/images/training
+    root = train_set.images[0].parents[levels - 1]
+    _, config_path = export_encoder(
+        inputs.encoder, inputs.metadata, settings.name, run_dir, data_root=str(root), lr=lr,
+        seed=seed, gpus=1, iterations=settings.iterations, crop=settings.crop,
+        work_dir=str(run_dir / "mmseg"), ann_files=ann_files or None,
+        mean_std=(inputs.mean, inputs.std),
+    )  # fmt: skip
+    cfg = Config.fromfile(str(config_path))
+    cfg.train_dataloader.batch_size = settings.batch_size
+    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        loader.num_workers = config.num_workers
+        loader.persistent_workers = config.num_workers > 0
+    cfg.train_cfg.val_interval = settings.iterations + 1  # validate once, in run_one
+    cfg.default_hooks.checkpoint.interval = config.ckpt_every
+    return cfg, config_path
+
+
 def run_one(config, inputs, lr, seed, train_set, eval_set, run_dir) -> dict:
     """Train with mmseg's Runner for the protocol's iterations, then mIoU on `eval_set`."""
-    from mmengine.config import Config
     from mmengine.runner import Runner
 
     run_dir = Path(run_dir)
@@ -67,26 +96,7 @@ def run_one(config, inputs, lr, seed, train_set, eval_set, run_dir) -> dict:
     if result_path.is_file():
         return json.loads(result_path.read_text())
     settings = config.settings
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ann_files = {
-        **_split_files(run_dir, train_set, "train"),
-        **_split_files(run_dir, eval_set, "val"),
-    }
-    root = train_set.images[0].parent.parent if train_set.name == "voc2012" else None
-    if train_set.name == "ade20k":
-        root = train_set.images[0].parent.parent.parent
-    _, config_path = export(
-        inputs.metadata["path"] or config.ckpt, settings.name, run_dir, arch=config.arch,
-        data_root=str(root), lr=lr, seed=seed, gpus=1, iterations=settings.iterations,
-        crop=settings.crop, work_dir=str(run_dir / "mmseg"), ann_files=ann_files or None,
-    )  # fmt: skip
-    cfg = Config.fromfile(str(config_path))
-    cfg.train_dataloader.batch_size = settings.batch_size
-    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
-        loader.num_workers = config.num_workers
-        loader.persistent_workers = config.num_workers > 0
-    cfg.train_cfg.val_interval = settings.iterations + 1  # validate once, below
-    cfg.default_hooks.checkpoint.interval = config.ckpt_every
+    cfg, config_path = prepare_config(config, inputs, lr, seed, train_set, eval_set, run_dir)
     # Resuming reads mmengine's own checkpoints (pickled message-hub state) from this run dir.
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     runner = Runner.from_cfg(cfg)

@@ -3,6 +3,7 @@
 trains a step, and the `--engine mmseg` runner end to end."""
 
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -133,3 +134,31 @@ def test_engine_mmseg_end_to_end_writes_the_same_record(tmp_path):
     (record,) = read_records(tmp_path / "records")
     assert record.status == "complete" and record.task.protocol == "byol-paper-fcn/1"
     assert record.selection["engine"] == "mmseg" and 0 <= record.metrics["miou"] <= 100
+
+
+def test_runner_config_holds_this_runs_split_lists(tmp_path):
+    """The mmseg engine's LR sweep trains on train_aug minus the held-out ids, tests on them."""
+    from evaluate.features import load_encoder
+    from transfer import mmseg_runner
+    from transfer.segmentation_data import build_segmentation_set, heldout_split
+    from transfer.segmentation_record import Inputs
+
+    voc = make_voc(tmp_path, train=5, val=1)
+    train_aug = build_segmentation_set("voc2012", str(voc), "train_aug")
+    rest, held = heldout_split(train_aug, 2)
+    encoder, metadata = load_encoder("random:resnet18", seed=1)
+    config = segmentation.parse_config(["--ckpt", "random:resnet18", "--max-steps", "7",
+                                        "--batch-size", "4", "--num-workers", "0"])  # fmt: skip
+    config = segmentation.replace(config, settings=segmentation.resolve(config))
+    inputs = Inputs(encoder, metadata, rest, held, (0.5,) * 3, (0.25,) * 3, "cpu", tmp_path,
+                    tmp_path / "run", 0.0)  # fmt: skip
+    cfg, _ = mmseg_runner.prepare_config(config, inputs, 0.1, 2, rest, held, tmp_path / "run")
+    train, val = cfg.train_dataloader, cfg.val_dataloader
+    assert Path(train.dataset.ann_file).read_text().split() == list(rest.ids)
+    assert Path(val.dataset.ann_file).read_text().split() == list(held.ids)
+    assert val.dataset.data_prefix.seg_map_path == "SegmentationClassAug"  # held-out: aug labels
+    assert train.dataset.data_root == str(voc) and train.batch_size == 4
+    assert cfg.train_cfg.max_iters == 7 and cfg.optim_wrapper.optimizer.lr == 0.1
+    assert cfg.randomness.seed == 2 and cfg.data_preprocessor.mean == [127.5] * 3
+    weights = torch.load(cfg.model.backbone.init_cfg.checkpoint, weights_only=True)
+    assert weights["meta"]["weights_sha256"] == metadata["weights_sha256"]  # seed-1 weights
