@@ -185,7 +185,7 @@ def run_cell(cell: Cell, setup: FinetuneSetup, cell_dir: Path) -> dict:
     Returns the cell's result: lr, epochs, steps, heldout_top1/top5 (None if the loss became
     non-finite; `diverged_at_step` says when). A finished cell's result is read back.
     """
-    key = {**setup.key, "lr": cell.lr, "epochs": cell.epochs}
+    key = cell_key(cell, setup)
     done = read_result(cell_dir, key)
     if done is not None:
         log.info("cell %s: finished earlier, held-out top-1 %s", cell.name, done["heldout_top1"])
@@ -307,6 +307,11 @@ def restore(cell_dir: Path, key: dict, model: nn.Module, optimizer) -> int:
     return int(state["step"])
 
 
+def cell_key(cell: Cell, setup: FinetuneSetup) -> dict:
+    """The settings a cell's checkpoints and result belong to, as JSON types (tuples -> lists)."""
+    return json.loads(json.dumps({**setup.key, "lr": cell.lr, "epochs": cell.epochs}))
+
+
 def check_key(cell_dir: Path, saved: dict, key: dict) -> None:
     """Refuse a cell directory that holds a fine-tune with other settings."""
     differences = [
@@ -334,7 +339,7 @@ def read_result(cell_dir: Path, key: dict) -> dict | None:
 def trained_classifier(cell: Cell, setup: FinetuneSetup, cell_dir: Path) -> Classifier:
     """The final weights of a finished cell (its last checkpoint)."""
     state = load_checkpoint(last_checkpoint_path(cell_dir))
-    check_key(cell_dir, state["key"], {**setup.key, "lr": cell.lr, "epochs": cell.epochs})
+    check_key(cell_dir, state["key"], cell_key(cell, setup))
     model = build_classifier(setup)
     model.load_state_dict(state["model"])
     return model

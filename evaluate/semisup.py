@@ -160,7 +160,8 @@ def make_plan(config: SemiSupConfig, inputs: cli.EvalInputs, info: dist.DistInfo
     labelled = set(subset.indices)
     held = [index for index in heldout.heldout if index not in labelled]
     if config.heldout_max and len(held) > config.heldout_max:
-        chosen = balanced_indices([train_set.targets[i] for i in held], config.heldout_max, 0)
+        targets = [train_set.targets[index] for index in held]
+        chosen = balanced_indices(targets, config.heldout_max, config.seed)
         held = [held[position] for position in chosen]
     if len(subset.indices) < 2 * info.world_size or not held:
         raise cli.InputError(

@@ -1,0 +1,161 @@
+"""evaluate.semisup end to end: the record, exact resume after a kill, pretrained beats random
+initialisation on 1% of Fashion-MNIST, the grids' protocol names, SLURM array, bad input."""
+
+import hashlib
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from evaluate import finetune, semisup
+from pretrain.checkpoint import load_checkpoint
+from results.record import read_records
+from tests.conftest import run_cli
+
+# 10% of the synthetic set: 51 labelled images (4 steps of 16 per epoch), 50 held out, 256 tested.
+SMALL = ("--dataset", "synthetic", "--fraction", "10", "--batch-size", "16", "--num-workers", "0")
+
+
+class Killed(Exception):
+    """Stands for SIGKILL in the middle of a fine-tune."""
+
+
+def complete_records(records_dir):
+    return [record for record in read_records(records_dir) if record.status == "complete"]
+
+
+def test_record_holds_every_cell_and_the_split_files(tmp_path):
+    records = tmp_path / "records"
+    grid = ("--lrs", "0.1", "0.4", "--epochs", "1", "2")
+    semisup.main(["--ckpt", "random:resnet18", *SMALL, *grid, "--records", str(records)])
+    (record,) = read_records(records)  # validated on read
+    assert (record.kind, record.status, record.task.family) == ("eval", "complete", "semisup")
+    assert (record.task.dataset, record.task.split) == ("synthetic", "test")
+    assert record.task.protocol == "custom-10pct/1"  # not the paper's grid: its own name
+    selection = record.selection
+    cells = [(c["lr"], c["epochs"]) for c in selection["candidates"]]
+    assert cells == [(0.1, 1), (0.4, 1), (0.1, 2), (0.4, 2)]
+    assert [c["steps"] for c in selection["candidates"]] == [4, 4, 8, 8]
+    best = max(selection["candidates"], key=lambda c: c["heldout_top1"])  # first on ties
+    assert (selection["lr"], selection["epochs"]) == (best["lr"], best["epochs"])
+    assert selection["lr_scaled"] == pytest.approx(selection["lr"] * 16 / 1024)
+    assert selection["labelled_images"] == 51 and selection["chosen_on"] == "heldout-50"
+    assert selection["split_source"] == "seeded" and selection["heldout_subset_images_removed"] == 0
+    split_lines = open(selection["split_file"]).read().splitlines()
+    assert len(split_lines) == 51 and split_lines[0].startswith("synthetic-train-")
+    with open(selection["split_file"], "rb") as handle:
+        assert hashlib.sha256(handle.read()).hexdigest() == selection["split_file_sha256"]
+    assert 0 <= record.metrics["top1"] <= record.metrics["top5"] <= 100
+    assert record.config["fraction"] == 10 and record.config["lrs"] == [0.1, 0.4]
+
+
+def test_resume_after_a_kill_gives_the_same_result(tmp_path, monkeypatch):
+    grid = ("--lrs", "0.1", "0.4", "--epochs", "2")  # two cells of 8 steps, 4 per epoch
+    semisup.main(["--ckpt", "random:resnet18", *SMALL, *grid, "--records", str(tmp_path / "a"),
+                  "--run-dir", str(tmp_path / "a" / "cells")])  # fmt: skip
+    calls, real_step = [], finetune.train_step
+
+    def dies_at_call_15(*args, **kwargs):  # cell 2, epoch 2, after its epoch-1 checkpoint
+        calls.append(1)
+        if len(calls) == 15:
+            raise Killed
+        return real_step(*args, **kwargs)
+
+    killed = ["--ckpt", "random:resnet18", *SMALL, *grid, "--records", str(tmp_path / "b"),
+              "--run-dir", str(tmp_path / "b" / "cells")]  # fmt: skip
+    monkeypatch.setattr(finetune, "train_step", dies_at_call_15)
+    with pytest.raises(Killed):
+        semisup.main(killed)
+    second_cell = tmp_path / "b" / "cells" / "lr0.4-ep2"
+    assert load_checkpoint(second_cell / "checkpoints" / "last.pt")["step"] == 4
+    monkeypatch.setattr(finetune, "train_step", real_step)
+    semisup.main(killed)  # the same command resumes: cell 1 read back, cell 2 from step 4
+    (uninterrupted,), (resumed,) = (
+        complete_records(tmp_path / "a"),
+        complete_records(tmp_path / "b"),
+    )
+    assert [r.status for r in read_records(tmp_path / "b")] == ["failed", "complete"]
+    assert resumed.metrics == uninterrupted.metrics
+    assert resumed.selection["candidates"] == uninterrupted.selection["candidates"]
+    for cell in ("lr0.1-ep2", "lr0.4-ep2"):
+        final = [load_checkpoint(tmp_path / run / "cells" / cell / "checkpoints" / "last.pt")
+                 for run in ("a", "b")]  # fmt: skip
+        assert final[0]["step"] == final[1]["step"] == 8
+        for name, tensor in final[0]["model"].items():
+            assert torch.equal(tensor, final[1]["model"][name]), name
+
+
+def test_byol_checkpoint_beats_random_init_on_1pct_fashion_mnist(byol_fmnist_export, tmp_path):
+    metadata = torch.load(byol_fmnist_export, map_location="cpu", weights_only=True)["metadata"]
+    arch = metadata["arch"] + (":cifar" if metadata.get("cifar_stem") else "")
+    size = str(metadata["preprocessing"]["image_size"])
+    short = ("--dataset", "fmnist", "--fraction", "1", "--lrs", "0.05", "--epochs", "3",
+             "--batch-size", "128", "--heldout-max", "500", "--num-workers", "0")  # fmt: skip
+    semisup.main(["--ckpt", byol_fmnist_export, *short, "--records", str(tmp_path / "byol")])
+    baseline = ["--ckpt", f"random:{arch}", "--image-size", size, *short]
+    semisup.main([*baseline, "--records", str(tmp_path / "random")])
+    (byol,), (random,) = complete_records(tmp_path / "byol"), complete_records(tmp_path / "random")
+    assert byol.selection["labelled_images"] == random.selection["labelled_images"] == 600
+    assert byol.selection["split_file_sha256"] == random.selection["split_file_sha256"]
+    print(f"1% Fashion-MNIST top-1: BYOL {byol.metrics['top1']}, random {random.metrics['top1']}")
+    assert byol.metrics["top1"] > random.metrics["top1"]
+
+
+def test_grids_and_their_protocol_names():
+    paper, _ = semisup.parse_config(["--ckpt", "x.pt", "--fraction", "1"])
+    assert semisup.protocol_name(paper) == "byol-paper-1pct/1" and paper.batch_size == 1024
+    cells = semisup.grid_cells(paper)
+    assert len(cells) == 10 and {cell.epochs for cell in cells[:5]} == {30}
+    assert [cell.lr for cell in cells[5:]] == [0.01, 0.02, 0.05, 0.1, 0.005]
+    ten, _ = semisup.parse_config(["--ckpt", "x.pt", "--fraction", "10"])
+    assert semisup.protocol_name(ten) == "byol-paper-10pct/1"
+    demo, _ = semisup.parse_config(["--ckpt", "x.pt", "--fraction", "10", "--grid", "demo"])
+    fast, _ = semisup.parse_config(["--ckpt", "x.pt", "--fraction", "10", "--fast"])
+    assert demo == fast and semisup.protocol_name(demo) == "demo-10pct/1"
+    assert (demo.epochs, demo.batch_size, demo.heldout_max) == ((1,), 128, 1000)
+    shortened, _ = semisup.parse_config(["--ckpt", "x.pt", "--fraction", "1", "--epochs", "1"])
+    assert semisup.protocol_name(shortened) == "custom-1pct/1"  # never recorded as the paper's
+    rescaled, _ = semisup.parse_config(["--ckpt", "x.pt", "--fraction", "1", "--batch-size", "256"])
+    assert semisup.protocol_name(rescaled) == "byol-paper-1pct/1"  # LRs scale with the batch
+
+
+def test_slurm_runs_one_array_task_per_cell_then_the_choice(monkeypatch, tmp_path, capsys):
+    submitted = {}
+
+    def fake_job(job_id):
+        return SimpleNamespace(job_id=job_id, paths=SimpleNamespace(stdout="out", stderr="err"))
+
+    def submit_array(profile, fn, arg_list, name, folder=None, after=()):
+        submitted["array"], submitted["array_after"] = [args[0] for args in arg_list], list(after)
+        return [fake_job(f"7_{index}") for index in range(len(arg_list))]
+
+    def submit(profile, fn, command, name, folder=None, after=()):
+        submitted["final"], submitted["final_after"] = command, list(after)
+        return fake_job("8")
+
+    monkeypatch.setattr(semisup.slurm_submit, "submit_array", submit_array)
+    monkeypatch.setattr(semisup.slurm_submit, "submit", submit)
+    argv = ["--ckpt", "x.pt", "--fraction", "1", "--data", "/imagenet", "--split-file", "1p.txt"]
+    semisup.main([*argv, "--slurm", "--profile", "local", "--after", "5"])
+    assert len(submitted["array"]) == 10 and submitted["array_after"] == ["5"]
+    for index, command in enumerate(submitted["array"]):
+        assert command[-2:] == ["--cell", str(index)] and command[3:-2] == argv
+    assert submitted["final"][3:] == argv and "--slurm" not in submitted["final"]
+    assert submitted["final_after"] == [f"7_{index}" for index in range(10)]
+    assert "submitted SLURM job 8" in capsys.readouterr().out
+
+
+def test_bad_input_is_a_clear_error(tmp_path, capsys):
+    result = run_cli("evaluate.semisup", "--ckpt", "random:resnet18", "--fraction", "5")
+    assert result.returncode == 2
+    assert "--fraction 5" in result.stderr and "--fraction 1 or --fraction 10" in result.stderr
+    imagenet_file = tmp_path / "1percent.txt"
+    imagenet_file.write_text("".join(f"n01440764_{k}.JPEG\n" for k in range(51)))
+    with pytest.raises(SystemExit) as error:
+        semisup.main(["--ckpt", "random:resnet18", *SMALL, "--split-file", str(imagenet_file),
+                      "--records", str(tmp_path)])  # fmt: skip
+    message = str(error.value.code)
+    assert message.startswith("error: none of the 51 names") and "another data set" in message
+    with pytest.raises(SystemExit) as error:
+        semisup.main(["--ckpt", "random:resnet18", *SMALL, "--cell", "3", "--lrs", "0.1"])
+    assert "--cell 3: the grid has cells 0..1" in str(error.value.code)
