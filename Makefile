@@ -69,7 +69,8 @@ clean-demo:
 # cannot import mmseg.apis) and PyPI has no mmcv wheel for torch 2.x here, so mmcv 2.1.0 is built
 # for CPU from its sdist: with setuptools<70 (its setup.py imports pkg_resources) and -std=c++20
 # instead of -std=c++17 (torch 2.14's headers need C++20). About 20 minutes on 2 cores; the wheel
-# stays in build/mm/wheels, so a second `make mm` only installs it.
+# stays in build/mm/wheels, so a second `make mm` only installs it; an interrupted build resumes
+# (ninja keeps the object files in build/mm/mmcv-2.1.0/build).
 MM_DIR := build/mm
 MMCV_VERSION := 2.1.0
 MM_SETUPTOOLS := $(abspath $(MM_DIR)/setuptools)
@@ -80,7 +81,7 @@ mm: venv
 	set -e; if ! ls $(MM_DIR)/wheels/mmcv-$(MMCV_VERSION)-*.whl >/dev/null 2>&1; then \
 	  PYTHONPATH=$(MM_SETUPTOOLS) $(PY) -m pip download -q --no-deps --no-binary :all: \
 	    --no-build-isolation mmcv==$(MMCV_VERSION) -d $(MM_DIR); \
-	  rm -rf $(MM_DIR)/mmcv-$(MMCV_VERSION); tar -xzf $(MM_DIR)/mmcv-$(MMCV_VERSION).tar.gz -C $(MM_DIR); \
+	  test -d $(MM_DIR)/mmcv-$(MMCV_VERSION) || tar -xzf $(MM_DIR)/mmcv-$(MMCV_VERSION).tar.gz -C $(MM_DIR); \
 	  sed -i 's/-std=c++17/-std=c++20/g' $(MM_DIR)/mmcv-$(MMCV_VERSION)/setup.py; \
 	  cd $(MM_DIR)/mmcv-$(MMCV_VERSION) && CUDA_VISIBLE_DEVICES= FORCE_CUDA=0 MMCV_WITH_OPS=1 \
 	    MAX_JOBS=$${MAX_JOBS:-2} PYTHONPATH=$(MM_SETUPTOOLS) $(abspath $(PY)) -m pip wheel -v \
