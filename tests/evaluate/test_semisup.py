@@ -1,7 +1,9 @@
 """evaluate.semisup end to end: the record, exact resume after a kill, pretrained beats random
 initialisation on 1% of Fashion-MNIST, the grids' protocol names, SLURM array, bad input."""
 
+import gzip
 import hashlib
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -9,6 +11,7 @@ import torch
 
 from evaluate import finetune, semisup
 from pretrain.checkpoint import load_checkpoint
+from pretrain.data import FASHION_MNIST_ROOT
 from results.record import read_records
 from tests.conftest import run_cli
 
@@ -85,12 +88,33 @@ def test_resume_after_a_kill_gives_the_same_result(tmp_path, monkeypatch):
             assert torch.equal(tensor, final[1]["model"][name]), name
 
 
-def test_byol_checkpoint_beats_random_init_on_1pct_fashion_mnist(byol_fmnist_export, tmp_path):
+@pytest.fixture
+def fmnist_2000_test(tmp_path):
+    """Fashion-MNIST's training files and the first 2,000 test images (idx files, uncompressed)."""
+    root = tmp_path / "fmnist"
+    root.mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        (root / name).symlink_to(Path(FASHION_MNIST_ROOT) / name)
+    for name, header_size, item_size in (("t10k-images-idx3-ubyte", 16, 784),
+                                         ("t10k-labels-idx1-ubyte", 8, 1)):  # fmt: skip
+        with gzip.open(Path(FASHION_MNIST_ROOT) / f"{name}.gz", "rb") as handle:
+            raw = handle.read()
+        header = bytearray(raw[:header_size])
+        header[4:8] = (2000).to_bytes(4, "big")  # the image count
+        (root / name).write_bytes(bytes(header) + raw[header_size : header_size + 2000 * item_size])
+    return str(root)
+
+
+@pytest.mark.slow  # two fine-tunes + 4,000 evaluated images: minutes on a busy 2-core machine
+def test_byol_checkpoint_beats_random_init_on_1pct_fashion_mnist(
+    byol_fmnist_export, fmnist_2000_test, tmp_path
+):
     metadata = torch.load(byol_fmnist_export, map_location="cpu", weights_only=True)["metadata"]
     arch = metadata["arch"] + (":cifar" if metadata.get("cifar_stem") else "")
     size = str(metadata["preprocessing"]["image_size"])
-    short = ("--dataset", "fmnist", "--fraction", "1", "--lrs", "0.05", "--epochs", "3",
-             "--batch-size", "128", "--heldout-max", "500", "--num-workers", "0")  # fmt: skip
+    short = ("--dataset", "fmnist", "--data", fmnist_2000_test, "--fraction", "1",
+             "--lrs", "0.05", "--epochs", "3", "--batch-size", "128", "--heldout-max", "500",
+             "--num-workers", "0")  # fmt: skip
     semisup.main(["--ckpt", byol_fmnist_export, *short, "--records", str(tmp_path / "byol")])
     baseline = ["--ckpt", f"random:{arch}", "--image-size", size, *short]
     semisup.main([*baseline, "--records", str(tmp_path / "random")])
