@@ -57,6 +57,36 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+class ReplicaMismatchError(RuntimeError):
+    """Ranks hold different copies of a network that must be identical on every rank."""
+
+
+def check_replicas_agree(module: torch.nn.Module, name: str) -> None:
+    """Raise unless every rank holds the same parameters in `module` (no-op on 1 rank).
+
+    One all-reduce of a per-tensor checksum vector, MAX and MIN compared: cheap enough for every
+    epoch. DDP keeps the online network in step; this covers what DDP does not touch (the target
+    network's EMA). BN running statistics are left out: without SyncBatchNorm (CPU) each rank's
+    come from its own batches, and the target uses batch statistics anyway.
+    """
+    if not is_distributed():
+        return
+    tensors = list(module.parameters())
+    checksum = torch.stack(
+        [t.detach().double().sum() for t in tensors]
+        + [torch.zeros((), dtype=torch.float64, device=tensors[0].device)]
+    )
+    high, low = checksum.clone(), checksum.clone()
+    torch_dist.all_reduce(high, op=torch_dist.ReduceOp.MAX)
+    torch_dist.all_reduce(low, op=torch_dist.ReduceOp.MIN)
+    differ = (high != low).nonzero().flatten().tolist()
+    if differ:
+        raise ReplicaMismatchError(
+            f"the {name} differs between ranks in {len(differ)} of {len(tensors)} tensors "
+            f"(first: #{differ[0]}); ranks must apply identical updates"
+        )
+
+
 def barrier() -> None:
     if is_distributed():
         torch_dist.barrier()

@@ -397,6 +397,7 @@ def end_of_epoch(run: Run, epoch: int, stats: dict) -> None:
         f"epoch_{epoch + 1:04d}.pt" if epoch_done and keep and (epoch + 1) % keep == 0 else None
     )
     save(run, keep_name=keep_name)
+    dist.check_replicas_agree(run.byol.target_modules(), "target network")
     if not run.info.is_main:
         return
     line = {
@@ -413,6 +414,8 @@ def end_of_epoch(run: Run, epoch: int, stats: dict) -> None:
     }
     with open(run.run_dir / "log.jsonl", "a") as handle:
         handle.write(json.dumps(line) + "\n")
+    if run.info.world_size > 1:
+        log.info("target networks identical on all %d ranks", run.info.world_size)
     log.info("epoch %s: %s", line["epoch"], json.dumps(line))
 
 

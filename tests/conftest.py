@@ -43,3 +43,21 @@ def run_cli(module: str, *args: str, timeout: float = 600, check: bool = False):
     if check and result.returncode != 0:
         raise AssertionError(f"{module} failed ({result.returncode}):\n{result.stderr[-4000:]}")
     return result
+
+
+@pytest.fixture(scope="session")
+def byol_fmnist_export(tmp_path_factory) -> str:
+    """Path of a backbone export BYOL-pretrained on Fashion-MNIST for a few CPU minutes: the demo
+    preset (ResNet-18, 32 px, batch 128), stopped after its first 100 steps (12,800 images)."""
+    from pretrain.config import byol_r18_fmnist_demo
+    from pretrain.train import train
+
+    root = tmp_path_factory.mktemp("byol_fmnist")
+    config = dataclasses.replace(
+        byol_r18_fmnist_demo(),
+        max_steps=100,
+        num_workers=1,
+        ckpt_every_min=60.0,
+        records=str(root / "records"),
+    )
+    return str(train(config, root / "run", "cpu"))

@@ -88,5 +88,6 @@ def test_two_local_processes_train_with_ddp(tmp_path):
         check=True,
     )
     assert '"world_size": 2' in result.stderr
+    assert "target networks identical on all 2 ranks" in result.stderr  # checked every epoch
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 3
     assert len(list((run_dir / "exports").glob("backbone-*.pt"))) == 1
