@@ -164,6 +164,17 @@ def byol_r18_fmnist() -> PretrainConfig:
     return replace(byol_r18_fmnist_demo(), epochs=4, warmup_epochs=0.4, base_lr=1.0)
 
 
+def byol_r18_fmnist_20px() -> PretrainConfig:
+    """The demo's network at 20 px for 3 epochs: our H100 sweep's best gain over random
+    initialisation per image seen (+2.5 points on a logistic-regression probe; README).
+
+    Measured end to end on 2 CPU cores (results.pipeline, 2026-11-23; 75 minutes of pretraining on a
+    machine shared with other jobs): linear [cached-centercrop/1] 82.6 vs random init 81.4, kNN 76.2
+    vs 76.9. It wins the linear probe only.
+    """
+    return replace(byol_r18_fmnist_demo(), image_size=20, epochs=3, warmup_epochs=0.3)
+
+
 def tiny_cpu() -> PretrainConfig:
     """A seconds-long run for tests and smoke checks: same code path, tiny sizes."""
     return PretrainConfig(
@@ -195,6 +206,7 @@ PRESETS = {
     "byol_r18_cifar10": byol_r18_cifar10,
     "byol_r18_fmnist_demo": byol_r18_fmnist_demo,
     "byol_r18_fmnist": byol_r18_fmnist,
+    "byol_r18_fmnist_20px": byol_r18_fmnist_20px,
     "tiny_cpu": tiny_cpu,
 }
 
