@@ -224,6 +224,12 @@ def run_and_record(
 ) -> tuple[Record, Path]:
     """Call `run()` -> (metrics, selection) and write its one record (status "failed" on error)."""
     task = Task(family, config.dataset, inputs.eval_split, protocol)
+    return record_run(inputs, config, task, run)
+
+
+def record_run(inputs, config, task: Task, run: Callable[[], tuple[dict, dict]]):
+    """`run_and_record` for a task built by the caller; `inputs` needs metadata, device, started
+    and records_dir (an EvalInputs, or a transfer CLI's inputs)."""
     fields = {"checkpoint": checkpoint_ref(inputs.metadata, config.label), "task": task}
     fields["config"] = dataclasses.asdict(config)
     try:

@@ -7,10 +7,7 @@ written by the same rules as evaluate/cli.py's: status "complete" with metrics a
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +16,7 @@ import torch
 from torch import nn
 
 from evaluate import cli
-from pretrain.provenance import provenance
-from results.record import Provenance, Record, Task, make_record_id, utc_now, write_record
+from results.record import Record, Task
 from transfer.segmentation_data import SegmentationSet
 from transfer.segmentation_engine import Job, run_job
 
@@ -76,37 +72,4 @@ def run_and_record(
     """Call `run()` -> (metrics, selection) and write the one record (status "failed" on error)."""
     settings = config.settings
     task = Task(FAMILY, settings.dataset, settings.eval_split, settings.name)
-    fields = {
-        "checkpoint": cli.checkpoint_ref(inputs.metadata, config.label),
-        "task": task,
-        "config": dataclasses.asdict(config),
-    }
-    try:
-        metrics, selection = run()
-    except Exception as error:
-        failed = _record(inputs, fields, status="failed", error=f"{type(error).__name__}: {error}")
-        log.error("run failed; wrote %s", write_record(inputs.records_dir, failed))
-        raise
-    record = _record(inputs, fields, status="complete", metrics=metrics, selection=selection)
-    return record, write_record(inputs.records_dir, record)
-
-
-def _record(inputs: Inputs, fields: dict, **values) -> Record:
-    created = utc_now()
-    task = fields["task"]
-    context = provenance(inputs.device)
-    return Record(
-        record_id=make_record_id(task.family, task.dataset, created_utc=created),
-        kind="eval",
-        created_utc=created,
-        provenance=Provenance(
-            **{key: context.get(key) for key in ("git_sha", "git_dirty", "command", "torch")},
-            torchvision=context.get("torchvision"),
-            device=context.get("device"),
-            world_size=context.get("world_size"),
-            slurm_job_id=os.environ.get("SLURM_JOB_ID"),
-            wall_seconds=round(time.monotonic() - inputs.started, 3),
-        ),
-        **fields,
-        **values,
-    )
+    return cli.record_run(inputs, config, task, run)
