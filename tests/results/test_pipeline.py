@@ -35,10 +35,11 @@ def test_demo_defaults_and_paths(tmp_path, monkeypatch):
     config, _ = pipeline.parse_config(demo)
     assert config.run_dir == str(tmp_path / "runs" / "demo")
     assert config.records == str(tmp_path / "runs" / "records")  # the CLI contract's default
-    assert (config.baseline, config.fast, config.evals) == ("random", True, ("linear", "knn"))
+    assert (config.baseline, config.fast) == ("random", True)
+    assert config.evals == ("linear", "knn", "semisup1", "semisup10")  # issue 7: demo fine-tunes
     paper, _ = pipeline.parse_config(["--preset", "byol_r50_in1k", "--data", "/imagenet"])
-    assert (paper.baseline, paper.fast, paper.run_dir) == (
-        "none", False, str(tmp_path / "runs" / "byol_r50_in1k")
+    assert (paper.baseline, paper.fast, paper.run_dir, paper.evals) == (
+        "none", False, str(tmp_path / "runs" / "byol_r50_in1k"), ("linear", "knn")
     )  # fmt: skip
     override, _ = pipeline.parse_config(
         ["--preset", "tiny_cpu", "--baseline", "none", "--no-fast", "--evals", "knn"]
@@ -69,8 +70,12 @@ def test_commands_follow_the_run_config(tmp_path):
         "--run-dir", str(tmp_path / "run"), "--max-steps", "7",
     ]  # fmt: skip
     assert pipeline.latest_export(tmp_path / "run") == export  # most pretraining steps
-    assert pipeline.eval_plan(config) == [
+    assert pipeline.eval_plan(config)[:4] == [
         ("linear", "export"), ("linear", "baseline"), ("knn", "export"), ("knn", "baseline"),
+    ]  # fmt: skip
+    assert pipeline.eval_plan(config)[4:] == [
+        ("semisup1", "export"), ("semisup1", "baseline"),
+        ("semisup10", "export"), ("semisup10", "baseline"),
     ]  # fmt: skip
     common = ["--dataset", "fmnist", "--records", config.records, "--num-workers", "2"]
     common += ["--data", "/data/fm"]
@@ -80,6 +85,9 @@ def test_commands_follow_the_run_config(tmp_path):
     assert pipeline.eval_command(config, "knn", "baseline")[1:] == [
         "-m", "evaluate.knn", "--ckpt", "random:resnet18:cifar", "--image-size", "32", *common,
         "--fast",
+    ]  # fmt: skip
+    assert pipeline.eval_command(config, "semisup10", "export")[1:] == [  # --fast: the demo grid
+        "-m", "evaluate.semisup", "--ckpt", str(export), *common, "--fraction", "10", "--fast",
     ]  # fmt: skip
 
 
@@ -94,17 +102,23 @@ def test_results_modules_do_not_import_torch():
 
 @pytest.mark.slow
 def test_pipeline_end_to_end_tiny(tmp_path, monkeypatch):
-    """pretrain (2 steps) -> linear + kNN (fast) on the export and on random:resnet18 -> tables,
-    report; the same commands `make demo` runs, on tiny_cpu / synthetic."""
+    """pretrain (2 steps) -> linear + kNN (fast) + 1% fine-tune (demo grid) on the export and on
+    random:resnet18 -> tables, report; the commands `make demo` runs, on tiny_cpu / synthetic."""
     monkeypatch.setenv("BYOL_BENCH_CACHE", str(tmp_path / "cache"))
     run_dir, records = tmp_path / "runs" / "tiny", tmp_path / "runs" / "records"
-    result = run_cli("results.pipeline", *TINY, "--run-dir", str(run_dir), timeout=900)
+    evals = ["--evals", "linear,knn,semisup1"]
+    result = run_cli("results.pipeline", *TINY, *evals, "--run-dir", str(run_dir), timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     out = result.stdout
     evals = [r for r in read_records(records) if r.kind == "eval"]
     assert sorted((r.task.family, r.checkpoint.method) for r in evals) == [
         ("knn", "byol"), ("knn", "random-init"), ("linear", "byol"), ("linear", "random-init"),
+        ("semisup", "byol"), ("semisup", "random-init"),
     ]  # fmt: skip
+    assert {r.task.protocol for r in evals if r.task.family == "semisup"} == {"demo-1pct/1"}
+    fine_tune = out[out.index("### Semi-supervised fine-tuning: synthetic (test)") :]
+    random_row = r"\| random init \| ResNet-18 \| 11M \| 0 \| random-init resnet18 \| \w{8} \| \d"
+    assert re.search(random_row, fine_tune)
     assert {r.status for r in evals} == {"complete"}
     assert {r.task.protocol for r in evals if r.task.family == "linear"} == {"cached-centercrop/1"}
     table = out[out.index("### Frozen features, linear probe and kNN: synthetic (test)") :]
