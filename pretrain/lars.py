@@ -10,7 +10,8 @@ gradient g, following the authors' code (byol/utils/optimizers.py):
     w = w - lr * m
 
 All steps are multi-tensor (``torch._foreach_*``) ops over a parameter group, with no per-parameter
-Python arithmetic and no host synchronisation.
+Python arithmetic, no host synchronisation and no new parameter-sized tensors (u overwrites the
+gradient in place).
 """
 
 from collections.abc import Iterable
@@ -58,12 +59,12 @@ class LARS(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            grads = [p.grad for p in params]
-            updates = (
-                torch._foreach_add(grads, params, alpha=group["weight_decay"])
-                if (group["weight_decay"] != 0.0)
-                else [g.clone() for g in grads]
-            )
+            # The update is built in the gradients' own storage: a new tensor per parameter would
+            # cost a fresh allocation (page faults on CPU) every step. After step(), p.grad holds
+            # the LARS update u, not the gradient.
+            updates = [p.grad for p in params]
+            if group["weight_decay"] != 0.0:
+                torch._foreach_add_(updates, params, alpha=group["weight_decay"])
             if group["lars_adaptation"]:
                 _apply_trust_ratio(params, updates, group["eta"])
             buffers = self._momentum_buffers(params)

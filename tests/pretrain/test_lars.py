@@ -81,3 +81,18 @@ def test_byol_groups_exclude_every_bias_and_bn_parameter():
     # Target parameters never reach the optimiser.
     assert not any(n.startswith("target_") for n, _ in named)
     assert is_excluded("x.bias", torch.zeros(3, 3))
+
+
+def test_update_is_built_in_the_gradient_storage():
+    """No parameter-sized tensor is allocated per step: u overwrites p.grad in place."""
+    torch.manual_seed(0)
+    layer = nn.Linear(5, 7)
+    optimizer = LARS(param_groups(layer.named_parameters(), weight_decay=0.01), lr=0.5)
+    grad_w = torch.randn_like(layer.weight)
+    layer.weight.grad, layer.bias.grad = grad_w.clone(), torch.randn_like(layer.bias)
+    pointer, weight = layer.weight.grad.data_ptr(), layer.weight.detach().clone()
+    optimizer.step()
+    assert layer.weight.grad.data_ptr() == pointer
+    zeros = torch.zeros_like(weight)  # with m = 0, the new momentum is u
+    _, expected_u = reference_lars_step(weight, grad_w, zeros, 0.5, 0.01, 0.9, 1e-3, adapt=True)
+    assert torch.allclose(layer.weight.grad, expected_u, atol=1e-8)
