@@ -230,10 +230,7 @@ def train_cell(
     """Train from `step` to the cell's end, saving as it goes; the step of a non-finite loss."""
     steps_per_epoch = sampler.steps_per_epoch
     total_steps = cell.epochs * steps_per_epoch
-    trained = model
-    if setup.info.world_size > 1:
-        device_ids = [setup.device.index] if setup.device.type == "cuda" else None
-        trained = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    trained = _distributed(model, setup)
     loader = DataLoader(
         ProbeTrainView(setup.train_images, setup.preprocessing, setup.seed),
         batch_sampler=sampler,
@@ -279,6 +276,14 @@ def train_cell(
                 last_save = time.monotonic()
     bar.close()
     return None
+
+
+def _distributed(model: Classifier, setup: FinetuneSetup) -> nn.Module:
+    """The model wrapped in DDP when several ranks fine-tune it together, else the model."""
+    if setup.info.world_size == 1:
+        return model
+    device_ids = [setup.device.index] if setup.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
 def save(cell_dir, key, model, optimizer, step, steps_per_epoch, info) -> None:

@@ -157,12 +157,7 @@ def make_plan(config: SemiSupConfig, inputs: cli.EvalInputs, info: dist.DistInfo
         split_file=config.split_file,
         exclude=heldout.heldout,
     )
-    labelled = set(subset.indices)
-    held = [index for index in heldout.heldout if index not in labelled]
-    if config.heldout_max and len(held) > config.heldout_max:
-        targets = [train_set.targets[index] for index in held]
-        chosen = balanced_indices(targets, config.heldout_max, config.seed)
-        held = [held[position] for position in chosen]
+    held = compared_heldout(config, train_set, heldout, subset)
     if len(subset.indices) < 2 * info.world_size or not held:
         raise cli.InputError(
             f"the {config.fraction}% subset has {len(subset.indices)} images and the held-out "
@@ -206,6 +201,20 @@ def make_plan(config: SemiSupConfig, inputs: cli.EvalInputs, info: dist.DistInfo
     )
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config, inputs)
     return Plan(setup, grid_cells(config), run_dir, subset, heldout, held)
+
+
+def compared_heldout(
+    config: SemiSupConfig, train_set, heldout: HeldoutSplit, subset: LabelledSubset
+) -> list[int]:
+    """The held-out images the cells are compared on: outside the labelled subset, at most
+    `heldout_max` of them (a seeded class-balanced draw)."""
+    labelled = set(subset.indices)
+    held = [index for index in heldout.heldout if index not in labelled]
+    if config.heldout_max and len(held) > config.heldout_max:
+        targets = [train_set.targets[index] for index in held]
+        chosen = balanced_indices(targets, config.heldout_max, config.seed)
+        held = [held[position] for position in chosen]
+    return held
 
 
 def default_run_dir(config: SemiSupConfig, inputs: cli.EvalInputs) -> Path:

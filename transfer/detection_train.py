@@ -149,10 +149,7 @@ def train(detector: nn.Module, images: Dataset, protocol: Protocol, run: RunSett
         lr = lr_at(iteration, protocol)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch_images = [image.to(run.device, non_blocking=True) for image in batch_images]
-        targets = [{k: _to(v, run.device) for k, v in t.items()} for t in targets]
-        loss_dict = detector(batch_images, targets)
-        loss = sum(loss_dict.values())
+        loss, loss_dict = _losses(detector, batch_images, targets, run.device)
         if not math.isfinite(loss.item()):
             raise FloatingPointError(
                 f"non-finite loss {loss.item()} at iteration {iteration} (lr {lr:g}); the last "
@@ -183,6 +180,14 @@ def train(detector: nn.Module, images: Dataset, protocol: Protocol, run: RunSett
         "seconds_per_iter": float(np.mean(steady)) if steady else None,
         "final_losses": losses,
     }
+
+
+def _losses(detector: nn.Module, batch_images, targets, device: torch.device):
+    """The batch on `device` through the detector in train mode: (summed loss, loss dict)."""
+    batch_images = [image.to(device, non_blocking=True) for image in batch_images]
+    targets = [{k: _to(v, device) for k, v in t.items()} for t in targets]
+    loss_dict = detector(batch_images, targets)
+    return sum(loss_dict.values()), loss_dict
 
 
 def _to(value, device: torch.device):

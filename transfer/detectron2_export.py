@@ -76,6 +76,14 @@ def yaml_unsupported(metadata: dict) -> str | None:
     )
 
 
+def _pixel_mean_std(metadata: dict) -> tuple[str, str]:
+    """The weights' normalisation (ImageNet's if unknown) in detectron2's 0-255 pixel units."""
+    known = metadata.get("preprocessing") or {}
+    mean = known.get("mean", (0.485, 0.456, 0.406))
+    std = known.get("std", (0.229, 0.224, 0.225))
+    return tuple("[" + ", ".join(f"{255 * v:.3f}" for v in values) + "]" for values in (mean, std))
+
+
 def detectron2_yaml(metadata: dict, weights: Path) -> str:
     """detectron2 config of protocol moco-detectron2-c4-24k/1 for these weights (module doc)."""
     arch = metadata["arch"]
@@ -83,10 +91,7 @@ def detectron2_yaml(metadata: dict, weights: Path) -> str:
         raise cli.InputError(yaml_unsupported(metadata))
     protocol = moco_detectron2_c4_24k()
     width = _WIDTH.get(arch, 1)
-    known = metadata.get("preprocessing") or {}
-    mean = known.get("mean", (0.485, 0.456, 0.406))
-    std = known.get("std", (0.229, 0.224, 0.225))
-    pixels = lambda values: "[" + ", ".join(f"{255 * v:.3f}" for v in values) + "]"  # noqa: E731
+    mean, std = _pixel_mean_std(metadata)
     sizes = ", ".join(str(s) for s in protocol.train_sizes)
     steps = ", ".join(str(s) for s in protocol.lr_steps)
     return f"""\
@@ -99,8 +104,8 @@ MODEL:
   META_ARCHITECTURE: "GeneralizedRCNN"
   WEIGHTS: "{weights}"
   MASK_ON: False
-  PIXEL_MEAN: {pixels(mean)}
-  PIXEL_STD: {pixels(std)}
+  PIXEL_MEAN: {mean}
+  PIXEL_STD: {std}
   BACKBONE:
     NAME: "build_resnet_backbone"
     FREEZE_AT: {protocol.freeze_at}

@@ -111,16 +111,9 @@ def export_encoder(
             f"ResNet has depths {sorted(MMSEG_DEPTHS.values())} with the 7x7 stem only (use "
             "--engine torchvision for this backbone)"
         )
-    state_dict = mmseg_state_dict(encoder.state_dict(), metadata["arch"])
     sha8 = metadata["weights_sha256"][:8]
     out_dir = Path(out)
-    weights_path = (out_dir / f"backbone-{sha8}-mmseg.pth").resolve()
-    meta = {key: metadata.get(key) for key in ("weights_sha256", "label", "arch", "method",
-                                              "source", "pretrain_epochs", "path")}  # fmt: skip
-    meta = json.loads(json.dumps(meta))  # plain types only
-    buffer = io.BytesIO()
-    torch.save({"state_dict": state_dict, "meta": {**meta, "format": "byol-bench.mmseg/1"}}, buffer)
-    write_atomic(weights_path, buffer.getvalue())
+    weights_path = _write_weights(encoder, metadata, out_dir / f"backbone-{sha8}-mmseg.pth")
     stats = metadata.get("preprocessing") or {}
     mean, std = (stats["mean"], stats["std"]) if stats else dataset_stats("imagenet")
     mean, std = mean_std or (mean, std)  # 0..1 scale, as pretrain/data.py states them
@@ -145,6 +138,18 @@ def export_encoder(
     config_path = out_dir / f"{slug}.py"
     write_atomic(config_path, render_config(protocol, values).encode())
     return weights_path, config_path
+
+
+def _write_weights(encoder: torch.nn.Module, metadata: dict, path: Path) -> Path:
+    """mmseg's tensor-only checkpoint: {"state_dict": mmseg names, "meta": provenance}."""
+    state_dict = mmseg_state_dict(encoder.state_dict(), metadata["arch"])
+    meta = {key: metadata.get(key) for key in ("weights_sha256", "label", "arch", "method",
+                                              "source", "pretrain_epochs", "path")}  # fmt: skip
+    meta = json.loads(json.dumps(meta))  # plain types only
+    buffer = io.BytesIO()
+    torch.save({"state_dict": state_dict, "meta": {**meta, "format": "byol-bench.mmseg/1"}}, buffer)
+    write_atomic(path.resolve(), buffer.getvalue())
+    return path.resolve()
 
 
 def _widths(encoder, settings: SegmentationProtocol) -> dict:
