@@ -39,7 +39,8 @@ from results.record import read_records
 from slurm import submit as slurm_submit
 
 DEMO_PRESETS = ("byol_r18_fmnist_demo", "tiny_cpu")  # default: --baseline random, fast evals
-DEMO_EVALS = {"byol_r18_fmnist_demo": ("linear", "knn", "semisup1", "semisup10")}  # else linear,knn
+DEFAULT_EVALS = ("linear", "knn")
+DEMO_EVALS = {"byol_r18_fmnist_demo": ("linear", "knn", "semisup1", "semisup10")}  # else DEFAULT
 EVALS = {  # name -> (module, extra flags)
     "linear": ("evaluate.linear", ()),
     "knn": ("evaluate.knn", ()),
@@ -64,7 +65,7 @@ class PipelineConfig:
     records: str  # absolute; default: records/ beside the run dir (the CLI contract's)
     data: str | None = None
     dataset: str | None = None  # default: the preset's
-    evals: tuple[str, ...] = ("linear", "knn")  # default for the demo preset: DEMO_EVALS
+    evals: tuple[str, ...] = DEFAULT_EVALS  # the demo preset's: DEMO_EVALS
     baseline: str = "none"  # random | none; default random for DEMO_PRESETS
     fast: bool = False  # default True for DEMO_PRESETS
     max_steps: int | None = None
@@ -228,8 +229,9 @@ def parse_config(argv: list[str] | None) -> tuple[PipelineConfig, argparse.Names
     add("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     slurm_submit.add_slurm_arguments(parser)
     args = parser.parse_args(argv)
-    default_evals = ",".join(DEMO_EVALS.get(args.preset, ("linear", "knn")))
-    evals = tuple(name.strip() for name in (args.evals or default_evals).split(",") if name.strip())
+    if args.evals is None:
+        args.evals = ",".join(DEMO_EVALS.get(args.preset, DEFAULT_EVALS))
+    evals = tuple(name.strip() for name in args.evals.split(",") if name.strip())
     unknown = [name for name in evals if name not in EVALS]
     if unknown or not evals:
         parser.error(f"--evals {args.evals!r}: choose from {', '.join(EVALS)}")
