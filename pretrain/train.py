@@ -30,7 +30,7 @@ from pretrain import dist
 from pretrain import views as views_lib
 from pretrain.augment import byol_views
 from pretrain.byol import BYOL
-from pretrain.checkpoint import export_backbone, load_latest_good, save_checkpoint
+from pretrain.checkpoint import export_backbone, load_latest_good, save_checkpoint, write_atomic
 from pretrain.config import PretrainConfig, config_differences
 from pretrain.ema import tau_at, update_target
 from pretrain.lars import LARS, param_groups
@@ -118,18 +118,23 @@ def train(config: PretrainConfig, run_dir: str | Path, device: str | None = None
 
 
 def prepare_run_dir(run_dir: Path, config: PretrainConfig, info: dist.DistInfo) -> Path:
-    """Create the run dir and write config.json; refuse a run dir that holds another config."""
+    """Create the run dir and write config.json; refuse a run dir that holds another config.
+
+    Rank 0 alone reads and writes config.json (atomically); the other ranks wait at the barrier
+    and fail there if rank 0 refuses the run dir. No rank ever reads a half-written config.json.
+    """
     config_path = run_dir / "config.json"
-    if config_path.exists():
-        differences = config_differences(json.loads(config_path.read_text()), config)
-        if differences:
-            raise ConfigMismatchError(
-                f"{run_dir} holds a run with a different config ({'; '.join(differences)}). "
-                "Use another --run-dir, or the same settings to resume it."
-            )
-    elif info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    if info.is_main:
+        if config_path.exists():
+            differences = config_differences(json.loads(config_path.read_text()), config)
+            if differences:
+                raise ConfigMismatchError(
+                    f"{run_dir} holds a run with a different config ({'; '.join(differences)}). "
+                    "Use another --run-dir, or the same settings to resume it."
+                )
+        else:
+            text = json.dumps(dataclasses.asdict(config), indent=2) + "\n"
+            write_atomic(config_path, text.encode())
     dist.barrier()
     return run_dir
 

@@ -7,7 +7,8 @@ import torch
 
 from pretrain.checkpoint import load_checkpoint
 from pretrain.data import DataError
-from pretrain.train import ConfigMismatchError, NonFiniteLossError, train
+from pretrain.dist import DistInfo
+from pretrain.train import ConfigMismatchError, NonFiniteLossError, prepare_run_dir, train
 from tests.conftest import run_cli
 from tests.image_folders import make_image_folder
 
@@ -103,3 +104,18 @@ def test_a_different_config_in_the_same_run_dir_is_refused(tmp_path, tiny_config
         train(tiny_config(max_steps=1, base_lr=0.5), run_dir, "cpu")
     assert json.loads((run_dir / "config.json").read_text()) == saved
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 1
+
+
+def test_only_rank_zero_reads_and_writes_the_run_config(tmp_path, tiny_config):
+    """Regression (CI, SLURM DDP test): rank 1 read config.json while rank 0 was writing it."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text('{"backbone": "res')  # rank 0 is halfway through it
+    assert prepare_run_dir(run_dir, tiny_config(), DistInfo(rank=1, world_size=2)) == run_dir
+
+    fresh = tmp_path / "fresh"
+    prepare_run_dir(fresh, tiny_config(), DistInfo(rank=1, world_size=2))
+    assert not fresh.exists()  # rank 1 never creates it
+    prepare_run_dir(fresh, tiny_config(), DistInfo())
+    assert json.loads((fresh / "config.json").read_text())["backbone"] == tiny_config().backbone
+    assert [path.name for path in fresh.iterdir()] == ["config.json"]  # no temporary file left
