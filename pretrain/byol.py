@@ -8,7 +8,8 @@ For two augmented views v, v' of the same image:
     loss = L(q(g(f(v))), sg(g'(f'(v')))) + L(q(g(f(v'))), sg(g'(f'(v))))   (summed, eq. 4)
 
 Each view goes through the networks on its own, so batch-norm statistics are per view as in the
-authors' code. The target runs in train mode (batch statistics), as in the authors' code.
+authors' code (the heads' linear layers run on both views stacked, which changes nothing but speed:
+see heads.per_view). The target runs in train mode (batch statistics), as in the authors' code.
 """
 
 import copy
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from pretrain.backbones import build_backbone
-from pretrain.heads import mlp
+from pretrain.heads import mlp, per_view
 from pretrain.loss import symmetric_loss
 
 
@@ -59,10 +60,12 @@ class BYOL(nn.Module):
         """Returns (BYOL loss summed over both directions, detached online features of view_1)."""
         representation_1 = self.online_encoder(view_1)  # [B, 2048]
         representation_2 = self.online_encoder(view_2)  # [B, 2048]
-        prediction_1 = self.predictor(self.online_projector(representation_1))  # [B, 256]
-        prediction_2 = self.predictor(self.online_projector(representation_2))  # [B, 256]
+        projections = per_view(self.online_projector, representation_1, representation_2)
+        prediction_1, prediction_2 = per_view(self.predictor, *projections)  # [B, 256] each
         with torch.no_grad():
-            target_projection_1 = self.target_projector(self.target_encoder(view_1))  # [B, 256]
-            target_projection_2 = self.target_projector(self.target_encoder(view_2))  # [B, 256]
+            target_representations = self.target_encoder(view_1), self.target_encoder(view_2)
+            target_projection_1, target_projection_2 = per_view(
+                self.target_projector, *target_representations
+            )  # [B, 256] each
         loss = symmetric_loss(prediction_1, prediction_2, target_projection_1, target_projection_2)
         return loss, representation_1.detach()

@@ -1,9 +1,12 @@
 """Projector / predictor MLP: BYOL v3, Sec. 3.3 / App. A."""
 
+import copy
+
+import pytest
 import torch
 from torch import nn
 
-from pretrain.heads import mlp
+from pretrain.heads import mlp, per_view
 
 
 def test_mlp_layer_structure_matches_the_paper() -> None:
@@ -45,3 +48,29 @@ def test_mlp_parameter_count_of_byol_projector_and_predictor() -> None:
     # Linear (with bias) + BN affine + Linear (without bias).
     assert count(mlp(2048, 4096, 256)) == 2048 * 4096 + 4096 + 2 * 4096 + 4096 * 256
     assert count(mlp(256, 4096, 256)) == 256 * 4096 + 4096 + 2 * 4096 + 4096 * 256
+
+
+def test_per_view_equals_one_call_per_view() -> None:
+    """Stacked linear layers, per-view BN: outputs, gradients and BN running stats unchanged."""
+    torch.manual_seed(0)
+    stacked = mlp(16, 64, 8)
+    separate = copy.deepcopy(stacked)
+    inputs = [torch.randn(6, 16) * (i + 1) for i in range(2)]  # views with different statistics
+    out_stacked = per_view(stacked, *[x.clone().requires_grad_() for x in inputs])
+    out_separate = [separate(x) for x in inputs]
+    for a, b in zip(out_stacked, out_separate):
+        torch.testing.assert_close(a, b)
+    weights = torch.randn(2, 6, 8)
+    sum((out * w).sum() for out, w in zip(out_stacked, weights)).backward()
+    sum((out * w).sum() for out, w in zip(out_separate, weights)).backward()
+    for (name, a), b in zip(stacked.named_parameters(), separate.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
+    for (name, a), b in zip(stacked.named_buffers(), separate.buffers()):
+        torch.testing.assert_close(a, b, msg=name)  # running stats updated view by view, in order
+    # pooling both views in one BN call would differ: the test can tell
+    assert not torch.allclose(stacked(torch.cat(inputs))[:6], out_separate[0])
+
+
+def test_per_view_refuses_views_of_different_batch_size() -> None:
+    with pytest.raises(ValueError, match="equal batch size"):
+        per_view(mlp(4, 8, 2), torch.randn(3, 4), torch.randn(5, 4))
