@@ -30,5 +30,4 @@ def update_target(online: nn.Module, target: nn.Module, tau: float) -> None:
     if len(target_params) != len(online_params):
         raise ValueError("online and target networks differ in structure")
     torch._foreach_lerp_(target_params, online_params, 1.0 - tau)
-    for target_buffer, online_buffer in zip(target.buffers(), online.buffers()):
-        target_buffer.copy_(online_buffer)
+    torch._foreach_copy_(list(target.buffers()), list(online.buffers()))

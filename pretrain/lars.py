@@ -9,9 +9,9 @@ gradient g, following the authors' code (byol/utils/optimizers.py):
     m = momentum * m + u
     w = w - lr * m
 
-All steps are multi-tensor (``torch._foreach_*``) ops over a parameter group, with no per-parameter
-Python arithmetic, no host synchronisation and no new parameter-sized tensors (u overwrites the
-gradient in place).
+All steps are multi-tensor ops over a parameter group (``torch._foreach_*``, and PyTorch's fused
+SGD kernel for the momentum and parameter update), with no per-parameter Python arithmetic, no host
+synchronisation and no new parameter-sized tensors (u overwrites the gradient in place).
 """
 
 from collections.abc import Iterable
@@ -67,10 +67,20 @@ class LARS(torch.optim.Optimizer):
                 torch._foreach_add_(updates, params, alpha=group["weight_decay"])
             if group["lars_adaptation"]:
                 _apply_trust_ratio(params, updates, group["eta"])
-            buffers = self._momentum_buffers(params)
-            torch._foreach_mul_(buffers, group["momentum"])
-            torch._foreach_add_(buffers, updates)
-            torch._foreach_add_(params, buffers, alpha=-group["lr"])
+            # m = momentum * m + u; w = w - lr * m: PyTorch's fused SGD kernel (weight decay 0,
+            # dampening 0) does both in one pass over w, u and m instead of three.
+            torch._fused_sgd_(
+                params,
+                updates,
+                self._momentum_buffers(params) if group["momentum"] else [],  # [] = plain SGD
+                weight_decay=0.0,
+                momentum=group["momentum"],
+                lr=group["lr"],
+                dampening=0.0,
+                nesterov=False,
+                maximize=False,
+                is_first_step=False,  # buffers start at zero: the first step gives m = u
+            )
         return loss
 
     def _momentum_buffers(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
