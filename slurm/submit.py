@@ -17,6 +17,7 @@ submitit's TorchDistributedEnvironment, which torch.distributed reads with init_
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -279,9 +280,25 @@ def run_command(command: Sequence[str]) -> None:
     subprocess.run(list(command), check=True)
 
 
+def one_process(profile: Profile, args: argparse.Namespace, module: str) -> Profile:
+    """The profile cut to what a one-process command uses: one node, one task, at most one GPU.
+
+    A profile made for DDP pretraining (e.g. 8 GPUs, so 8 tasks) would otherwise run the command
+    once per task. Asking for more on the command line is an error, not silently dropped.
+    """
+    if (args.nodes or 1) > 1 or (args.tasks_per_node or 1) > 1:
+        raise ProfileError(
+            f"{module} runs in one process: leave out --nodes / --tasks-per-node (or give 1)"
+        )
+    return dataclasses.replace(
+        profile, nodes=1, tasks_per_node=1, gpus_per_node=min(profile.gpus_per_node, 1)
+    )
+
+
 def submit_cli_if_requested(module: str, argv: Sequence[str] | None = None) -> bool:
-    """`--slurm --profile NAME [...]` on any CLI: submit `python -m module <its other flags>` as a
-    job, print where it runs, and return True; without --slurm return False (run here)."""
+    """`--slurm --profile NAME [...]` on a one-process CLI: submit `python -m module <its other
+    flags>` as a one-task job (:func:`one_process`), print where it runs, and return True; without
+    --slurm return False (run here)."""
     import sys
 
     parser = argparse.ArgumentParser(add_help=False)
@@ -290,7 +307,7 @@ def submit_cli_if_requested(module: str, argv: Sequence[str] | None = None) -> b
     check_slurm_flags(args)
     if not args.slurm:
         return False
-    profile = profile_from_args(args)
+    profile = one_process(profile_from_args(args), args, module)
     command = [sys.executable, "-m", module, *rest]
     name = module.replace(".", "-")
     folder = Path(profile.shared_dir) / "logs" / name

@@ -1,7 +1,11 @@
 """Profiles: the shipped ones load; bad ones are refused with a sentence that says what to do."""
 
+import importlib
+from types import SimpleNamespace
+
 import pytest
 
+from slurm import submit as slurm_submit
 from slurm.profile import ProfileError, known_profiles, load_profile, parse_time
 
 
@@ -67,3 +71,28 @@ def test_invalid_toml_is_reported(tmp_path):
     path.write_text("partition = \n")
     with pytest.raises(ProfileError, match="not valid TOML"):
         load_profile(str(path))
+
+
+def _submitted_profile(monkeypatch, module_main, *flags):
+    """The profile a one-process CLI hands to slurm.submit.submit (nothing is submitted)."""
+    submitted = {}
+
+    def submit(profile, fn, command, name, folder=None, after=()):
+        submitted.update(profile=profile, command=command)
+        return SimpleNamespace(job_id="42", paths=SimpleNamespace(stdout="out", stderr="err"))
+
+    monkeypatch.setattr(slurm_submit, "submit", submit)
+    module_main(["--ckpt", "x.pt", "--slurm", "--profile", "example", *flags])
+    return submitted["profile"]
+
+
+@pytest.mark.parametrize("module", ["evaluate.linear", "evaluate.knn", "transfer.segmentation"])
+def test_one_process_clis_submit_one_task_on_a_multi_gpu_profile(monkeypatch, capsys, module):
+    """The example profile has 8 GPUs (8 DDP tasks); a linear probe must run once, on one GPU."""
+    main = importlib.import_module(module).main
+    profile = _submitted_profile(monkeypatch, main)
+    assert (profile.nodes, profile.tasks, profile.gpus_per_node) == (1, 1, 1)
+    assert profile.partition == "gpu"  # the rest of the profile is kept
+    assert "submitted SLURM job 42" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="runs in one process"):
+        _submitted_profile(monkeypatch, main, "--tasks-per-node", "8")
