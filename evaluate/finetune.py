@@ -13,7 +13,8 @@ atomic, digest-checked) holds the model, optimiser and step, written at every ep
 `ckpt_every_min` minutes. The sample order of an epoch is `epoch_order(seed, epoch)` and each
 view is drawn from `sample_seed(seed, epoch, index)`, so a killed and resumed cell ends with the
 same weights as an uninterrupted one. A finished cell writes `result.json` (held-out accuracy) and
-keeps its final weights in last.pt; a rerun reads them instead of training again.
+keeps its final weights in last.pt (previous.pt is deleted); a rerun reads them instead of training
+again.
 
 Distributed (torch.distributed environment, pretrain/dist.py; SLURM exports it): every rank takes
 its slice of each global batch, gradients are averaged by DistributedDataParallel, BN statistics
@@ -213,6 +214,9 @@ def run_cell(cell: Cell, setup: FinetuneSetup, cell_dir: Path) -> dict:
     result["wall_seconds"] = round(time.monotonic() - started, 3)  # this session's part
     if setup.info.is_main:
         write_atomic(cell_dir / RESULT_FILE, json.dumps(result, indent=2).encode())
+        # a finished cell is read back from result.json and last.pt; the fallback copy only
+        # doubles the disk a grid takes (ten R50 cells: ~2 GB)
+        last_checkpoint_path(cell_dir).with_name("previous.pt").unlink(missing_ok=True)
     dist.barrier()
     return result
 

@@ -84,6 +84,9 @@ def test_resume_after_a_kill_gives_the_same_result(tmp_path, monkeypatch):
         final = [load_checkpoint(tmp_path / run / "cells" / cell / "checkpoints" / "last.pt")
                  for run in ("a", "b")]  # fmt: skip
         assert final[0]["step"] == final[1]["step"] == 8
+        for run in ("a", "b"):  # a finished cell keeps last.pt only (no fallback copy)
+            checkpoints = tmp_path / run / "cells" / cell / "checkpoints"
+            assert sorted(path.name for path in checkpoints.iterdir()) == ["last.pt"]
         for name, tensor in final[0]["model"].items():
             assert torch.equal(tensor, final[1]["model"][name]), name
 
