@@ -129,7 +129,7 @@ def byol_r18_cifar10() -> PretrainConfig:
 
 
 def byol_r18_fmnist_demo() -> PretrainConfig:
-    """The `make demo` run: ResNet-18 on Fashion-MNIST, one epoch: ~15 minutes on 2 CPU cores.
+    """The `make demo` run: ResNet-18 on Fashion-MNIST, one epoch: ~11 minutes on 2 CPU cores.
 
     Why these choices (measured; README "The demo preset"): on 2 CPU cores a BYOL step of
     ResNet-18 runs at ~100 img/s at 20-32 px alike (per-op overheads dominate), so ~10 minutes buys
