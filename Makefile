@@ -37,12 +37,17 @@ fmnist:
 demo: venv fmnist
 	$(PY) -m results.pipeline --preset byol_r18_fmnist_demo --run-dir $(DEMO_RUN)
 
-# GPU tests (marker gpu) run with `make test-gpu` on a CUDA machine; `make test` leaves them out.
+# GPU tests (marker gpu) run with `make test-gpu` on a CUDA machine, and the mmsegmentation tests
+# (marker mm) with `make test-mm` (it builds mmcv first, ~20 min); `make test` leaves both out
+# (deselected and counted as such, never skipped).
 test: venv fmnist
-	$(PY) -m pytest -m "not gpu"
+	$(PY) -m pytest -m "not gpu and not mm"
 
 test-gpu: venv
 	$(PY) -m pytest -m gpu -s
+
+test-mm: mm
+	$(PY) -m pytest -m mm
 
 test-fast: venv
 	$(PY) -m pytest -m "not slow and not slurm"
