@@ -357,7 +357,7 @@ def submit_grid_if_requested(argv: list[str] | None) -> bool:
         folder=folder,
         after=slurm_submit.after_from_args(args),
     )
-    single = dataclasses.replace(profile, nodes=1, tasks_per_node=1)
+    single = slurm_submit.single_task(profile)  # reads the cells' results, scores one
     final = slurm_submit.submit(
         single, slurm_submit.run_command, command, name="evaluate-semisup", folder=folder,
         after=[job.job_id for job in array],

@@ -280,19 +280,24 @@ def run_command(command: Sequence[str]) -> None:
     subprocess.run(list(command), check=True)
 
 
-def one_process(profile: Profile, args: argparse.Namespace, module: str) -> Profile:
-    """The profile cut to what a one-process command uses: one node, one task, at most one GPU.
+def single_task(profile: Profile) -> Profile:
+    """The profile cut to what one process uses: one node, one task, at most one GPU.
 
-    A profile made for DDP pretraining (e.g. 8 GPUs, so 8 tasks) would otherwise run the command
-    once per task. Asking for more on the command line is an error, not silently dropped.
+    A profile made for DDP pretraining (e.g. 8 GPUs, so 8 tasks) would otherwise run a one-process
+    command once per task.
     """
+    return dataclasses.replace(
+        profile, nodes=1, tasks_per_node=1, gpus_per_node=min(profile.gpus_per_node, 1)
+    )
+
+
+def one_process(profile: Profile, args: argparse.Namespace, module: str) -> Profile:
+    """:func:`single_task`; --nodes / --tasks-per-node above 1 are refused, not dropped."""
     if (args.nodes or 1) > 1 or (args.tasks_per_node or 1) > 1:
         raise ProfileError(
             f"{module} runs in one process: leave out --nodes / --tasks-per-node (or give 1)"
         )
-    return dataclasses.replace(
-        profile, nodes=1, tasks_per_node=1, gpus_per_node=min(profile.gpus_per_node, 1)
-    )
+    return single_task(profile)
 
 
 def submit_cli_if_requested(module: str, argv: Sequence[str] | None = None) -> bool:

@@ -148,8 +148,9 @@ def _write_weights(encoder: torch.nn.Module, metadata: dict, path: Path) -> Path
     meta = json.loads(json.dumps(meta))  # plain types only
     buffer = io.BytesIO()
     torch.save({"state_dict": state_dict, "meta": {**meta, "format": "byol-bench.mmseg/1"}}, buffer)
-    write_atomic(path.resolve(), buffer.getvalue())
-    return path.resolve()
+    path = path.resolve()
+    write_atomic(path, buffer.getvalue())
+    return path
 
 
 def _widths(encoder, settings: SegmentationProtocol) -> dict:
