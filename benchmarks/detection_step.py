@@ -4,9 +4,9 @@
     python -m benchmarks.detection_step --arch resnet50 --size 480 --rois 512
     python -m benchmarks.detection_step --device cuda --arch resnet50 --size 800 --batch 8
 
-Each model (transfer/detection_models.py: c4, fpn, mask-fpn, frozen BN) runs forward + backward +
+Each model (transfer/detection/models.py: c4, fpn, mask-fpn, frozen BN) runs forward + backward +
 SGD step on synthetic images (short side --size, aspect 4:3, 3 boxes with masks each), the same
-calls as transfer/detection_train.py. The median over --iters iterations after one warm-up is
+calls as transfer/detection/train.py. The median over --iters iterations after one warm-up is
 printed per model, then one JSON line.
 """
 
@@ -20,7 +20,7 @@ import time
 import torch
 
 from evaluate.features import load_encoder
-from transfer.detection_models import MODELS, DetectorSpec, build_detector
+from transfer.detection.models import MODELS, DetectorSpec, build_detector
 
 
 def synthetic_batch(batch: int, size: int, device: torch.device):

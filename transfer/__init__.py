@@ -1,7 +1,8 @@
-"""Transfer of a pretrained backbone to other tasks (docs/architecture.md, transfer/).
+"""Transfer of a pretrained backbone to other tasks, one subpackage per task (docs/architecture.md).
 
-Detection: `python -m transfer.detection` (protocols in detection_protocols.py; readers in
-datasets.py; models in detection_models.py; loop in detection_train.py; AP in voc_eval.py and
-coco_eval.py). Segmentation: `python -m transfer.segmentation`. Exports for external engines:
-`python -m transfer.export {detectron2,mmseg}` (detectron2_export.py, mmseg_export.py).
+- `python -m transfer.detection` (transfer/detection/): protocols, readers, models, the training
+  loop, VOC/COCO AP, and the detectron2 export + runner.
+- `python -m transfer.segmentation` (transfer/segmentation/): protocols, readers, augmentation,
+  models, the training loop, mIoU, and the mmsegmentation export + runner.
+- `python -m transfer.export {detectron2,mmseg}`: the exports for external engines.
 """

@@ -22,11 +22,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("engine", choices=["detectron2", "mmseg"], help="the target engine")
     args = parser.parse_args(argv[:1])
     if args.engine == "detectron2":
-        from transfer import detectron2_export
+        from transfer.detection import detectron2_export
 
         detectron2_export.main(argv[1:])
     else:
-        from transfer import mmseg_export  # written beside this module by the segmentation work
+        from transfer.segmentation import (
+            mmseg_export,  # written beside this module by the segmentation work
+        )
 
         mmseg_export.main(argv[1:])
 

@@ -1,0 +1,1 @@
+"""Detection transfer: `python -m transfer.detection` (transfer/detection/cli.py)."""

@@ -1,0 +1,3 @@
+from transfer.detection.cli import main
+
+main()

@@ -1,0 +1,277 @@
+"""The fine-tuning loop of a detector (iterations, SGD, detectron2's LR schedule, flips, resumable
+checkpoints) and its inference over a test set.
+
+    train(detector, images, protocol, run) -> summary   resumes from run.run_dir/checkpoints/last.pt
+    predict(detector, images, device)      -> per-image numpy predictions
+
+Iteration-based like detectron2: iteration i reads the images at positions i*B .. i*B+B-1 of an
+endless sequence of seeded per-epoch permutations, and flips each with p 0.5 drawn from
+(seed, position). So the data order depends only on (seed, iteration): a resumed run reads exactly
+what the uninterrupted run would have read. Checkpoints (pretrain/checkpoint.py: atomic, digest,
+last.pt + previous.pt) hold the detector, optimizer, iteration, torch RNG (the multi-scale size
+draws) and the run's identity; a run directory that holds another run is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from pretrain.checkpoint import CheckpointError, load_latest_good, save_checkpoint
+from transfer.detection.protocols import Protocol, lr_at
+
+log = logging.getLogger(__name__)
+LOG_EVERY = 20  # iterations between lines of log.jsonl
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Where and how one fine-tuning run goes (not part of the protocol)."""
+
+    run_dir: Path
+    identity: str  # JSON of everything that must match for a resume (protocol, weights, seed)
+    device: torch.device
+    seed: int = 0
+    num_workers: int = 4
+    ckpt_every_min: float = 10.0  # and at the last iteration
+    max_iters: int | None = None  # stop early (smoke runs); None: the protocol's max_iters
+
+
+class IterationBatches(Sampler):
+    """Batches of (index, flip) for iterations start..stop-1 (see the module docstring)."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, start: int, stop: int, flip: bool):
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.start, self.stop, self.flip = start, stop, flip
+        self._permutations: dict[int, list[int]] = {}
+
+    def item(self, position: int) -> tuple[int, bool]:
+        epoch, offset = divmod(position, self.size)
+        if epoch not in self._permutations:
+            self._permutations = {epoch: self._permutation(epoch)}  # keep one epoch in memory
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + position)
+        flip = self.flip and bool(torch.rand((), generator=generator) < 0.5)
+        return self._permutations[epoch][offset], flip
+
+    def _permutation(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+        return torch.randperm(self.size, generator=generator).tolist()
+
+    def __iter__(self):
+        for iteration in range(self.start, self.stop):
+            first = iteration * self.batch_size
+            yield [self.item(first + j) for j in range(self.batch_size)]
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+class FlipView(Dataset):
+    """dataset[(index, flip)]: the item, mirrored left-right when `flip` (boxes and masks too)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, bool]):
+        image, target = self.dataset[key[0]]
+        if key[1]:
+            width = image.shape[-1]
+            image = image.flip(-1)
+            boxes = target["boxes"].clone()
+            boxes[:, 0], boxes[:, 2] = width - target["boxes"][:, 2], width - target["boxes"][:, 0]
+            target["boxes"] = boxes
+            if "masks" in target:
+                target["masks"] = target["masks"].flip(-1)
+        return image, target
+
+
+def collate(batch: list) -> tuple[list, list]:
+    images, targets = zip(*batch)
+    return list(images), list(targets)
+
+
+def param_groups(detector: nn.Module, protocol: Protocol) -> list[dict]:
+    """Trainable parameters: norm layers with weight_decay_norm, the rest with weight_decay."""
+    norm_types = (nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm)
+    norm_ids = {
+        id(p) for m in detector.modules() if isinstance(m, norm_types) for p in m.parameters()
+    }
+    trainable = [p for p in detector.parameters() if p.requires_grad]
+    return [
+        {
+            "params": [p for p in trainable if id(p) not in norm_ids],
+            "weight_decay": protocol.weight_decay,
+        },
+        {
+            "params": [p for p in trainable if id(p) in norm_ids],
+            "weight_decay": protocol.weight_decay_norm,
+        },
+    ]
+
+
+def train(detector: nn.Module, images: Dataset, protocol: Protocol, run: RunSettings) -> dict:
+    """Fine-tune `detector` in place up to max_iters (resuming); returns the record's summary."""
+    stop = min(run.max_iters or protocol.max_iters, protocol.max_iters)
+    optimizer = torch.optim.SGD(param_groups(detector, protocol), lr=protocol.base_lr,
+                                momentum=protocol.momentum)  # fmt: skip
+    start = _resume(detector, optimizer, run)
+    detector.to(run.device).train()
+    sampler = IterationBatches(
+        len(images), protocol.batch_size, run.seed, start, stop, protocol.flip
+    )
+    loader = DataLoader(
+        FlipView(images),
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=run.num_workers,
+        pin_memory=run.device.type == "cuda",
+        generator=torch.Generator().manual_seed(run.seed),  # leaves the global RNG alone
+    )
+    last_save, timings, losses = time.monotonic(), [], {}
+    bar = tqdm(
+        total=stop, initial=start, desc=f"train {protocol.name}", unit="it", dynamic_ncols=True
+    )
+    tick = time.monotonic()
+    for iteration, (batch_images, targets) in enumerate(loader, start=start):
+        lr = lr_at(iteration, protocol)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss, loss_dict = _losses(detector, batch_images, targets, run.device)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(
+                f"non-finite loss {loss.item()} at iteration {iteration} (lr {lr:g}); the last "
+                f"good checkpoint is in {run.run_dir / 'checkpoints'}"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        now = time.monotonic()
+        timings.append(now - tick)
+        tick = now
+        losses = {name: value.item() for name, value in loss_dict.items()}
+        done = iteration + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+        if done % LOG_EVERY == 0 or done == stop:
+            _log_line(run.run_dir, {"iteration": done, "loss": loss.item(), "lr": lr, **losses,
+                                    "seconds_per_iter": timings[-1]})  # fmt: skip
+        if done == stop or now - last_save > 60 * run.ckpt_every_min:
+            _save(detector, optimizer, done, run)
+            last_save = time.monotonic()
+    bar.close()
+    steady = timings[1:] or timings  # the first iteration carries warm-up costs
+    return {
+        "iterations_run": len(timings),
+        "iterations_done": max(stop, start),
+        "resumed_from": start,
+        "seconds_per_iter": float(np.mean(steady)) if steady else None,
+        "final_losses": losses,
+    }
+
+
+def _losses(detector: nn.Module, batch_images, targets, device: torch.device):
+    """The batch on `device` through the detector in train mode: (summed loss, loss dict)."""
+    batch_images = [image.to(device, non_blocking=True) for image in batch_images]
+    targets = [{k: _to(v, device) for k, v in t.items()} for t in targets]
+    loss_dict = detector(batch_images, targets)
+    return sum(loss_dict.values()), loss_dict
+
+
+def _to(value, device: torch.device):
+    return value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+
+
+def _resume(detector: nn.Module, optimizer: torch.optim.Optimizer, run: RunSettings) -> int:
+    state = load_latest_good(run.run_dir)
+    if state is None:
+        return 0
+    if state.get("identity") != run.identity:
+        raise CheckpointError(
+            f"{run.run_dir} holds a different detection run (protocol, weights or seed differ); "
+            "pass another --run-dir or move that one away"
+        )
+    detector.load_state_dict(state["model"], strict=True)
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    log.info("resuming detection fine-tuning at iteration %d", state["step"])
+    return int(state["step"])
+
+
+def _save(detector: nn.Module, optimizer, iteration: int, run: RunSettings) -> None:
+    state = {
+        "model": {k: v.detach().cpu() for k, v in detector.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "step": iteration,
+        "rng": torch.get_rng_state(),
+        "identity": run.identity,
+    }
+    save_checkpoint(run.run_dir, state)
+
+
+def _log_line(run_dir: Path, values: dict) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "log.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(values) + "\n")
+
+
+@torch.no_grad()
+def precise_bn(detector: nn.Module, images: Dataset, protocol: Protocol, run: RunSettings) -> int:
+    """Replace the running statistics of every trained BN layer by their plain average over
+    `protocol.precise_bn_iters` training batches (detectron2's TEST.PRECISE_BN, fvcore
+    update_bn_stats); returns the number of BN layers updated (0 with frozen BN: nothing to do).
+
+    The batches continue the training sequence (positions after the last iteration), so the
+    result depends only on (seed, max_iters); run after training, before testing. A run shortened
+    by `run.max_iters` uses at most that many batches here too (smoke runs stay short).
+    """
+    norms = [m for m in detector.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or protocol.precise_bn_iters < 1:
+        return 0
+    stop = min(run.max_iters or protocol.max_iters, protocol.max_iters)
+    count = min(protocol.precise_bn_iters, run.max_iters or protocol.precise_bn_iters)
+    sampler = IterationBatches(len(images), protocol.batch_size, run.seed, stop, stop + count,
+                               protocol.flip)  # fmt: skip
+    loader = DataLoader(FlipView(images), batch_sampler=sampler, collate_fn=collate,
+                        num_workers=run.num_workers,
+                        generator=torch.Generator().manual_seed(run.seed))  # fmt: skip
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average: the mean of the per-batch statistics
+    detector.to(run.device).train()
+    for batch_images, targets in tqdm(loader, desc="precise BN", unit="it", dynamic_ncols=True):
+        batch_images = [image.to(run.device, non_blocking=True) for image in batch_images]
+        detector(batch_images, [{k: _to(v, run.device) for k, v in t.items()} for t in targets])
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    return len(norms)
+
+
+@torch.no_grad()
+def predict(detector: nn.Module, images: Dataset, device: torch.device, num_workers: int = 0,
+            desc: str = "predict") -> list[dict]:  # fmt: skip
+    """Per image: numpy "boxes" [N, 4] (input-image coordinates), "labels", "scores" (+ "masks"
+    [N, H, W] bool at 0.5, Mask R-CNN)."""
+    detector.to(device).eval()
+    loader = DataLoader(images, batch_size=1, collate_fn=collate, num_workers=num_workers)
+    predictions = []
+    for batch_images, _ in tqdm(loader, desc=desc, unit="img", dynamic_ncols=True):
+        (output,) = detector([batch_images[0].to(device)])
+        prediction = {key: output[key].cpu().numpy() for key in ("boxes", "labels", "scores")}
+        if "masks" in output:
+            prediction["masks"] = (output["masks"][:, 0] > 0.5).cpu().numpy()
+        predictions.append(prediction)
+    return predictions

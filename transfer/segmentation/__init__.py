@@ -1,0 +1,1 @@
+"""Segmentation transfer: `python -m transfer.segmentation` (transfer/segmentation/cli.py)."""

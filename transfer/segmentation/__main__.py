@@ -1,0 +1,3 @@
+from transfer.segmentation.cli import main
+
+main()

@@ -1,0 +1,242 @@
+"""Semantic-segmentation transfer: fine-tune a pretrained backbone, report mIoU, one record.
+
+    python -m transfer.segmentation --ckpt RUN/exports/backbone-3f2a9c1d.pt --data VOCdevkit/VOC2012
+    python -m transfer.segmentation --ckpt ... --protocol ade20k-semfpn-80k/1 --data ADE/
+    python -m transfer.segmentation --ckpt ... --engine mmseg   # same protocol on mmsegmentation
+
+The protocols (settings and sources) are the presets in transfer/segmentation/protocols.py:
+`byol-paper-fcn/1` (BYOL v3, App. D.4: FCN, VOC2012 train_aug -> val, LR chosen on 2,119 held-out
+images, mean of 5 seeds) and `ade20k-semfpn-80k/1`. With several candidate LRs the sweep trains on
+train minus the held-out images and chooses on them; then every seed trains on all of train at the
+chosen LR and is tested on the reported split; the record's `miou` is the mean over seeds.
+
+Each (LR, seed) run lives in `<run-dir>/<phase>-lr<lr>-seed<seed>/` with checkpoints and, once
+done, result.json: the same command resumes an interrupted protocol where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from evaluate import cli
+from evaluate.features import RANDOM_PREFIX, load_encoder
+from pretrain.data import dataset_stats
+from pretrain.dist import setup_logging
+from results.record import default_records_dir
+from slurm import submit as slurm_submit
+from transfer.segmentation import record as segmentation_record
+from transfer.segmentation.data import build_segmentation_set, check_sizes
+from transfer.segmentation.data import heldout_split as make_heldout
+from transfer.segmentation.protocols import PROTOCOLS, SegmentationProtocol
+
+ENGINES = ("torchvision", "mmseg")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SegmentationConfig:
+    """One segmentation-transfer evaluation: a protocol preset plus what to run it on.
+
+    The protocol's settings (iterations, schedule, batch, crop, LRs, seeds, held-out size) are in
+    `settings`, resolved from `protocol` and the shortening flags, and go into the record.
+    """
+
+    ckpt: str  # export, training checkpoint, torchvision state dict, or random:<arch>
+    protocol: str = "byol-paper-fcn/1"  # a key of PROTOCOLS
+    data: str | None = None
+    engine: str = "torchvision"  # or "mmseg" (needs `make mm`)
+    arch: str | None = None
+    label: str | None = None
+    records: str | None = None
+    run_dir: str | None = None  # default: <records>/../segmentation/<protocol>-<sha8>
+    device: str | None = None
+    num_workers: int = 4
+    ckpt_every: int = 1000  # iterations between checkpoints
+    max_steps: int | None = None  # shorten: iterations per run
+    batch_size: int | None = None
+    crop: int | None = None
+    lrs: tuple[float, ...] | None = None
+    seeds: tuple[int, ...] | None = None
+    heldout: int | None = None  # shorten: training images held out for the LR sweep
+    settings: SegmentationProtocol | None = None  # resolved in parse_config
+
+
+def resolve(config: SegmentationConfig) -> SegmentationProtocol:
+    """The protocol preset with the shortening flags applied."""
+    if config.protocol not in PROTOCOLS:
+        raise cli.InputError(
+            f"unknown protocol {config.protocol!r}; use one of {', '.join(PROTOCOLS)}"
+        )
+    settings = PROTOCOLS[config.protocol]()
+    overrides = {
+        "iterations": config.max_steps,
+        "batch_size": config.batch_size,
+        "crop": config.crop,
+        "lrs": config.lrs,
+        "seeds": config.seeds,
+        "heldout": config.heldout,
+    }
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    if config.crop is not None and settings.test_crop is not None:
+        settings = replace(settings, test_crop=max(config.crop, settings.test_crop))
+    for name in ("iterations", "batch_size", "crop"):
+        if getattr(settings, name) < 1:
+            raise cli.InputError(f"--{name.replace('_', '-')} must be positive")
+    if not settings.lrs or not settings.seeds:
+        raise cli.InputError("--lrs and --seeds need at least one value")
+    if config.engine not in ENGINES:
+        raise cli.InputError(f"unknown --engine {config.engine!r}; use one of {ENGINES}")
+    return settings
+
+
+def run_protocol(config: SegmentationConfig, inputs: segmentation_record.Inputs) -> tuple:
+    """(metrics, selection): LR sweep on the held-out images if several LRs, then the seeds."""
+    settings, run_dir = config.settings, Path(inputs.run_dir)
+    run_one = _engine(config.engine)
+    candidates = []
+    if len(settings.lrs) > 1:
+        sweep_train, heldout = make_heldout(inputs.train_set, settings.heldout)
+        for lr in settings.lrs:
+            result = run_one(config, inputs, lr, settings.seeds[0], sweep_train, heldout,
+                             run_dir / f"sweep-lr{lr:g}-seed{settings.seeds[0]}")  # fmt: skip
+            candidates.append({"lr": lr, "heldout_miou": result["miou"]})
+        best = max(candidates, key=lambda c: c["heldout_miou"])["lr"]
+        chosen_on = heldout.split
+    else:
+        best, chosen_on = settings.lrs[0], "given"
+    runs = [
+        run_one(
+            config,
+            inputs,
+            best,
+            seed,
+            inputs.train_set,
+            inputs.eval_set,
+            run_dir / f"final-lr{best:g}-seed{seed}",
+        )  # fmt: skip
+        for seed in settings.seeds
+    ]
+    mious = [run["miou"] for run in runs]
+    selection = {
+        "lr": best,
+        "chosen_on": chosen_on,
+        "candidates": candidates,
+        "seeds": [{"seed": r["seed"], "miou": r["miou"]} for r in runs],
+        "miou_std": statistics.stdev(mious) if len(mious) > 1 else 0.0,
+        "iterations": settings.iterations,
+        "seconds_per_iteration": statistics.mean(r["seconds_per_iteration"] for r in runs),
+        "engine": config.engine,
+        "run_dir": str(run_dir.resolve()),
+        "train_images": len(inputs.train_set),
+        "eval_images": len(inputs.eval_set),
+        "eval_ids_sha256": inputs.eval_set.fingerprint(),
+    }
+    return {"miou": statistics.mean(mious)}, selection
+
+
+def _engine(name: str):
+    if name == "mmseg":
+        from transfer.segmentation import mmseg_runner  # imports mmseg, which needs full mmcv
+
+        return mmseg_runner.run_one
+    return segmentation_record.run_one_torchvision
+
+
+def load_data(settings: SegmentationProtocol, root: str | None):
+    """(train set, reported set), label sizes checked against their images."""
+    train_set = build_segmentation_set(settings.dataset, root, settings.train_split)
+    eval_set = build_segmentation_set(settings.dataset, root, settings.eval_split)
+    for images in (train_set, eval_set):
+        check_sizes(images)
+    return train_set, eval_set
+
+
+def load_inputs(config: SegmentationConfig) -> segmentation_record.Inputs:
+    """Device, encoder, data and directories, all validated before training starts."""
+    setup_logging(rank=0)
+    started = time.monotonic()
+    device = segmentation_record.pick_device(config.device)
+    if config.engine == "mmseg":
+        from transfer.segmentation import mmseg_runner
+
+        mmseg_runner.require_mmseg(config.device)
+    encoder, metadata = load_encoder(config.ckpt, config.arch, seed=min(config.settings.seeds))
+    train_set, eval_set = load_data(config.settings, config.data)
+    stats = metadata.get("preprocessing") or {}
+    mean, std = (stats["mean"], stats["std"]) if stats else dataset_stats("imagenet")
+    ckpt_path = None if config.ckpt.startswith(RANDOM_PREFIX) else config.ckpt
+    records_dir = Path(config.records) if config.records else default_records_dir(ckpt_path)
+    slug = config.settings.name.replace("/", "-v")
+    run_dir = config.run_dir or records_dir.parent / "segmentation" / (
+        f"{slug}-{metadata['weights_sha256'][:8]}"
+    )
+    return segmentation_record.Inputs(
+        encoder, metadata, train_set, eval_set, tuple(mean), tuple(std), device,
+        records_dir, Path(run_dir), started,
+    )  # fmt: skip
+
+
+def parse_config(argv: list[str] | None) -> SegmentationConfig:
+    """SegmentationConfig from the command line (flags override the preset)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m transfer.segmentation",
+        description=__doc__.split("\n")[0],
+        epilog="Protocols: transfer/segmentation/protocols.py (settings and sources).",
+    )
+    add = parser.add_argument
+    add("--ckpt", required=True, help="an export (<run>/exports/backbone-*.pt), a training "
+        "checkpoint, a torchvision ResNet state dict, or random:<arch> (baseline)")  # fmt: skip
+    add("--protocol", choices=list(PROTOCOLS), help="protocol preset (default: byol-paper-fcn/1)")
+    add("--data", help="VOCdevkit/VOC2012 (byol-paper-fcn/1) or ADEChallengeData2016 (ade20k-*)")
+    add("--engine", choices=ENGINES, help="torchvision (built in, default) or mmseg (`make mm`)")
+    add("--arch", help="architecture of foreign weights, e.g. resnet50 (default: inferred)")
+    add("--label", help="checkpoint label in the record (default: the file's metadata)")
+    add("--records", help="where the record goes (default: records/ beside the run of --ckpt)")
+    add("--run-dir", help="checkpoints and per-run results; an existing one resumes (default: "
+        "<records>/../segmentation/<protocol>-<sha8>)")  # fmt: skip
+    add("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    add("--num-workers", type=int, help="data-loader processes (default 4)")
+    add("--ckpt-every", type=int, help="iterations between checkpoints (default 1000)")
+    add("--max-steps", type=int, help="shorten: training iterations per run")
+    add("--batch-size", type=int, help="images per iteration (default: the protocol's)")
+    add("--crop", type=int, help="training crop in px (default: the protocol's)")
+    add("--lrs", type=float, nargs="+", help="candidate LRs; one value skips the sweep")
+    add("--seeds", type=int, nargs="+", help="seeds whose mean is reported")
+    add("--heldout", type=int, help="training images held out to choose the LR (default: the "
+        "protocol's, 2,119 for byol-paper-fcn/1)")  # fmt: skip
+    slurm_submit.add_slurm_arguments(parser)
+    args = parser.parse_args(argv)
+    for name in ("lrs", "seeds"):
+        if getattr(args, name) is not None:
+            setattr(args, name, tuple(getattr(args, name)))
+    return cli.config_from_args(SegmentationConfig, args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    with cli.error_boundary():
+        if slurm_submit.submit_cli_if_requested("transfer.segmentation", argv):
+            return
+    config = parse_config(argv)
+    with cli.error_boundary():
+        config = replace(config, settings=resolve(config))
+        inputs = load_inputs(config)
+        record, path = segmentation_record.run_and_record(
+            inputs, config, lambda: run_protocol(config, inputs)
+        )
+    selection = record.selection
+    print(
+        f"segmentation {record.task.protocol} {record.task.dataset}/{record.task.split} "
+        f"[{record.checkpoint.label}, {record.checkpoint.weights_sha256[:8]}]: "
+        f"mIoU {record.metrics['miou']:.2f} over {len(selection['seeds'])} seed(s) "
+        f"(lr {selection['lr']:g}, chosen on {selection['chosen_on']}; "
+        f"{selection['seconds_per_iteration']:.3f} s/iter, {config.engine}) -> {path}"
+    )
+
+
+if __name__ == "__main__":
+    main()

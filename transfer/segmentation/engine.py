@@ -1,0 +1,219 @@
+"""One segmentation training run (one LR, one seed) on torchvision-style modules, resumable.
+
+`run_job(job)` trains the protocol's segmenter for `job.iterations` steps of SGD, saving
+`<job.run_dir>/checkpoints/last.pt` every `ckpt_every` iterations (pretrain/checkpoint.py: atomic,
+tensors only, digest-checked), then evaluates mIoU on `job.eval_set` and writes
+`<job.run_dir>/result.json`. A run directory with a result is done; one with a checkpoint resumes
+at its iteration and refuses a different job (`job.json`). Data draws depend only on (seed,
+sample position) and dropout is re-seeded every iteration, so a resumed run equals an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from pretrain.checkpoint import CheckpointError, load_latest_good, save_checkpoint, write_atomic
+from pretrain.data import sample_seed
+from transfer.segmentation.augment import IGNORE, Augmentation
+from transfer.segmentation.data import (
+    EvalPairs,
+    IterationSampler,
+    SegmentationSet,
+    TrainPairs,
+)
+from transfer.segmentation.metrics import confusion, mean_iou, per_class_iou
+from transfer.segmentation.models import build_segmenter
+from transfer.segmentation.protocols import SegmentationProtocol, lr_at
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (LR, seed) training run and the split it is evaluated on."""
+
+    protocol: SegmentationProtocol  # iterations/batch/crop already narrowed by the CLI
+    lr: float
+    seed: int
+    train_set: SegmentationSet
+    eval_set: SegmentationSet
+    run_dir: Path
+    weights_sha256: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    device: str
+    num_workers: int = 4
+    ckpt_every: int = 1000  # iterations between checkpoints
+
+    def identity(self) -> dict:
+        """What must match for a run directory to resume this job."""
+        return {
+            "protocol": asdict(self.protocol),
+            "lr": self.lr,
+            "seed": self.seed,
+            "weights_sha256": self.weights_sha256,
+            "train": [self.train_set.split, self.train_set.fingerprint()],
+            "eval": [self.eval_set.split, self.eval_set.fingerprint()],
+        }
+
+
+def augmentation(job: Job) -> Augmentation:
+    """The training/test transform settings of the job's protocol."""
+    p = job.protocol
+    return Augmentation(p.crop, p.scale_range, p.base_size, job.mean, job.std,
+                        p.cat_max_ratio, p.photometric)  # fmt: skip
+
+
+def run_job(job: Job, encoder: nn.Module) -> dict:
+    """Train and evaluate `job` with a copy of `encoder`; returns (and stores) its result."""
+    result_path = job.run_dir / "result.json"
+    _claim(job)
+    if result_path.is_file():
+        log.info("%s is finished already; reusing its result", job.run_dir)
+        return json.loads(result_path.read_text())
+    device = torch.device(job.device)
+    torch.manual_seed(job.seed)  # head initialisation
+    model = build_segmenter(
+        job.protocol.head, copy.deepcopy(encoder), job.train_set.num_classes
+    ).to(device)
+    optimizer = torch.optim.SGD(
+        parameter_groups(model, job.protocol), lr=job.lr, momentum=job.protocol.momentum
+    )
+    start, seconds = 0, 0.0
+    state = load_latest_good(job.run_dir)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, seconds = int(state["step"]), float(state["train_seconds"])
+    seconds = train(model, optimizer, job, start, seconds)
+    matrix = evaluate(model, job.eval_set, job)
+    iterations = job.protocol.iterations
+    result = {
+        "lr": job.lr,
+        "seed": job.seed,
+        "miou": 100.0 * mean_iou(matrix),
+        "per_class_iou": [
+            None if v != v else round(100 * v, 4) for v in per_class_iou(matrix).tolist()
+        ],
+        "iterations": iterations,
+        "train_seconds": round(seconds, 3),
+        "seconds_per_iteration": round(seconds / max(iterations, 1), 4),
+        "eval_split": job.eval_set.split,
+        "eval_images": len(job.eval_set),
+    }
+    write_atomic(result_path, json.dumps(result, indent=2).encode())
+    return result
+
+
+def _claim(job: Job) -> None:
+    """Write job.json in a new run dir; refuse a run dir that belongs to another job."""
+    path = job.run_dir / "job.json"
+    identity = json.loads(json.dumps(job.identity()))  # tuples -> lists, as stored
+    if path.is_file():
+        if json.loads(path.read_text()) != identity:
+            raise CheckpointError(
+                f"{job.run_dir} holds a different segmentation run (see its job.json); pass "
+                "another --run-dir or move it away to start over"
+            )
+        return
+    write_atomic(path, json.dumps(identity, indent=2).encode())
+
+
+def parameter_groups(model: nn.Module, protocol: SegmentationProtocol) -> list[dict]:
+    """All parameters with the protocol's weight decay; BN's without it when norm_weight_decay
+    is False (mmseg's norm_decay_mult=0)."""
+    norm, other = [], []
+    for module in model.modules():
+        params = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        (norm if isinstance(module, nn.modules.batchnorm._BatchNorm) else other).extend(params)
+    norm_decay = protocol.weight_decay if protocol.norm_weight_decay else 0.0
+    return [
+        {"params": other, "weight_decay": protocol.weight_decay},
+        {"params": norm, "weight_decay": norm_decay},
+    ]
+
+
+def train(
+    model: nn.Module, optimizer: torch.optim.Optimizer, job: Job, start: int, seconds: float
+) -> float:
+    """SGD from iteration `start` to the end, checkpointing; returns the training seconds so far
+    (`seconds`: those of the iterations before `start`)."""
+    protocol, device = job.protocol, torch.device(job.device)
+    aug = augmentation(job)
+    sampler = IterationSampler(
+        len(job.train_set), protocol.batch_size, job.seed, start, protocol.iterations
+    )
+    loader = torch.utils.data.DataLoader(
+        TrainPairs(job.train_set, aug, job.seed),
+        batch_sampler=sampler,
+        num_workers=job.num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    model.train()
+    began = time.monotonic()
+    bar = tqdm(loader, total=len(sampler), initial=0, desc=f"train lr {job.lr:g} seed {job.seed}")
+    for iteration, (images, labels) in enumerate(bar, start=start):
+        lr = lr_at(protocol, job.lr, iteration)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        torch.manual_seed(sample_seed(job.seed, iteration, 2))  # dropout: exact resume
+        logits = model(images.to(device, non_blocking=True))  # [B, K, crop, crop]
+        loss = F.cross_entropy(logits, labels.to(device), ignore_index=IGNORE)
+        if not torch.isfinite(loss):
+            raise RuntimeError(
+                f"non-finite loss {loss.item()} at iteration {iteration} (lr {lr:g}); the last "
+                f"good checkpoint is kept in {job.run_dir / 'checkpoints'}"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        elapsed = time.monotonic() - began
+        done = iteration + 1
+        bar.set_postfix(
+            it=f"{done}/{protocol.iterations}",
+            loss=f"{loss.item():.4f}",
+            lr=f"{lr:.2e}",
+            s_it=f"{elapsed / (done - start):.2f}",
+        )
+        if done % job.ckpt_every == 0 or done == protocol.iterations:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "step": done,
+                "train_seconds": seconds + elapsed,
+                "loss": float(loss.item()),
+            }
+            save_checkpoint(job.run_dir, state)
+    return seconds + time.monotonic() - began
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: SegmentationSet, job: Job) -> torch.Tensor:
+    """Confusion matrix [K, K] of the model's argmax over `images` (one image per batch)."""
+    protocol, device = job.protocol, torch.device(job.device)
+    aug = augmentation(job)
+    loader = torch.utils.data.DataLoader(
+        EvalPairs(images, aug, protocol.test_crop), batch_size=1, num_workers=job.num_workers
+    )
+    model.eval()
+    matrix = torch.zeros(images.num_classes, images.num_classes, dtype=torch.int64)
+    for image, label in tqdm(loader, desc=f"eval {images.split}", unit="img"):
+        logits = model(image.to(device))  # [1, K, h, w]
+        if logits.shape[-2:] != label.shape[-2:]:  # rescaled input: back to the label's size
+            logits = F.interpolate(
+                logits, size=label.shape[-2:], mode="bilinear", align_corners=False
+            )
+        matrix += confusion(label[0], logits[0].argmax(0).cpu(), images.num_classes)
+    model.train()
+    return matrix
