@@ -30,6 +30,7 @@ from pretrain.checkpoint import CheckpointError
 from pretrain.data import DATASETS, DataError, ImageDataset, dataset_stats
 from pretrain.dist import setup_logging
 from pretrain.provenance import provenance
+from results.errors import ByolBenchError
 from results.record import (
     CheckpointRef,
     Provenance,
@@ -46,7 +47,7 @@ from slurm.profile import ProfileError
 log = logging.getLogger(__name__)
 
 
-class InputError(ValueError):
+class InputError(ByolBenchError, ValueError):
     """A command-line value that cannot work; the message says what to pass instead."""
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from results.errors import ByolBenchError
 
-class EncoderChangedError(AssertionError):
+
+class EncoderChangedError(ByolBenchError, AssertionError):
     """A frozen encoder's tensors changed during an evaluation (a bug in the evaluation)."""
 
 

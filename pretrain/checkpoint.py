@@ -23,12 +23,14 @@ from pathlib import Path
 
 import torch
 
+from results.errors import ByolBenchError
+
 CHECKPOINT_FORMAT = "byol-bench.checkpoint/1"
 EXPORT_FORMAT = "byol-bench.backbone/1"
 log = logging.getLogger(__name__)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ByolBenchError, RuntimeError):
     """A checkpoint file that cannot be used."""
 
 

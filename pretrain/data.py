@@ -29,6 +29,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
+from results.errors import ByolBenchError
+
 DATASETS = ("imagenet", "folder", "cifar10", "cifar100", "fmnist", "synthetic")
 SPLITS = {  # valid splits per data set (folder: DIR/<split> if it exists, else DIR itself)
     "imagenet": ("train", "val"),
@@ -57,7 +59,7 @@ _STATS: dict[str, Stats] = {  # per-channel mean/std of the training images, pix
 }
 
 
-class DataError(ValueError):
+class DataError(ByolBenchError, ValueError):
     """A data set is missing, malformed or unreadable; the message says what to do."""
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as torch_dist
 
+from results.errors import ByolBenchError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -57,7 +59,7 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-class ReplicaMismatchError(RuntimeError):
+class ReplicaMismatchError(ByolBenchError, RuntimeError):
     """Ranks hold different copies of a network that must be identical on every rank."""
 
 

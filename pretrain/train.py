@@ -38,15 +38,16 @@ from pretrain.online_probe import build_probe, probe_accuracy, probe_step
 from pretrain.provenance import provenance
 from pretrain.schedule import lr_at, scaled_lr
 from results import record as record_lib
+from results.errors import ByolBenchError
 
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(ByolBenchError, RuntimeError):
     """The BYOL loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-class ConfigMismatchError(ValueError):
+class ConfigMismatchError(ByolBenchError, ValueError):
     """A run directory holds a run with a different config."""
 
 

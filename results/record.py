@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from results.errors import ByolBenchError
+
 SCHEMA = "byol-bench.record/1"
 KINDS = ("pretrain", "import", "eval", "published")
 STATUSES = ("complete", "failed")
@@ -48,7 +50,7 @@ _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 log = logging.getLogger(__name__)
 
 
-class RecordError(ValueError):
+class RecordError(ByolBenchError, ValueError):
     """A record that does not follow the schema; the message names the offending field."""
 
 

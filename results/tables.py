@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from results import render
+from results.errors import ByolBenchError
 from results.frame import records_frame
 from results.published import TRANSFER_METRICS, published_records
 from results.record import METRICS, Record, read_records
@@ -48,7 +49,7 @@ METRIC_NAMES = {
 PAPER_PROTOCOLS = list(dict.fromkeys(record.task.protocol for record in published_records()))
 
 
-class ProtocolMixError(ValueError):
+class ProtocolMixError(ByolBenchError, ValueError):
     """Two protocols would share a table column (docs/byol-protocol.md: mixing them is wrong)."""
 
 

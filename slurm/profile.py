@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from results.errors import ByolBenchError
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -22,7 +24,7 @@ PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 REQUIRED = ("partition", "time", "shared_dir")
 
 
-class ProfileError(ValueError):
+class ProfileError(ByolBenchError, ValueError):
     """A profile that is missing, malformed or unusable; the message says what to do."""
 
 

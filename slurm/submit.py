@@ -29,12 +29,13 @@ from pathlib import Path
 import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission, TorchDistributedEnvironment
 
+from results.errors import ByolBenchError
 from slurm.profile import Profile, ProfileError, load_profile, parse_time
 
 JOB_NOTE = "job-{job_id}.json"  # one small file per submission, beside the submitit logs
 
 
-class SlurmJobError(RuntimeError):
+class SlurmJobError(ByolBenchError, RuntimeError):
     """A SLURM job that failed or was cancelled; the message names its log."""
 
 
