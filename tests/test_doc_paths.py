@@ -416,3 +416,30 @@ def test_module_map_matches_the_tree():
 def test_planned_paths_are_not_there_yet():
     landed = sorted(path for path in PLANNED if path_exists(path))
     assert not landed, f"{landed} exist now: remove them from PLANNED in {Path(__file__).name}"
+
+
+def deviation_rows(path: str) -> list[str]:
+    """The rows of the deviations table (the first table after a heading with "Deviations")."""
+    text = (ROOT / path).read_text(encoding="utf-8")
+    section = re.split(r"^#+ .*Deviations.*$", text, maxsplit=1, flags=re.MULTILINE)[1]
+    rows = re.findall(r"^\|.*\|$", section.split("\n#", 1)[0], flags=re.MULTILINE)
+    return [row for row in rows[2:]]  # after the header and the |---| line
+
+
+def test_deviation_tables_agree_with_each_other_and_the_code():
+    rows = deviation_rows("README.md")
+    assert rows == deviation_rows("docs/protocols.md"), "README and docs/protocols.md differ"
+    tagged = {}  # tag -> files whose code carries DEVIATION(tag)
+    for path in sorted(tracked_files()):
+        if path.endswith(".py") and not path.startswith("tests/"):
+            text = (ROOT / path).read_text(encoding="utf-8")
+            for tag in re.findall(r"DEVIATION\(([\w\-]+)\)", text):
+                tagged.setdefault(tag, set()).add(path)
+    listed = {}
+    for row in rows:
+        tag = re.match(r"\| `([\w\-]+)`", row).group(1)
+        files = {path for path, _ in extract_paths(row.split("|")[2]) if path.endswith(".py")}
+        listed.setdefault(tag, set()).update(files)
+    assert sorted(listed) == sorted(tagged), "tags in the tables vs DEVIATION(<tag>) in the code"
+    for tag, files in listed.items():
+        assert files and files <= tagged[tag], f"{tag}: {sorted(files)} vs {sorted(tagged[tag])}"
