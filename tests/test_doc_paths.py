@@ -16,6 +16,8 @@ What counts as a repository path (`extract_paths`):
   `...` (any depth); `{a,b}` means each of a and b; a trailing "." or "," is punctuation;
 - `file.py:name` (no space) also names a function, class or top-level variable of that file
   (`Class.method` for a method).
+A style rule is cited as "docs/architecture.md, Conventions, rule N" (N must be a rule there);
+the old style guide (its file name, or the word STYLE and a rule number) is not in the repository.
 Commands: `python -m <module>` whose first component is a package of this repository must be a
 module (`<module>.py` or `<module>/__main__.py`). Make targets: `make <target>` in backticks or at
 the start of a line of a fenced block, in README.md and docs/*.md, must be a Makefile target.
@@ -64,6 +66,8 @@ _ROOT_FILE = re.compile(
     rf"(?<![\w./\-])(?:{'|'.join(map(re.escape, ROOT_FILES))}|[A-Za-z][\w\-]*\.md)(?![\w/])"
 )
 _MODULE = re.compile(r"python3? -m ([A-Za-z_][\w.]*)")
+_STYLE_RULE = re.compile(r"\bSTYLE(?:\.md)?,? (?:rules? )?\d+")  # the old style guide, not here
+_CONVENTION = re.compile(r"Conventions,? rules? (\d+)")
 _MAKE = re.compile(r"(?:`make ([\w\-]+)|^\s*make ([\w\-]+))", re.MULTILINE)
 
 
@@ -94,7 +98,19 @@ def extract_paths(text: str) -> list[tuple[str, str | None]]:
         found.append((path, name))
     for match in _ROOT_FILE.finditer(text):
         found.append((match.group(0), None))
+    found += [("STYLE.md", None) for match in _STYLE_RULE.finditer(text) if "." not in match[0]]
     return found
+
+
+def extract_conventions(text: str) -> list[str]:
+    """Rule numbers cited as "Conventions, rule N" (docs/architecture.md)."""
+    return _CONVENTION.findall(text)
+
+
+def convention_rules() -> set[str]:
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = text.split("## Conventions", 1)[1]
+    return set(re.findall(r"^(\d+)\. ", section, flags=re.MULTILINE))
 
 
 def extract_modules(text: str) -> list[str]:
@@ -202,6 +218,7 @@ def references(source: str, pieces: list[tuple[int, str]], markdown: bool) -> li
             where = first_line + offset
             found += [Reference(source, where, "path", p, n) for p, n in extract_paths(line)]
             found += [Reference(source, where, "module", m) for m in extract_modules(line)]
+            found += [Reference(source, where, "rule", n) for n in extract_conventions(line)]
         if markdown:
             for match in _MAKE.finditer(text):
                 line = first_line + text.count("\n", 0, match.start())
@@ -218,6 +235,8 @@ def broken(reference: Reference) -> str | None:
     """Why `reference` names nothing in the repository, or None."""
     if reference.kind == "module":
         return None if module_exists(reference.text) else "no such module"
+    if reference.kind == "rule":
+        return None if reference.text in convention_rules() else "no such rule in Conventions"
     if reference.kind == "make":
         return None if reference.text in makefile_targets() else "no such make target"
     if reference.text in OUTPUTS or reference.text in PLANNED:
@@ -273,6 +292,13 @@ def test_extractor_finds_repository_paths_and_only_those():
         ("pyproject.toml", None),
         ("STYLE.md", None),
     ]
+    assert extract_paths("loading is strict (STYLE 18); STYLE.md rule 16") == [
+        ("STYLE.md", None),
+        ("STYLE.md", None),
+    ]
+    assert extract_conventions("docs/architecture.md, Conventions, rule 18") == ["18"]
+    assert broken(Reference("x.py", 1, "rule", "18")) is None
+    assert broken(Reference("x.py", 1, "rule", "99")) == "no such rule in Conventions"
     assert extract_modules("python -m evaluate.linear --ckpt x; python -m pytest") == [
         "evaluate.linear"
     ]
