@@ -1,8 +1,8 @@
 """THE result record: one JSON file per event, written once, never edited (no torch import).
 
-Schema `byol-bench.record/1`, as specified in docs/architecture.md, "The record format". Every
-pretraining run, import, evaluation and published paper number is a `Record`; tables are pivots
-over records, never over logs.
+Schema `byol-bench.record/1`, as specified in docs/architecture.md, "The single shared record
+format". Every pretraining run, import, evaluation and published paper number is a `Record`;
+tables are pivots over records, never over logs.
 
 - Identity of weights: `checkpoint.weights_sha256` (SHA-256 over the sorted (name, dtype, shape,
   bytes) of the backbone state dict; see pretrain/checkpoint.py:weights_sha256).

@@ -16,6 +16,7 @@ What counts as a repository path (`extract_paths`):
   `...` (any depth); `{a,b}` means each of a and b; a trailing "." or "," is punctuation;
 - `file.py:name` (no space) also names a function, class or top-level variable of that file
   (`Class.method` for a method).
+A section is cited as `docs/<name>.md, "<the start of its heading>"` and must be there.
 A style rule is cited as "docs/architecture.md, Conventions, rule N" (N must be a rule there);
 the old style guide (its file name, or the word STYLE and a rule number) is not in the repository.
 Commands: `python -m <module>` whose first component is a package of this repository must be a
@@ -68,6 +69,7 @@ _ROOT_FILE = re.compile(
 _MODULE = re.compile(r"python3? -m ([A-Za-z_][\w.]*)")
 _STYLE_RULE = re.compile(r"\bSTYLE(?:\.md)?,? (?:rules? )?\d+")  # the old style guide, not here
 _CONVENTION = re.compile(r"Conventions,? rules? (\d+)")
+_SECTION = re.compile(r"(?<![\w/.\-])(docs/[\w\-]+\.md),? \"([^\"]+)\"")
 _MAKE = re.compile(r"(?:`make ([\w\-]+)|^\s*make ([\w\-]+))", re.MULTILINE)
 
 
@@ -100,6 +102,16 @@ def extract_paths(text: str) -> list[tuple[str, str | None]]:
         found.append((match.group(0), None))
     found += [("STYLE.md", None) for match in _STYLE_RULE.finditer(text) if "." not in match[0]]
     return found
+
+
+def extract_sections(text: str) -> list[tuple[str, str]]:
+    """(document, section) of every citation `docs/<name>.md, "<section heading>"`."""
+    return _SECTION.findall(text)
+
+
+def headings(path: str) -> list[str]:
+    text = (ROOT / path).read_text(encoding="utf-8")
+    return [line.lstrip("#").strip() for line in text.splitlines() if line.startswith("#")]
 
 
 def extract_conventions(text: str) -> list[str]:
@@ -219,6 +231,7 @@ def references(source: str, pieces: list[tuple[int, str]], markdown: bool) -> li
             found += [Reference(source, where, "path", p, n) for p, n in extract_paths(line)]
             found += [Reference(source, where, "module", m) for m in extract_modules(line)]
             found += [Reference(source, where, "rule", n) for n in extract_conventions(line)]
+            found += [Reference(source, where, "section", d, h) for d, h in extract_sections(line)]
         if markdown:
             for match in _MAKE.finditer(text):
                 line = first_line + text.count("\n", 0, match.start())
@@ -237,6 +250,12 @@ def broken(reference: Reference) -> str | None:
         return None if module_exists(reference.text) else "no such module"
     if reference.kind == "rule":
         return None if reference.text in convention_rules() else "no such rule in Conventions"
+    if reference.kind == "section":
+        if reference.text not in tracked_files():
+            return "no such document"
+        if not any(h.startswith(reference.name) for h in headings(reference.text)):
+            return f"{reference.text} has no section {reference.name!r}"
+        return None
     if reference.kind == "make":
         return None if reference.text in makefile_targets() else "no such make target"
     if reference.text in OUTPUTS or reference.text in PLANNED:
@@ -297,6 +316,13 @@ def test_extractor_finds_repository_paths_and_only_those():
         ("STYLE.md", None),
     ]
     assert extract_conventions("docs/architecture.md, Conventions, rule 18") == ["18"]
+    cited = 'docs/architecture.md, "Data flow"; docs/protocols.md "Deviations"'
+    assert extract_sections(cited) == [
+        ("docs/architecture.md", "Data flow"),
+        ("docs/protocols.md", "Deviations"),
+    ]
+    assert broken(Reference("x.py", 1, "section", "docs/architecture.md", "Data flow")) is None
+    assert "no section" in broken(Reference("x.py", 1, "section", "docs/protocols.md", "Data"))
     assert broken(Reference("x.py", 1, "rule", "18")) is None
     assert broken(Reference("x.py", 1, "rule", "99")) == "no such rule in Conventions"
     assert extract_modules("python -m evaluate.linear --ckpt x; python -m pytest") == [
