@@ -55,6 +55,9 @@ OUTPUTS = {
 PLANNED = {
     "evaluate/harness.py": "the one evaluation harness (replaces evaluate/cli.py)",
     "pretrain/sampling.py": "sample_seed and the one seeded batch sampler",
+    "pretrain/rundir.py": "the run-directory helper of the four resumable loops",
+    "pretrain/state.py": "pretraining's training state and RNG save/restore",
+    "pretrain/export_metadata.py": "export metadata and the pretrain record",
     "results/atomic.py": "the one atomic file writer",
 }
 
