@@ -28,7 +28,7 @@ MEMORY_BUDGET = 512 * 2**20  # bytes of the [chunk, N] similarity block
 class KnnConfig:
     """Weighted kNN, protocol `knn-cosine-t0.07/1` (Wu et al. 2018, "Unsupervised feature learning
     via non-parametric instance discrimination", Sec. 3.4; the monitor of many SSL reproductions,
-    e.g. CIFAR-10 R18 k=200 in docs/byol-protocol.md).
+    e.g. CIFAR-10 R18 k=200 in docs/protocols.md).
 
     Features of the centre crop (the cached features of the fast linear probe), L2-normalised.
     Each test image takes the k training images of highest cosine similarity; each votes for its

@@ -1,7 +1,7 @@
 """The BYOL paper's numbers as result records of kind "published", each citing its table.
 
 Source: Grill et al., "Bootstrap Your Own Latent", arXiv 2006.07733 v3 (NeurIPS 2020), as listed in
-docs/byol-protocol.md, "Published numbers". ResNet-50 (1x) unless the arch says otherwise; every
+docs/protocols.md, "Published numbers". ResNet-50 (1x) unless the arch says otherwise; every
 ImageNet number is pretrained for 1000 epochs. Because they are ordinary records, "ours vs paper" is
 an ordinary pivot (results/tables.py), and a published number shares a column only with ours
 measured under the same `task.protocol`.
@@ -107,7 +107,7 @@ def _record(table: str, method: str, arch: str, task: Task, metrics: dict) -> Re
 
 
 def published_records() -> list[Record]:
-    """Every number of docs/byol-protocol.md "Published numbers" (bar depth) as a record."""
+    """Every number of docs/protocols.md "Published numbers" (bar depth) as a record."""
     records = []
     for arch, (top1, top5) in _LINEAR.items():
         task = Task("linear", "imagenet", "val", "byol-paper/1")

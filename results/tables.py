@@ -50,7 +50,7 @@ PAPER_PROTOCOLS = list(dict.fromkeys(record.task.protocol for record in publishe
 
 
 class ProtocolMixError(ByolBenchError, ValueError):
-    """Two protocols would share a table column (docs/byol-protocol.md: mixing them is wrong)."""
+    """Two protocols would share a table column (docs/protocols.md: mixing them is wrong)."""
 
 
 @dataclass(frozen=True)

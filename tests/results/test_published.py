@@ -1,4 +1,4 @@
-"""The paper's numbers as records: valid, cited, complete, and equal to docs/byol-protocol.md."""
+"""The paper's numbers as records: valid, cited, complete, and equal to docs/protocols.md."""
 
 from collections import Counter
 

@@ -5,7 +5,7 @@ source. The name goes into every record's `task.protocol`; tables never mix two 
     moco-detectron2-c4-24k/1  MoCo's detectron2 VOC07+12 R50-C4 24k (what most frameworks report)
     coco-maskrcnn-fpn-1x/1    detectron2's Mask R-CNN R50-FPN 1x on COCO (box and mask AP)
 
-docs/byol-protocol.md warns that the first two differ by several AP50 points for every method: they
+docs/protocols.md warns that the first two differ by several AP50 points for every method: they
 are different protocols, never one column.
 """
 
