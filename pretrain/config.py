@@ -29,11 +29,15 @@ class PretrainConfig:
     """BYOL pretraining (BYOL v3, Sec. 3.3 and App. B); defaults: R50, ImageNet, 1000 epochs."""
 
     # Data
-    dataset: str = cited("imagenet", "imagenet | cifar10 | cifar100 | fmnist | folder | synthetic")
+    dataset: str = cited(
+        "imagenet", "data set: imagenet | cifar10 | cifar100 | fmnist | folder | synthetic"
+    )
     data: str | None = cited(
         None, "data set root on disk (fmnist defaults to Debian's copy; synthetic needs none)"
     )
-    image_size: int = cited(224, "BYOL v3, App. B: random crops resized to 224x224")
+    image_size: int = cited(
+        224, "view size in pixels; BYOL v3, App. B: random crops resized to 224x224"
+    )
     small_image_augment: bool = cited(
         False, "28-32 px variant of the augmentations (no blur; see pretrain/augment.py)"
     )
@@ -41,35 +45,41 @@ class PretrainConfig:
         None, "class-balanced subset of the training set, images per class (demos; default: all)"
     )
     # Networks
-    backbone: str = cited("resnet50", "BYOL v3, Sec. 3.3: ResNet-50 v1")
+    backbone: str = cited(
+        "resnet50", "encoder (pretrain/backbones.py); BYOL v3, Sec. 3.3: ResNet-50 v1"
+    )
     cifar_stem: bool = cited(
         False, "3x3 stride-1 stem, no max-pool, for 28-32 px data (not in the paper)"
     )
-    projector_hidden_dim: int = cited(4096, "BYOL v3, Sec. 3.3: MLP 2048 -> 4096 -> 256")
-    projection_dim: int = cited(256, "BYOL v3, Sec. 3.3: projection output size")
+    projector_hidden_dim: int = cited(
+        4096, "projector hidden size; BYOL v3, Sec. 3.3: MLP 2048 -> 4096 -> 256"
+    )
+    projection_dim: int = cited(256, "projection (and prediction) size; BYOL v3, Sec. 3.3")
     predictor_hidden_dim: int = cited(
-        4096, "BYOL v3, Sec. 3.3: the predictor has the projector's architecture"
+        4096, "predictor hidden size; BYOL v3, Sec. 3.3: the projector's architecture"
     )
     # Optimisation
     batch_size: int = cited(4096, "global batch over all processes; BYOL v3, App. B")
-    epochs: int = cited(1000, "BYOL v3, App. B")
+    epochs: int = cited(1000, "pretraining epochs; BYOL v3, App. B")
     warmup_epochs: float = cited(10, "linear learning-rate warm-up; BYOL v3, App. B")
-    base_lr: float = cited(0.2, "BYOL v3, App. B: lr = 0.2 x BatchSize / 256")
-    weight_decay: float = cited(1.5e-6, "BYOL v3, App. B (1000 epochs)")
+    base_lr: float = cited(
+        0.2, "LARS learning rate at batch 256; BYOL v3, App. B: lr = 0.2 x BatchSize / 256"
+    )
+    weight_decay: float = cited(1.5e-6, "LARS weight decay; BYOL v3, App. B (1000 epochs)")
     momentum: float = cited(0.9, "BYOL v3, App. B: LARS momentum")
     lars_eta: float = cited(1e-3, "BYOL v3, App. B: LARS trust coefficient")
     tau_base: float = cited(0.996, "BYOL v3, Sec. 3.3: target decay rate at step 0")
     # Online linear probe (monitoring only; detached features)
     probe_lr: float = cited(
         0.1,
-        "online linear probe (monitoring only): SGD momentum 0.9 on detached features; "
-        "not stated in the paper",
+        "learning rate of the online linear probe (monitoring only; SGD momentum 0.9 on "
+        "detached features); not stated in the paper",
     )
     # Run
     seed: int = cited(
         0, "seed of the initial weights, the subset, the sample order and the augmentations"
     )
-    precision: str = cited("fp32", "fp32 | bf16 (autocast)")
+    precision: str = cited("fp32", "arithmetic: fp32 | bf16 (autocast)")
     channels_last: bool = cited(
         True, "memory layout only: faster convolutions on CPU (oneDNN) and GPU"
     )
@@ -272,8 +282,8 @@ def _parse_bool(text: str) -> bool:
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One ``--field-name`` flag per PretrainConfig field, its help the field's cited comment."""
     group = parser.add_argument_group(
-        "config overrides (default: the preset's value; the defaults shown are PretrainConfig's, "
-        "the paper's, which preset byol_r50_in1k keeps)"
+        "config overrides (default: the --preset's value; the defaults shown are the paper's: "
+        "PretrainConfig, preset byol_r50_in1k)"
     )
     for field in fields(PretrainConfig):
         kind = _field_type(field)
@@ -282,7 +292,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             dest=field.name,
             type=_parse_bool if kind is bool else kind,
             default=None,
-            metavar=kind.__name__.upper(),
+            choices=CHOICES.get(field.name),  # a wrong word is a usage error (exit 2)
+            metavar=None if field.name in CHOICES else kind.__name__.upper(),
             help=flag_help(field),
         )
 
