@@ -137,7 +137,9 @@ HELP = {  # BenchConfig field -> its flag's help text
 
 
 def parse_config(argv: list[str] | None) -> BenchConfig:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.linear", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.linear", description=__doc__, allow_abbrev=False
+    )
     for field in fields(BenchConfig):
         flag = "--" + field.name.replace("_", "-")
         parser.add_argument(

@@ -306,6 +306,7 @@ def parse_config(argv: list[str] | None = None) -> StepBenchConfig:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.step",
         description="BYOL step img/s: byol-bench vs lightly vs byol-pytorch vs the backbone bound.",
+        allow_abbrev=False,
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda: GPU defaults)")
     for field in dataclasses.fields(StepBenchConfig):

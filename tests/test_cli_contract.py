@@ -4,7 +4,8 @@ Every module under the packages with `main(argv=None)` and an `if __name__ == "_
 (or a package `__main__.py`) is a CLI and must be in CLIS, so a new CLI cannot be left out:
 (a) `--help` exits 0 and every option of every parser it builds has a help text;
 (b) an unknown flag is a usage error (exit 2), and so is `--fast` where the CLI has no cheap
-    recorded variant of its protocol;
+    recorded variant of its protocol, and an abbreviation: `--he` is not `--help`, nor is an old
+    spelling such as `--ckpt-every` a new one's prefix (parsers take allow_abbrev=False);
 (c) an input that does not exist (a checkpoint, a records dir, a run dir, a data set) fails the
     run (exit 1) with exactly one `error: <sentence>` line naming it and no traceback.
 The benchmarks are scripts that print figures: they take (a) and (b) only.
@@ -149,6 +150,15 @@ def test_unknown_flags_and_fast_without_a_cheap_variant_are_usage_errors(tmp_pat
     assert result.returncode == 2, result.stderr[-2000:]
     assert f"error: unrecognized arguments: {' '.join(unknown)}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("name", list(CLIS))
+def test_abbreviations_are_unknown_flags(tmp_path, name):
+    cli = CLIS[name]
+    given = [arg.format(missing=tmp_path / "missing") for arg in cli.missing_input or ()]
+    result = run(tmp_path, *cli.words, *given, "--he")
+    assert result.returncode == 2, f"{name} took --he for --help: pass allow_abbrev=False"
+    assert "error: unrecognized arguments: --he" in result.stderr
 
 
 @pytest.mark.parametrize("name", RUNS)
