@@ -109,7 +109,7 @@ def loader_rate(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.data", description=__doc__.splitlines()[0]
+        prog="python -m benchmarks.data", description=__doc__.splitlines()[0], allow_abbrev=False
     )
     parser.add_argument("--device", default="cpu", help="where the device path finishes views")
     parser.add_argument("--root", default="/tmp/byol-bench-data-bench", help="ImageFolder to write")

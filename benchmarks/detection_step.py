@@ -66,8 +66,11 @@ def seconds_per_iteration(model: str, args, device: torch.device) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.detection_step",
-                                     description=__doc__.split("\n")[0])  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.detection_step",
+        description=__doc__.split("\n")[0],
+        allow_abbrev=False,
+    )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default cpu")
     parser.add_argument("--arch", default="resnet18", help="backbone (default resnet18)")
     parser.add_argument("--size", type=int, default=96, help="short side in pixels (default 96)")

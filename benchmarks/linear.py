@@ -121,11 +121,33 @@ def knn_seconds(config: BenchConfig, device) -> float:
     )
 
 
+HELP = {  # BenchConfig field -> its flag's help text
+    "arch": "backbone (random weights)",
+    "image_size": "input size in pixels",
+    "num_images": "images of the sweep and extraction measurements",
+    "batch_size": "images per batch",
+    "epochs": "epochs of each sweep measurement",
+    "num_workers": "data-loader processes of the extraction measurement",
+    "device": "cpu or cuda",
+    "knn_train": "training features of the kNN measurement",
+    "knn_test": "test features of the kNN measurement",
+    "knn_dim": "feature dimension of the kNN measurement",
+    "cached_features": "samples of the cached-feature sweep measurement",
+}
+
+
 def parse_config(argv: list[str] | None) -> BenchConfig:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.linear", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.linear", description=__doc__, allow_abbrev=False
+    )
     for field in fields(BenchConfig):
         flag = "--" + field.name.replace("_", "-")
-        parser.add_argument(flag, type=type(field.default), default=field.default)
+        parser.add_argument(
+            flag,
+            type=type(field.default),
+            default=field.default,
+            help=f"{HELP[field.name]} (default: %(default)s)",
+        )
     return BenchConfig(**vars(parser.parse_args(argv)))
 
 

@@ -288,10 +288,25 @@ def print_table(config: StepBenchConfig, result: dict) -> None:
         print(f"{name:<16}{rates[name]:>10.1f}{ratio_bound:>10}{ratio_peer:>16}{memory_text:>10}")
 
 
+HELP = {  # StepBenchConfig field -> its flag's help text
+    "arch": "backbone of every contender",
+    "image_size": "input size in pixels",
+    "batch_size": "images per step",
+    "precision": "fp32 | bf16 (autocast, every contender)",
+    "compile": "byol-bench's torch.compile: auto | on | off (auto: on for CUDA)",
+    "channels_last": "byol-bench and the bound; peers keep their default layout",
+    "warmup_steps": "untimed steps per contender",
+    "steps": "timed steps per round",
+    "rounds": "round-robin rounds on CPU",
+    "threads": "CPU: torch threads (0: torch's default)",
+}
+
+
 def parse_config(argv: list[str] | None = None) -> StepBenchConfig:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.step",
         description="BYOL step img/s: byol-bench vs lightly vs byol-pytorch vs the backbone bound.",
+        allow_abbrev=False,
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda: GPU defaults)")
     for field in dataclasses.fields(StepBenchConfig):
@@ -304,10 +319,15 @@ def parse_config(argv: list[str] | None = None) -> StepBenchConfig:
             if kind is bool
             else kind,
             default=None,
-            help=f"default {field.default} (GPU: {gpu_defaults().get(field.name, field.default)})",
+            help=f"{HELP[field.name]} (default {field.default}; GPU: "
+            f"{gpu_defaults().get(field.name, field.default)})",
         )
     parser.add_argument(
-        "--contenders", nargs="+", choices=CONTENDERS, default=None, help="default: all"
+        "--contenders",
+        nargs="+",
+        choices=CONTENDERS,
+        default=None,
+        help="what to time (default: all)",
     )
     args = parser.parse_args(argv)
     values = gpu_defaults() if args.device.startswith("cuda") else {}

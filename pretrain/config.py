@@ -1,9 +1,9 @@
 """PretrainConfig: every setting of a BYOL pretraining run, with the paper's defaults cited.
 
 Defaults are BYOL v3 (Grill et al., 2020, arXiv 2006.07733) for ResNet-50 on ImageNet, 1000 epochs.
-Presets are plain functions returning configs; command-line flags override their fields.
-Derived values (scaled learning rate, total steps) are computed by functions and logged, never
-written back here.
+Presets are plain functions returning configs; command-line flags override their fields, and each
+flag's --help text is its field's cited comment (`cited`). Derived values (scaled learning rate,
+total steps) are computed by functions and logged, never written back here.
 """
 
 import argparse
@@ -12,53 +12,98 @@ import types
 import typing
 from dataclasses import dataclass, fields, replace
 
+from results.errors import ByolBenchError
+
+
+class ConfigError(ByolBenchError, ValueError):
+    """A config value or preset name that does not exist; the message lists the valid ones."""
+
+
+def cited(default, source: str) -> typing.Any:
+    """A dataclass field: its default and what it is, with its source (the flag's --help text)."""
+    return dataclasses.field(default=default, metadata={"help": source})
+
 
 @dataclass(frozen=True)
 class PretrainConfig:
     """BYOL pretraining (BYOL v3, Sec. 3.3 and App. B); defaults: R50, ImageNet, 1000 epochs."""
 
     # Data
-    dataset: str = "imagenet"  # imagenet | cifar10 | cifar100 | fmnist | folder | synthetic
-    data: str | None = None  # data set root on disk (fmnist defaults to Debian's copy)
-    image_size: int = 224  # BYOL v3, App. B: random crops resized to 224x224
-    small_image_augment: bool = (
-        False  # 28-32 px variant of the augmentations (no blur; see augment.py)
+    dataset: str = cited(
+        "imagenet", "data set: imagenet | cifar10 | cifar100 | fmnist | folder | synthetic"
     )
-    train_subset_per_class: int | None = None  # class-balanced subset of the training set (demo)
+    data: str | None = cited(
+        None, "data set root on disk (fmnist defaults to Debian's copy; synthetic needs none)"
+    )
+    image_size: int = cited(
+        224, "view size in pixels; BYOL v3, App. B: random crops resized to 224x224"
+    )
+    small_image_augment: bool = cited(
+        False, "28-32 px variant of the augmentations (no blur; see pretrain/augment.py)"
+    )
+    train_subset_per_class: int | None = cited(
+        None, "class-balanced subset of the training set, images per class (demos; default: all)"
+    )
     # Networks
-    backbone: str = "resnet50"  # BYOL v3, Sec. 3.3: ResNet-50 v1
-    cifar_stem: bool = False  # 3x3 stride-1 stem, no max-pool, for 28-32 px data (not in the paper)
-    projector_hidden_dim: int = 4096  # BYOL v3, Sec. 3.3: MLP 2048 -> 4096 -> 256
-    projection_dim: int = 256  # BYOL v3, Sec. 3.3
-    predictor_hidden_dim: int = 4096  # BYOL v3, Sec. 3.3: same architecture as the projector
+    backbone: str = cited(
+        "resnet50", "encoder (pretrain/backbones.py); BYOL v3, Sec. 3.3: ResNet-50 v1"
+    )
+    cifar_stem: bool = cited(
+        False, "3x3 stride-1 stem, no max-pool, for 28-32 px data (not in the paper)"
+    )
+    projector_hidden_dim: int = cited(
+        4096, "projector hidden size; BYOL v3, Sec. 3.3: MLP 2048 -> 4096 -> 256"
+    )
+    projection_dim: int = cited(256, "projection (and prediction) size; BYOL v3, Sec. 3.3")
+    predictor_hidden_dim: int = cited(
+        4096, "predictor hidden size; BYOL v3, Sec. 3.3: the projector's architecture"
+    )
     # Optimisation
-    batch_size: int = 4096  # global batch; BYOL v3, App. B
-    epochs: int = 1000  # BYOL v3, App. B
-    warmup_epochs: float = 10  # BYOL v3, App. B
-    base_lr: float = 0.2  # BYOL v3, App. B: lr = 0.2 x BatchSize / 256
-    weight_decay: float = 1.5e-6  # BYOL v3, App. B (1000 epochs)
-    momentum: float = 0.9  # BYOL v3, App. B: LARS momentum
-    lars_eta: float = 1e-3  # BYOL v3, App. B: LARS trust coefficient
-    tau_base: float = 0.996  # BYOL v3, Sec. 3.3: target decay rate at step 0
+    batch_size: int = cited(4096, "global batch over all processes; BYOL v3, App. B")
+    epochs: int = cited(1000, "pretraining epochs; BYOL v3, App. B")
+    warmup_epochs: float = cited(10, "linear learning-rate warm-up; BYOL v3, App. B")
+    base_lr: float = cited(
+        0.2, "LARS learning rate at batch 256; BYOL v3, App. B: lr = 0.2 x BatchSize / 256"
+    )
+    weight_decay: float = cited(1.5e-6, "LARS weight decay; BYOL v3, App. B (1000 epochs)")
+    momentum: float = cited(0.9, "BYOL v3, App. B: LARS momentum")
+    lars_eta: float = cited(1e-3, "BYOL v3, App. B: LARS trust coefficient")
+    tau_base: float = cited(0.996, "BYOL v3, Sec. 3.3: target decay rate at step 0")
     # Online linear probe (monitoring only; detached features)
-    probe_lr: float = 0.1  # not stated: SGD momentum 0.9 on detached features
+    probe_lr: float = cited(
+        0.1,
+        "learning rate of the online linear probe (monitoring only; SGD momentum 0.9 on "
+        "detached features); not stated in the paper",
+    )
     # Run
-    seed: int = 0
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
-    channels_last: bool = True  # memory layout only: faster convolutions on CPU (oneDNN) and GPU
-    compile: str = "auto"  # auto | on | off: torch.compile the BYOL forward (auto: on for CUDA)
-    augment_on: str = "auto"  # auto | loader | device: where the photometric ops run (views.py)
-    num_workers: int = 8
-    ckpt_every_min: float = 10.0  # also at every epoch end
-    keep_every_epochs: int = 100  # checkpoints/epoch_XXXX.pt kept every N epochs (0 = never)
-    max_steps: int | None = None  # stop early (smoke tests, demos); the schedule is unchanged
-    log_every_steps: int = 10  # host synchronisation interval for progress and checks
-    records: str | None = None  # result records (default: <run dir>/../records, the contract's)
+    seed: int = cited(
+        0, "seed of the initial weights, the subset, the sample order and the augmentations"
+    )
+    precision: str = cited("fp32", "arithmetic: fp32 | bf16 (autocast)")
+    channels_last: bool = cited(
+        True, "memory layout only: faster convolutions on CPU (oneDNN) and GPU"
+    )
+    compile: str = cited(
+        "auto", "auto | on | off: torch.compile the BYOL forward (auto: on for CUDA)"
+    )
+    augment_on: str = cited(
+        "auto", "auto | loader | device: where the photometric ops run (pretrain/views.py)"
+    )
+    num_workers: int = cited(8, "data-loader processes per training process")
+    ckpt_every_min: float = cited(10.0, "minutes between checkpoints (also one at every epoch end)")
+    keep_every_epochs: int = cited(100, "keep checkpoints/epoch_XXXX.pt every N epochs (0: never)")
+    max_steps: int | None = cited(
+        None, "stop after this many steps (smoke tests, demos); the schedule is unchanged"
+    )
+    log_every_steps: int = cited(10, "host synchronisation interval for progress and checks")
+    records: str | None = cited(
+        None, "result records directory (default: <run dir>/../records, the contract's)"
+    )
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(
+                raise ConfigError(
                     f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
                 )
 
@@ -100,7 +145,7 @@ def byol_r50_in1k(epochs: int = 1000) -> PretrainConfig:
         40: (0.45, 0.97, 1e-6),
     }
     if epochs not in table:
-        raise ValueError(f"byol_r50_in1k has presets for epochs {sorted(table)}, not {epochs}")
+        raise ConfigError(f"byol_r50_in1k has presets for epochs {sorted(table)}, not {epochs}")
     base_lr, tau_base, weight_decay = table[epochs]
     return PretrainConfig(
         epochs=epochs, base_lr=base_lr, tau_base=tau_base, weight_decay=weight_decay
@@ -110,7 +155,7 @@ def byol_r50_in1k(epochs: int = 1000) -> PretrainConfig:
 def byol_r18_cifar10() -> PretrainConfig:
     """ResNet-18 with a CIFAR stem on CIFAR-10 (not in the paper).
 
-    Settings of the public reproductions listed in byol-protocol.md (1000 epochs, batch 256, 92.6%
+    Settings of the public reproductions listed in docs/protocols.md (1000 epochs, batch 256, 92.6%
     online linear top-1): LARS lr 1.0 at batch 256, weight decay 1e-5, tau_base 0.99, no blur.
     """
     return PretrainConfig(
@@ -214,7 +259,7 @@ PRESETS = {
 def preset(name: str) -> PretrainConfig:
     """The named preset; an unknown name raises with the list of known ones."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
+        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
     return PRESETS[name]()
 
 
@@ -235,8 +280,11 @@ def _parse_bool(text: str) -> bool:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One ``--field-name`` flag per PretrainConfig field (default: the preset's value)."""
-    group = parser.add_argument_group("config overrides (default: the preset's value)")
+    """One ``--field-name`` flag per PretrainConfig field, its help the field's cited comment."""
+    group = parser.add_argument_group(
+        "config overrides (default: the --preset's value; the defaults shown are the paper's: "
+        "PretrainConfig, preset byol_r50_in1k)"
+    )
     for field in fields(PretrainConfig):
         kind = _field_type(field)
         group.add_argument(
@@ -244,8 +292,19 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             dest=field.name,
             type=_parse_bool if kind is bool else kind,
             default=None,
-            metavar=kind.__name__.upper(),
+            choices=CHOICES.get(field.name),  # a wrong word is a usage error (exit 2)
+            metavar=None if field.name in CHOICES else kind.__name__.upper(),
+            help=flag_help(field),
         )
+
+
+def flag_help(field: dataclasses.Field) -> str:
+    """The field's cited comment, with its default unless that is None (the comment says what
+    None means); escaped for argparse, which %-formats help texts."""
+    text = field.metadata["help"]
+    if field.default is not None:
+        text += f" (default: {field.default})"
+    return text.replace("%", "%%")
 
 
 def config_from_args(args: argparse.Namespace) -> PretrainConfig:

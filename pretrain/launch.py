@@ -21,20 +21,26 @@ from pathlib import Path
 
 from pretrain.config import (
     PRESETS,
+    ConfigError,
     PretrainConfig,
     add_config_arguments,
     config_differences,
     config_from_args,
 )
+from results.errors import ByolBenchError
 from slurm import status as slurm_status
 from slurm import submit as slurm_submit
 
+RENAMED_FLAGS = {"--gpus": "--nproc"}  # old spelling -> the contract's; the old one is refused
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+
+def build_parser() -> argparse.ArgumentParser:
+    """`python -m pretrain.launch`'s parser: run flags, SLURM flags, one flag per config field."""
     parser = argparse.ArgumentParser(
         prog="python -m pretrain.launch",
         description="BYOL pretraining (Grill et al. 2020), faithful to the paper's protocol.",
         epilog="Presets: " + ", ".join(sorted(PRESETS)),
+        allow_abbrev=False,  # --gpus must not silently mean --gpus-per-node
     )
     parser.add_argument(
         "--preset",
@@ -54,11 +60,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--nproc",
-        "--gpus",
-        dest="nproc",
         type=int,
         default=1,
-        help="local processes (one per GPU; gloo processes on CPU), torchrun-style",
+        help="local processes, torchrun-style: one per GPU, or gloo processes on CPU (default 1)",
     )
     parser.add_argument(
         "--status",
@@ -68,6 +72,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     slurm_submit.add_slurm_arguments(parser)
     add_config_arguments(parser)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The arguments; usage errors (unknown, renamed or SLURM-only flags) exit with status 2."""
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    for old in sorted({arg.split("=")[0] for arg in argv} & RENAMED_FLAGS.keys()):
+        parser.error(f"{old} is now {RENAMED_FLAGS[old]}: local processes, one per GPU")
     args = parser.parse_args(argv)
     try:
         slurm_submit.check_slurm_flags(args)
@@ -131,7 +144,7 @@ def submit_to_slurm(args: argparse.Namespace, config: PretrainConfig) -> None:
     """Submit this run as a SLURM job (profile + flags); print where it runs and logs."""
     profile = slurm_submit.profile_from_args(args)
     if args.nproc != 1:
-        raise ValueError(
+        raise ConfigError(
             "--nproc is for local runs; with --slurm use --gpus-per-node/--tasks-per-node"
         )
     run_dir = Path(args.run_dir or Path(profile.shared_dir) / "runs" / args.preset).absolute()
@@ -139,7 +152,7 @@ def submit_to_slurm(args: argparse.Namespace, config: PretrainConfig) -> None:
     saved = json.loads(config_path.read_text()) if config_path.exists() else None
     differences = config_differences(saved, config) if saved else []
     if differences:  # refuse here, not minutes later on a node
-        raise ValueError(
+        raise ConfigError(
             f"{run_dir} holds a run with a different config ({'; '.join(differences)}). "
             "Use another --run-dir, or the same settings to resume it."
         )
@@ -162,13 +175,13 @@ def submit_to_slurm(args: argparse.Namespace, config: PretrainConfig) -> None:
 
 def print_status(run_dir: str) -> None:
     """Step and last checkpoint of a run dir, then its SLURM jobs and the newest log's tail."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        sys.exit(f"error: {run_dir} holds no run (no config.json); pass the --run-dir of a run")
     import torch
 
     from pretrain.checkpoint import last_checkpoint_path
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
-        sys.exit(f"error: {run_dir} holds no run (no config.json)")
     print(f"run dir: {run_dir.resolve()}")
     last = last_checkpoint_path(run_dir)
     if last.exists():
@@ -193,25 +206,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.status:
         return print_status(args.status)
-    if args.slurm:  # submission imports no torch: login nodes stay quick
-        try:
-            return submit_to_slurm(args, config_from_args(args))
-        except slurm_submit.SlurmJobError as error:
-            sys.exit(f"error: {error}\nThe run dir is intact: rerun the same command to resume.")
-        except ValueError as error:
-            sys.exit(f"error: {error}")
-    from pretrain.checkpoint import CheckpointError
-    from pretrain.data import DataError
-    from pretrain.train import ConfigMismatchError, NonFiniteLossError
-
     try:
         config = config_from_args(args)
+        if args.slurm:  # submission imports no torch: login nodes stay quick
+            return submit_to_slurm(args, config)
         run_dir = args.run_dir or os.path.join("runs", args.preset)
         export_path = run_local(config, run_dir, args.device, args.nproc)
-    except (DataError, ConfigMismatchError, CheckpointError, ValueError) as error:
+    except slurm_submit.SlurmJobError as error:
+        sys.exit(f"error: {error} The run dir is intact: rerun the same command to resume.")
+    except (ByolBenchError, ValueError) as error:  # ValueError: build_run's size checks
         sys.exit(f"error: {error}")
-    except NonFiniteLossError as error:
-        sys.exit(f"stopped: {error}")
     print(f"run dir: {os.path.abspath(run_dir)}")
     if export_path is not None:
         print(f"export:  {export_path}")

@@ -27,6 +27,7 @@ matplotlib.use("Agg")  # no display; must precede any other matplotlib import
 from matplotlib.figure import Figure  # noqa: E402
 
 from results import render  # noqa: E402
+from results.errors import ByolBenchError  # noqa: E402
 from results.frame import select_latest  # noqa: E402
 from results.record import Record, read_records, to_dict, utc_now  # noqa: E402
 from results.tables import build_tables  # noqa: E402
@@ -197,11 +198,14 @@ def parse_config(argv: list[str] | None) -> ReportConfig:
     parser = argparse.ArgumentParser(
         prog="python -m results.report",
         description="One self-contained HTML report: tables, curves, provenance.",
+        allow_abbrev=False,
     )
     parser.add_argument("--records", required=True, help="directory of result records")
     parser.add_argument("--runs", help="a run directory, or a directory of run directories")
     parser.add_argument("--out", help="HTML file (default: report.html beside --records)")
-    parser.add_argument("--title", default=ReportConfig.title)
+    parser.add_argument(
+        "--title", default=ReportConfig.title, help=f"page title (default: {ReportConfig.title})"
+    )
     args = parser.parse_args(argv)
     return ReportConfig(args.records, args.runs, args.out, args.title)
 
@@ -222,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     config = parse_config(argv)
     try:
         path = write_report(config)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ByolBenchError) as error:  # no records dir, mixed protocols
         sys.exit(f"error: {error}")
     print(f"report: {path.resolve()}")
 

@@ -244,12 +244,17 @@ def parse_config(argv: list[str] | None) -> TablesConfig:
         prog="python -m results.tables",
         description="The BYOL paper's tables from result records, ours next to the paper's.",
         epilog="Cells: the latest complete record per (weights, task, protocol).",
+        allow_abbrev=False,
     )
     parser.add_argument("--records", required=True, help="directory of result records")
-    parser.add_argument("--format", choices=list(FORMATS), default="md")
+    parser.add_argument(
+        "--format", choices=list(FORMATS), default="md", help="output format (default: md)"
+    )
     parser.add_argument("--out", help="write one file per table here (default: stdout)")
     names = [spec.name for spec in SPECS]
-    parser.add_argument("--table", nargs="+", choices=names, default=[], help="default: all")
+    parser.add_argument(
+        "--table", nargs="+", choices=names, default=[], help="tables to build (default: all)"
+    )
     args = parser.parse_args(argv)
     return TablesConfig(args.records, args.format, args.out, tuple(args.table))
 
@@ -268,12 +273,11 @@ def write_tables(tables: list[Table], fmt: str, out: str | Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> None:
     config = parse_config(argv)
-    try:
-        records = read_records(config.records)
-    except FileNotFoundError as error:
-        sys.exit(f"error: {error}")
     specs = tuple(spec for spec in SPECS if not config.tables or spec.name in config.tables)
-    tables = build_tables(records, specs)
+    try:
+        tables = build_tables(read_records(config.records), specs)
+    except (FileNotFoundError, ByolBenchError) as error:  # no records dir, mixed protocols
+        sys.exit(f"error: {error}")
     if not tables:
         sys.exit(
             f"error: no evaluation records in {config.records} for tables "

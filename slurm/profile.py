@@ -4,21 +4,17 @@
     slurm/profiles/example.toml   every field, annotated: copy it to slurm/profiles/<site>.toml
 
 `--profile NAME` reads slurm/profiles/NAME.toml; `--profile path/to/site.toml` reads that file.
-No partition, account or path appears in code (STYLE.md rule 16).
+No partition, account or path appears in code: site facts live in the profiles only.
 """
 
 import dataclasses
 import os
 import re
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from results.errors import ByolBenchError
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    tomllib = None
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 REQUIRED = ("partition", "time", "shared_dir")
@@ -82,8 +78,6 @@ def load_profile(name_or_path: str, **overrides) -> Profile:
             f"{', '.join(known_profiles())}. To add your cluster, copy "
             f"{PROFILES_DIR / 'example.toml'} to {PROFILES_DIR}/<name>.toml and fill it in."
         )
-    if tomllib is None:
-        raise ProfileError("reading SLURM profiles needs Python >= 3.11 (tomllib)")
     try:
         values = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:

@@ -58,27 +58,24 @@ class Job(Checkpointable):
 
 def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
     """The `--slurm` flags every CLI shares (overrides of the profile's values)."""
-    group = parser.add_argument_group("SLURM (submit this command as a job instead of running it)")
-    group.add_argument("--slurm", action="store_true", help="submit through slurm/ (submitit)")
-    group.add_argument(
-        "--profile",
-        default=None,
-        help="cluster profile: slurm/profiles/NAME.toml, or a path to a .toml file",
+    group = parser.add_argument_group(
+        "SLURM (submit this command as a job instead of running it; slurm/profiles/*.toml)"
     )
-    group.add_argument("--nodes", type=int, default=None, help="default: the profile's")
-    group.add_argument("--gpus-per-node", type=int, default=None, help="default: the profile's")
-    group.add_argument(
-        "--tasks-per-node", type=int, default=None, help="default: one per GPU (1 without GPUs)"
+    add = group.add_argument
+    add("--slurm", action="store_true", help="submit this command as a SLURM job (submitit)")
+    add("--profile", help="cluster profile: slurm/profiles/NAME.toml, or a path to a .toml file")
+    add("--nodes", type=int, help="nodes of the job (default: the profile's)")
+    add("--gpus-per-node", type=int, help="GPUs reserved on each node (default: the profile's)")
+    add(
+        "--tasks-per-node",
+        type=int,
+        help="processes on each node (default: the profile's, else one per GPU, 1 without GPUs)",
     )
-    group.add_argument("--cpus-per-task", type=int, default=None, help="default: the profile's")
-    group.add_argument("--mem-gb", type=float, default=None, help="default: the profile's")
-    group.add_argument(
-        "--time", default=None, help="time limit per job: minutes, HH:MM:SS or D-HH:MM:SS"
-    )
-    group.add_argument(
-        "--after", default=None, help="comma-separated job ids that must succeed first (afterok)"
-    )
-    group.add_argument("--wait", action="store_true", help="wait for the job and report its end")
+    add("--cpus-per-task", type=int, help="CPU cores of each process (default: the profile's)")
+    add("--mem-gb", type=float, help="memory per node in GB (default: the profile's)")
+    add("--time", help="time limit per job: minutes, HH:MM:SS or D-HH:MM:SS (default: profile's)")
+    add("--after", help="comma-separated SLURM job ids that must succeed first (afterok)")
+    add("--wait", action="store_true", help="wait for the job and report how it ended")
 
 
 SLURM_ONLY_FLAGS = (
@@ -307,7 +304,7 @@ def submit_cli_if_requested(module: str, argv: Sequence[str] | None = None) -> b
     --slurm return False (run here)."""
     import sys
 
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # --gpus is not --gpus-*
     add_slurm_arguments(parser)
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else list(argv))
     check_slurm_flags(args)

@@ -6,6 +6,7 @@ import pytest
 
 from pretrain.config import (
     PRESETS,
+    ConfigError,
     PretrainConfig,
     byol_r50_in1k,
     config_differences,
@@ -77,3 +78,48 @@ def test_config_differences_ignore_runtime_fields():
     assert config_differences(saved, changed) == []
     changed = dataclasses.replace(PretrainConfig(), tau_base=0.99)
     assert config_differences(saved, changed) == ["tau_base: run has 0.996, now 0.99"]
+
+
+def test_every_field_carries_its_help_and_the_dataclass_stays_frozen():
+    for field in dataclasses.fields(PretrainConfig):
+        assert field.metadata.get("help", "").strip(), f"{field.name} has no help metadata"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        PretrainConfig().base_lr = 1.0  # type: ignore[misc]
+
+
+def help_entries(text: str) -> dict[str, str]:
+    """argparse --help output -> {first option string: its whole entry, on one line}."""
+    entries: dict[str, str] = {}
+    flag = None
+    for line in text.splitlines():
+        if line.startswith("  -"):
+            flag = line.split()[0].rstrip(",")
+            entries[flag] = line.strip()
+        elif flag and line.startswith("   "):  # the help text, on the next line(s)
+            entries[flag] += " " + line.strip()
+        else:
+            flag = None
+    return entries
+
+
+def test_help_shows_every_config_flag_with_its_cited_comment_and_default(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # no wrapping inside help texts
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--help"])
+    assert exit_info.value.code == 0
+    entries = help_entries(capsys.readouterr().out)
+    for field in dataclasses.fields(PretrainConfig):
+        entry = entries["--" + field.name.replace("_", "-")]
+        assert field.metadata["help"] in entry
+        if field.default is not None:
+            assert f"(default: {field.default})" in entry
+    assert "App. B: lr = 0.2 x BatchSize / 256 (default: 0.2)" in entries["--base-lr"]
+
+
+def test_words_outside_a_fields_choices_are_usage_errors(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--precision", "fp16"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'fp16'" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="precision must be one of fp32, bf16"):
+        PretrainConfig(precision="fp16")

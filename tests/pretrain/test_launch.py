@@ -1,18 +1,19 @@
-"""The command-line contract's quick check, end to end through the real CLI."""
+"""The command-line contract's quick check, end to end through the real CLI, and its flags."""
 
 import json
 
 import pytest
 import torch
 
+from pretrain import launch
 from pretrain.backbones import build_backbone
 from pretrain.checkpoint import load_checkpoint, weights_sha256
+from results.errors import ByolBenchError
 from results.record import read_records
 from tests.conftest import run_cli
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_quick_check_leaves_checkpoint_export_and_log(tmp_path):
     run_dir = tmp_path / "run"
     result = run_cli(
@@ -68,6 +69,7 @@ def test_quick_check_leaves_checkpoint_export_and_log(tmp_path):
     assert all(torch.equal(online[k], v) for k, v in blob["state_dict"].items())
 
 
+@pytest.mark.slow
 def test_two_local_processes_train_with_ddp(tmp_path):
     """--nproc 2 on CPU: two gloo ranks, each half of the global batch, rank 0 saves and exports."""
     run_dir = tmp_path / "ddp"
@@ -91,3 +93,44 @@ def test_two_local_processes_train_with_ddp(tmp_path):
     assert "target networks identical on all 2 ranks" in result.stderr  # checked every epoch
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 3
     assert len(list((run_dir / "exports").glob("backbone-*.pt"))) == 1
+
+
+@pytest.mark.parametrize("argv", [["--gpus", "2"], ["--gpus=2"]])
+def test_the_old_gpus_flag_is_refused_with_a_hint(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        launch.parse_args(["--preset", "tiny_cpu", *argv])
+    assert exit_info.value.code == 2
+    assert "--gpus is now --nproc" in capsys.readouterr().err
+
+
+def test_flags_are_never_abbreviated(capsys):
+    """`--max-step 3` is not `--max-steps 3`, and `--gpus-per 8` not `--gpus-per-node 8`."""
+    for flag in ("--max-step", "--gpus-per"):
+        with pytest.raises(SystemExit) as exit_info:
+            launch.parse_args(["--preset", "tiny_cpu", flag, "3"])
+        assert exit_info.value.code == 2
+        assert f"unrecognized arguments: {flag} 3" in capsys.readouterr().err
+
+
+def test_every_byol_bench_error_of_a_run_is_one_sentence(monkeypatch, tmp_path):
+    """The boundary catches the one base class: a non-finite loss is reported like the rest."""
+
+    class LossWentNaN(ByolBenchError):
+        pass
+
+    def run_local(*args):
+        raise LossWentNaN("non-finite loss at step 3 (lr 0.2); the last good checkpoint is kept")
+
+    monkeypatch.setattr(launch, "run_local", run_local)
+    with pytest.raises(SystemExit) as exit_info:
+        launch.main(["--preset", "tiny_cpu", "--run-dir", str(tmp_path / "run")])
+    assert (
+        exit_info.value.code == "error: non-finite loss at step 3 (lr 0.2); the last good "
+        "checkpoint is kept"
+    )
+
+
+def test_status_of_a_directory_without_a_run(tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        launch.main(["--status", str(tmp_path / "missing")])
+    assert str(exit_info.value.code).startswith(f"error: {tmp_path / 'missing'} holds no run")

@@ -109,3 +109,19 @@ def test_evaluation_slurm_flags_without_slurm_are_refused(tmp_path):
     result = run_cli("evaluate.linear", "--ckpt", "random:resnet18", "--wait", "--fast")
     assert result.returncode != 0 and "--slurm" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_old_gpus_flag_is_refused_not_read_as_gpus_per_node(tmp_path):
+    """`--gpus 8` was --nproc; it must not become --gpus-per-node 8 by abbreviation either."""
+    slurm = ["--slurm", "--profile", "local"]
+    result = launch(*QUICK, "--run-dir", str(tmp_path / "r"), *slurm, "--gpus", "8")
+    assert result.returncode == 2  # a usage error: nothing is submitted
+    assert "--gpus is now --nproc" in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_one_process_clis_do_not_abbreviate_slurm_flags():
+    """The SLURM pre-parser of the one-process CLIs leaves `--gpus 8` to the CLI's own parser."""
+    from slurm.submit import submit_cli_if_requested
+
+    assert submit_cli_if_requested("evaluate.linear", ["--ckpt", "x.pt", "--gpus", "8"]) is False

@@ -163,14 +163,21 @@ def export(ckpt: str, out_dir: str | Path | None = None, arch: str | None = None
 
 
 def main(argv: list[str] | None = None) -> None:
+    """`python -m transfer.export detectron2 ...` (argv: the arguments after `detectron2`)."""
     parser = argparse.ArgumentParser(
         prog="python -m transfer.export detectron2",
         description="Write a detectron2 weights .pkl and the YAML of moco-detectron2-c4-24k/1.",
+        allow_abbrev=False,
     )
-    parser.add_argument("--ckpt", required=True, help="an export, a training checkpoint or a "
-                        "torchvision ResNet state dict")  # fmt: skip
+    parser.add_argument(
+        "--ckpt",
+        required=True,
+        help="an export, a training checkpoint or a torchvision ResNet state dict",
+    )
     parser.add_argument("--out", help="output directory (default: beside --ckpt)")
-    parser.add_argument("--arch", help="architecture of foreign weights, e.g. resnet50")
+    parser.add_argument(
+        "--arch", help="architecture of foreign weights, e.g. resnet50 (default: inferred)"
+    )
     args = parser.parse_args(argv)
     with cli.error_boundary():
         weights, config = export(args.ckpt, args.out, args.arch)

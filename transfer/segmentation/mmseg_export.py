@@ -1,7 +1,7 @@
 """Export a backbone for mmsegmentation: a tensor-only checkpoint and a ready-to-run config.
 
     python -m transfer.export mmseg --ckpt RUN/exports/backbone-3f2a9c1d.pt --data-root VOC2012/
-    python -m transfer.export mmseg --ckpt ... --protocol ade20k-semfpn-80k/1 --gpus 4
+    python -m transfer.export mmseg --ckpt ... --protocol ade20k-semfpn-80k/1 --nproc 4
     # then, in an mmsegmentation 1.x checkout:  tools/dist_train.sh OUT/<config>.py 8
 
 Writes into `--out` (default: `mmseg/` beside the checkpoint):
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -103,7 +104,7 @@ def export_encoder(
         raise cli.InputError(f"unknown protocol {protocol!r}; use one of {', '.join(TEMPLATES)}")
     settings: SegmentationProtocol = PROTOCOLS[protocol]()
     if gpus < 1 or settings.batch_size % gpus:
-        raise cli.InputError(f"--gpus must divide the protocol's batch {settings.batch_size}")
+        raise cli.InputError(f"--nproc must divide the protocol's batch {settings.batch_size}")
     if metadata["arch"] not in MMSEG_DEPTHS or metadata.get("cifar_stem"):
         stem = " (CIFAR stem)" if metadata.get("cifar_stem") else ""
         raise CheckpointError(
@@ -178,29 +179,47 @@ def _default_lr(settings: SegmentationProtocol) -> float:
 def main(argv: list[str] | None = None) -> None:
     """`python -m transfer.export mmseg ...` (argv: the arguments after `mmseg`)."""
     parser = argparse.ArgumentParser(
-        prog="python -m transfer.export mmseg", description=__doc__.split("\n")[0]
+        prog="python -m transfer.export mmseg",
+        description=__doc__.split("\n")[0],
+        allow_abbrev=False,
     )
     add = parser.add_argument
-    add("--ckpt", required=True, help="an export, a training checkpoint or a torchvision "
-        "ResNet state dict (resnet18/34/50/101/152)")  # fmt: skip
+    add(
+        "--ckpt",
+        required=True,
+        help="an export, a training checkpoint or a torchvision ResNet state dict "
+        "(resnet18/34/50/101/152)",
+    )
     add("--protocol", default="byol-paper-fcn/1", choices=list(TEMPLATES), help="config preset")
     add("--out", help="output directory (default: mmseg/ beside --ckpt)")
     add("--arch", help="architecture of foreign weights (default: inferred)")
     add("--data-root", help="data set root in the config (default: mmseg's data/... layout)")
     add("--lr", type=float, help="learning rate (default: the protocol's, or its sweep's middle)")
     add("--seed", type=int, default=0, help="randomness seed in the config (default 0)")
-    add("--gpus", type=int, default=8, help="GPUs the batch is split over (default 8; 1 -> BN)")
+    add(
+        "--nproc",
+        type=int,
+        default=8,
+        help="processes (one per GPU) the exported config's batch is split over: the GPUS of "
+        "mmseg's tools/dist_train.sh (default 8; 1: BN instead of SyncBN)",
+    )
     add("--max-steps", type=int, help="shorten: training iterations (default: the protocol's)")
     add("--work-dir", help="mmseg work_dir in the config (default work_dirs/<protocol>-<sha8>)")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(arg.split("=")[0] == "--gpus" for arg in argv):
+        parser.error("--gpus is now --nproc: processes the exported config's batch is split over")
     args = parser.parse_args(argv)
     with cli.error_boundary():
         weights, config = export(
-            args.ckpt, args.protocol, args.out, arch=args.arch, data_root=args.data_root,
-            lr=args.lr, seed=args.seed, gpus=args.gpus, iterations=args.max_steps,
+            args.ckpt,
+            args.protocol,
+            args.out,
+            arch=args.arch,
+            data_root=args.data_root,
+            lr=args.lr,
+            seed=args.seed,
+            gpus=args.nproc,
+            iterations=args.max_steps,
             work_dir=args.work_dir,
-        )  # fmt: skip
+        )
     print(f"mmseg checkpoint {weights}\nmmseg config     {config}")
-
-
-if __name__ == "__main__":
-    main()

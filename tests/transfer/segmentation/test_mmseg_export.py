@@ -70,9 +70,11 @@ def test_eight_gpu_config_uses_syncbn_and_splits_the_batch(tmp_path):
 def test_unsupported_backbones_and_bad_flags_are_refused(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="mmseg's ResNet has depths"):
         mmseg_export.export("random:resnet18:cifar", out=tmp_path)
-    result = run_cli("transfer.export", "mmseg", "--ckpt", "random:resnet50", "--gpus", "3",
+    result = run_cli("transfer.export", "mmseg", "--ckpt", "random:resnet50", "--nproc", "3",
                      "--out", str(tmp_path))  # fmt: skip
-    assert result.returncode != 0 and "--gpus must divide the protocol's batch 16" in result.stderr
+    assert result.returncode != 0 and "--nproc must divide the protocol's batch 16" in result.stderr
+    old = run_cli("transfer.export", "mmseg", "--ckpt", "random:resnet50", "--gpus", "4")
+    assert old.returncode == 2 and "--gpus is now --nproc" in old.stderr
 
 
 def test_engine_mmseg_without_mmseg_says_how_to_install(tmp_path, monkeypatch, capsys):
