@@ -54,8 +54,15 @@ class InertNamespace:
         return f"Namespace({vars(self)!r})"
 
 
-class InertAttributeDict(dict):
-    """Stands in for Lightning's AttributeDict (a dict subclass): the items, nothing else."""
+class InertAttributeDict:
+    """Stands in for Lightning's AttributeDict (a dict subclass): unpickles as a plain dict.
+
+    torch's weights_only reader fills only dict / OrderedDict / Counter with items, so the
+    instance NEWOBJ creates is a plain dict, and the pickled items go into it.
+    """
+
+    def __new__(cls, *args) -> dict:  # type: ignore[misc]
+        return {}
 
 
 def _inert_path(*parts: str) -> str:
