@@ -79,26 +79,44 @@ STUBS: dict[str, Any] = {
     "pathlib.PosixPath": _inert_path,
     "pathlib.WindowsPath": _inert_path,
 }
-_UNSAFE_GLOBAL = re.compile(r"GLOBAL (\S+) was not an allowed global")
+_UNSAFE_GLOBAL = re.compile(r"GLOBAL (\S+) (?:was not an allowed global|whose module)")
 
 
 def load_torch_file(path: Path) -> Any:
     """`torch.load(weights_only=True)` with the inert STUBS; other globals refused by name."""
     stubs = [(stub, name) for name, stub in STUBS.items()]
-    try:
-        with torch.serialization.safe_globals(stubs):
+    with torch.serialization.safe_globals(stubs):
+        unsafe = _unsafe_globals(path)
+        if unsafe:
+            raise _refused(path, unsafe)
+        try:
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        found = _UNSAFE_GLOBAL.search(str(error))
-        if found:
-            raise ForeignCheckpointError(
-                f"{path} pickles the object {found.group(1)}, which is not on the importers' "
-                f"allow-list ({', '.join(sorted(STUBS))}); it is refused because loading it "
-                "could run code: re-save the file with tensors and plain types only"
-            ) from error
-        raise _damaged(path, error) from error
-    except Exception as error:  # truncated zip, bad records
-        raise _damaged(path, error) from error
+        except pickle.UnpicklingError as error:
+            found = _UNSAFE_GLOBAL.search(str(error))
+            if found:
+                raise _refused(path, [found.group(1)]) from error
+            raise _damaged(path, error) from error
+        except Exception as error:  # truncated zip, bad records
+            raise _damaged(path, error) from error
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """Globals of a zip torch file outside torch's and our allow-lists (read, not run)."""
+    lister = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)  # torch>=2.5
+    if lister is None:
+        return []
+    try:
+        return sorted(lister(path))
+    except Exception:  # legacy format or damaged: torch.load below says which
+        return []
+
+
+def _refused(path: Path, names: list[str]) -> ForeignCheckpointError:
+    return ForeignCheckpointError(
+        f"{path} pickles the object(s) {', '.join(names)}, not on the importers' allow-list "
+        f"({', '.join(sorted(STUBS))}); refused because loading them could run code: re-save "
+        "the file with tensors and plain types only"
+    )
 
 
 def _damaged(path: Path, error: Exception) -> ForeignCheckpointError:
