@@ -12,6 +12,8 @@ is not a dependency: writers.py's `DillStylePickler` emits the same opcodes, wit
 import collections
 import sys
 
+import haiku as hk  # the [haiku] extra; `make test` installs it (CPU wheels)
+import jax
 import numpy as np
 import pytest
 import torch
@@ -19,9 +21,6 @@ import torch
 from evaluate.importers import load_foreign
 from pretrain.backbones import build_backbone
 from tests.evaluate.importers.writers import dump_dill_style
-
-hk = pytest.importorskip("haiku", reason="the test extra (dm-haiku, jax) is required")
-jax = pytest.importorskip("jax")
 
 pytestmark = pytest.mark.slow
 IMAGE_SIZE = 64  # px; 64 -> conv1 pads (2, 3) in SAME against torchvision's (3, 3)
