@@ -14,9 +14,9 @@ returns (state dict in torchvision names, metadata) for network "online" or "tar
   with module.projection_head.* and module.prototypes.*.
 - solo-learn (Lightning .ckpt): state_dict {backbone.*, momentum_backbone.*, projector.*,
   predictor.*, classifier.*}; CIFAR runs: 3x3 stride-1 stem padded by 2, no max-pool.
-- lightly (Lightning .ckpt, benchmarks/imagenet/resnet50/*.py): backbone.* (BYOL: online,
-  teacher_backbone.* the EMA; older: backbone_momentum.*; DINO: backbone.* is the teacher and
-  student_backbone.* the student); backbone may be nn.Sequential(*resnet.children()[:-1]).
+- lightly (Lightning .ckpt; its imagenet/resnet50/byol.py and dino.py benchmarks): backbone.*
+  (BYOL: online, teacher_backbone.* the EMA; older: backbone_momentum.*; DINO: backbone.* is the
+  teacher, student_backbone.* the student); backbone may be nn.Sequential(*children()[:-1]).
 - mmselfsup / mmpretrain: {state_dict: {backbone.*, neck.*, head.*}, meta: {...}}.
 - VISSL: classy_state_dict.base_model.model.trunk: {_feature_blocks.*}.
 - torchvision / timm / DINO's plain dino_resnet50_pretrain.pth: torchvision names, fc dropped.
