@@ -31,10 +31,6 @@ class Format:
     default_network: str = "online"  # the network the library's authors evaluate
 
 
-def _byol_release_problems(blob) -> list[str]:
-    return haiku_byol.missing_fields(blob)
-
-
 FORMATS: tuple[Format, ...] = (
     Format(
         "byol-haiku",
@@ -42,7 +38,7 @@ FORMATS: tuple[Format, ...] = (
         "the authors' BYOL release (pretrain_res50x1.pkl): a dill pickle {experiment_state: "
         "(online_params, target_params, online_state, target_state, opt_state), step, rng} "
         "with Haiku names res_net50/~/...",
-        _byol_release_problems,
+        haiku_byol.missing_fields,
         haiku_byol.extract_byol_release,
     ),
     Format(
@@ -147,10 +143,10 @@ def detect(blob, container: str, path) -> Format:
 def check_format(blob, container: str, fmt: Format, path) -> None:
     """Refuse `blob` as `fmt` (given with --format) with what it lacks."""
     if fmt.container != container:
-        kind = "a raw pickle" if container == "pickle" else "a torch file"
+        kinds = {"pickle": "a raw pickle", "torch": "a torch file"}
         raise ForeignCheckpointError(
-            f"{path} is {kind}, but --format {fmt.name} is "
-            f"{'a raw pickle' if fmt.container == 'pickle' else 'a torch file'}"
+            f"{path} is {kinds[container]}, but --format {fmt.name} is {kinds[fmt.container]}: "
+            "pass --format auto"
         )
     problems = fmt.problems(blob)
     if problems:

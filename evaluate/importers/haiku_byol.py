@@ -37,14 +37,6 @@ _BLOCK = re.compile(r"block_group_(\d+)/~/block_(\d+)/~/(conv|batchnorm)_(\d+)")
 _SHORTCUT = re.compile(r"block_group_(\d+)/~/block_(\d+)/~/shortcut_(conv|batchnorm)")
 
 
-def looks_like_byol_release(blob) -> bool:
-    """A dict with `experiment_state` holding online/target params and state, as released."""
-    if not isinstance(blob, dict) or "experiment_state" not in blob:
-        return False
-    state = blob["experiment_state"]
-    return all(hasattr(state, field) for field in EXPERIMENT_FIELDS)
-
-
 def missing_fields(blob) -> list[str]:
     """The released file's fields that `blob` lacks (for the error message)."""
     if not isinstance(blob, dict) or "experiment_state" not in blob:

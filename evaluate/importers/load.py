@@ -52,7 +52,15 @@ def load_foreign(
     if format != "auto":
         check_format(blob, container, fmt, path)
     chosen = fmt.default_network if network == "auto" else network
-    state_dict, found = fmt.extract(blob, chosen)
+    try:
+        state_dict, found = fmt.extract(blob, chosen)
+    except (KeyError, AttributeError, TypeError, ValueError) as error:
+        if isinstance(error, ForeignCheckpointError):
+            raise
+        raise ForeignCheckpointError(
+            f"{path} has the layout of {fmt.name} but unexpected content ({type(error).__name__}: "
+            f"{str(error)[:200]}); expected {fmt.looks_like}"
+        ) from error
     state_dict = _with_bn_counters(state_dict)
     stem_padding = found.pop("stem_padding", None)
     arch_name, cifar_stem = _check_arch(state_dict, arch, path, fmt)

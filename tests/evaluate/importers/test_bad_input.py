@@ -122,3 +122,20 @@ def test_missing_file_and_bad_options(tmp_path):
         load_foreign(path, format="simclr")
     with pytest.raises(ForeignCheckpointError, match="holds no target"):
         load_foreign(path, network="target")
+
+
+def test_release_layout_with_unexpected_content(tmp_path):
+    fields = ["online_params", "target_params", "online_state", "target_state", "opt_state"]
+    state_type = collections.namedtuple("_ByolExperimentState", fields)
+    state_type.__module__ = "byol.byol_experiment"
+    path = tmp_path / "pretrain_res50x1.pkl"
+    dump_dill_style(path, {"experiment_state": state_type([1, 2], {}, {}, {}, ()), "step": 1})
+    with pytest.raises(ForeignCheckpointError, match="layout of byol-haiku but unexpected content"):
+        load_foreign(path)
+    params = {
+        "res_net50/~/initial_conv": {"w": np.zeros((7, 7, 3, 64), "f4")},
+        "res_net50/~/mystery_layer": {"w": np.zeros((1, 1, 1, 1), "f4")},
+    }
+    dump_dill_style(path, {"experiment_state": state_type(params, {}, {}, {}, ()), "step": 1})
+    with pytest.raises(ForeignCheckpointError, match="unknown ResNet module 'res_net50/~/mystery"):
+        load_foreign(path)
