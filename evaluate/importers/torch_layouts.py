@@ -113,7 +113,8 @@ def moco_problems(blob) -> list[str]:
 
 def extract_moco(blob, network: str) -> tuple[dict, dict]:
     state = blob["state_dict"] if isinstance(blob.get("state_dict"), Mapping) else blob
-    prefix = _choose(network, "module.encoder_q.", "module.encoder_k.", "this MoCo file")
+    target = "module.encoder_k." if has_prefix(state, "module.encoder_k.") else None
+    prefix = _choose(network, "module.encoder_q.", target, "this MoCo file")
     v2 = has_prefix(state, "module.encoder_q.fc.0.")
     return with_prefix(state, prefix, drop=("fc.",)), {
         "method": "moco-v2" if v2 else "moco-v1",
@@ -128,7 +129,9 @@ def moco_v3_problems(blob) -> list[str]:
 
 def extract_moco_v3(blob, network: str) -> tuple[dict, dict]:
     state = unwrap(blob, "state_dict")
-    prefix = _choose(network, "module.base_encoder.", "module.momentum_encoder.", "MoCo v3")
+    momentum = "module.momentum_encoder."
+    target = momentum if has_prefix(state, momentum) else None
+    prefix = _choose(network, "module.base_encoder.", target, "this MoCo v3 file")
     return with_prefix(state, prefix, drop=("fc.", "head.")), {
         "method": "moco-v3",
         "pretrain_epochs": blob.get("epoch"),

@@ -122,6 +122,13 @@ def test_missing_file_and_bad_options(tmp_path):
         load_foreign(path, format="simclr")
     with pytest.raises(ForeignCheckpointError, match="holds no target"):
         load_foreign(path, network="target")
+    stripped_moco = tmp_path / "moco_encoder_q_only.pth.tar"
+    torch.save(
+        {"state_dict": prefixed(trunk_state(reference_resnet()), "module.encoder_q.")},
+        stripped_moco,
+    )
+    with pytest.raises(ForeignCheckpointError, match="this MoCo file holds no target"):
+        load_foreign(stripped_moco, network="target")
 
 
 def test_release_layout_with_unexpected_content(tmp_path):
