@@ -13,33 +13,114 @@ torchvision checkpoints load with `strict=True`.
 
 `BACKBONES` is the single registry: name -> builder(*, cifar_stem) -> (module, feature_dim). A ViT
 (e.g. timm ViT-S/16) is added as one more entry.
+
+Padding modes (`PADDING_MODES`): "torchvision" (default; symmetric k // 2 on every conv and the
+max-pool) and "tf-same", TensorFlow's "SAME" as the authors' Haiku ResNet uses it: for each
+strided layer the total padding is computed from the input size n, total = max((ceil(n / s) - 1)
+* s + k - n, 0), left = total // 2, right = the rest (tf.nn.conv2d docs, "SAME" padding). At 224
+px that pads conv1 (2, 3), the max-pool (0, 1) and the stride-2 3x3 convs (0, 1) instead of
+torchvision's symmetric (3, 3), (1, 1), (1, 1); stride-1 layers pad the same in both modes. The
+state_dict keys are the same in both modes.
 """
 
+import math
 from collections.abc import Callable
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 Block = type[BasicBlock] | type[Bottleneck]
+PADDING_MODES = ("torchvision", "tf-same")
+
+
+def tf_same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """(before, after) padding of TensorFlow's "SAME" for one spatial dimension of `size`."""
+    extent = (kernel - 1) * dilation + 1
+    total = max((math.ceil(size / stride) - 1) * stride + extent - size, 0)
+    return total // 2, total - total // 2
+
+
+def _same_pad(images: torch.Tensor, kernel, stride, dilation, value: float) -> torch.Tensor:
+    top, bottom = tf_same_pads(images.shape[-2], kernel[0], stride[0], dilation[0])
+    left, right = tf_same_pads(images.shape[-1], kernel[1], stride[1], dilation[1])
+    return F.pad(images, (left, right, top, bottom), value=value)
+
+
+class TFSameConv2d(nn.Conv2d):
+    """Conv2d with TensorFlow "SAME" padding computed from each input's size (asymmetric)."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        padded = _same_pad(images, self.kernel_size, self.stride, self.dilation, 0.0)
+        return self._conv_forward(padded, self.weight, self.bias)
+
+
+class TFSameMaxPool2d(nn.MaxPool2d):
+    """MaxPool2d with TensorFlow "SAME" padding (padded with -inf, as tf.nn.max_pool)."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pair = nn.modules.utils._pair
+        padded = _same_pad(images, pair(self.kernel_size), pair(self.stride), (1, 1), -math.inf)
+        return F.max_pool2d(padded, self.kernel_size, self.stride, 0, self.dilation)
+
+
+def to_tf_same(model: nn.Module) -> nn.Module:
+    """Swap every strided conv and max-pool of `model` for its "SAME" twin, in place, same keys.
+
+    Stride-1 convs keep torchvision's symmetric k // 2, which equals "SAME" for odd kernels.
+    """
+    for name, child in list(model.named_children()):
+        if isinstance(child, nn.Conv2d) and child.stride != (1, 1):
+            twin = TFSameConv2d(
+                child.in_channels,
+                child.out_channels,
+                child.kernel_size,
+                child.stride,
+                padding=0,
+                dilation=child.dilation,
+                groups=child.groups,
+                bias=child.bias is not None,
+                device=child.weight.device,
+                dtype=child.weight.dtype,
+            )
+            twin.weight, twin.bias = child.weight, child.bias
+            setattr(model, name, twin)
+        elif isinstance(child, nn.MaxPool2d):
+            setattr(model, name, TFSameMaxPool2d(child.kernel_size, child.stride))
+        else:
+            to_tf_same(child)
+    return model
 
 
 class ResNet(nn.Module):
     """ResNet v1 trunk with width multiplier; [B, 3, H, W] -> [B, 512k * block.expansion]."""
 
     def __init__(
-        self, block: Block, layers: list[int], width_multiplier: int = 1, cifar_stem: bool = False
+        self,
+        block: Block,
+        layers: list[int],
+        width_multiplier: int = 1,
+        cifar_stem: bool = False,
+        stem_padding: int | None = None,
     ) -> None:
         super().__init__()
         stem_width = 64 * width_multiplier
         if cifar_stem:
             # Small images (28-32 px), not in the paper: common practice keeps the resolution in the
-            # stem so that a 32 px input reaches layer4 at 4x4.
-            self.conv1 = nn.Conv2d(3, stem_width, kernel_size=3, stride=1, padding=1, bias=False)
+            # stem so that a 32 px input reaches layer4 at 4x4. solo-learn pads this conv by 2
+            # (`stem_padding=2`, its CIFAR runs), which gives 34x34 maps from 32 px.
+            padding = 1 if stem_padding is None else stem_padding
+            self.conv1 = nn.Conv2d(
+                3, stem_width, kernel_size=3, stride=1, padding=padding, bias=False
+            )
             self.maxpool: nn.Module = nn.Identity()
         else:
-            self.conv1 = nn.Conv2d(3, stem_width, kernel_size=7, stride=2, padding=3, bias=False)
+            padding = 3 if stem_padding is None else stem_padding
+            self.conv1 = nn.Conv2d(
+                3, stem_width, kernel_size=7, stride=2, padding=padding, bias=False
+            )
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.bn1 = nn.BatchNorm2d(stem_width)
         self.relu = nn.ReLU(inplace=True)
@@ -82,9 +163,14 @@ class ResNet(nn.Module):
 
 
 def _resnet(
-    block: Block, layers: list[int], width_multiplier: int, *, cifar_stem: bool = False
+    block: Block,
+    layers: list[int],
+    width_multiplier: int,
+    *,
+    cifar_stem: bool = False,
+    stem_padding: int | None = None,
 ) -> tuple[nn.Module, int]:
-    model = ResNet(block, layers, width_multiplier, cifar_stem)
+    model = ResNet(block, layers, width_multiplier, cifar_stem, stem_padding)
     return model, model.feature_dim
 
 
@@ -103,16 +189,30 @@ BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
 }
 
 
-def build_backbone(name: str, *, cifar_stem: bool = False) -> tuple[nn.Module, int]:
+def build_backbone(
+    name: str,
+    *,
+    cifar_stem: bool = False,
+    padding: str = "torchvision",
+    stem_padding: int | None = None,
+) -> tuple[nn.Module, int]:
     """Build the encoder `name`; returns (module mapping [B, 3, H, W] -> [B, dim], dim).
 
     BYOL v3, Sec. 3.3: representation = final average pool, no classifier. `cifar_stem=True` uses a
     3x3 stride-1 stem without max-pool for 28-32 px images (common practice, not in the paper).
-    Build inside `with torch.device("meta"):` to get shapes and counts without allocating weights.
+    `padding="tf-same"` reproduces the authors' Haiku ResNet (TF "SAME", see the module
+    docstring); `stem_padding` overrides the stem conv's symmetric padding (solo-learn's CIFAR
+    stem: 2). Build inside `with torch.device("meta"):` to get shapes and counts without
+    allocating weights.
     """
     if name not in BACKBONES:
         raise ValueError(f"Unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}.")
-    return BACKBONES[name](cifar_stem=cifar_stem)
+    if padding not in PADDING_MODES:
+        raise ValueError(f"Unknown padding {padding!r}; choose one of: {', '.join(PADDING_MODES)}.")
+    if padding == "tf-same" and stem_padding is not None:
+        raise ValueError("stem_padding applies to the torchvision padding mode only")
+    model, feature_dim = BACKBONES[name](cifar_stem=cifar_stem, stem_padding=stem_padding)
+    return (to_tf_same(model) if padding == "tf-same" else model), feature_dim
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -152,3 +152,79 @@ def test_unknown_name_lists_the_known_names() -> None:
         build_backbone("resnet5O")
     for name in BACKBONES:
         assert name in str(error.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# TF "SAME" padding (the authors' Haiku ResNet) and the stem padding override
+
+
+def test_tf_same_pads_match_tensorflow_at_224() -> None:
+    from pretrain.backbones import tf_same_pads
+
+    # total = max((ceil(n / s) - 1) * s + k - n, 0), left = total // 2 (tf.nn.conv2d, "SAME").
+    assert tf_same_pads(224, kernel=7, stride=2) == (2, 3)  # conv1; torchvision pads (3, 3)
+    assert tf_same_pads(112, kernel=3, stride=2) == (0, 1)  # max-pool; torchvision (1, 1)
+    assert tf_same_pads(56, kernel=3, stride=2) == (0, 1)  # layer2's stride-2 3x3 conv
+    assert tf_same_pads(56, kernel=1, stride=2) == (0, 0)  # 1x1 stride-2 shortcut
+    assert tf_same_pads(56, kernel=3, stride=1) == (1, 1)  # stride 1: symmetric, as torchvision
+    assert tf_same_pads(225, kernel=7, stride=2) == (3, 3)  # odd sizes pad symmetrically
+
+
+def test_tf_same_keeps_keys_and_swaps_only_strided_layers() -> None:
+    from pretrain.backbones import TFSameConv2d, TFSameMaxPool2d
+
+    with META:
+        same, _ = build_backbone("resnet50", padding="tf-same")
+        plain, _ = build_backbone("resnet50")
+    assert same.state_dict().keys() == plain.state_dict().keys()
+    swapped = sorted(name for name, m in same.named_modules() if isinstance(m, TFSameConv2d))
+    assert swapped == [
+        "conv1",
+        *[f"layer{i}.0.{conv}" for i in (2, 3, 4) for conv in ("conv2", "downsample.0")],
+    ]
+    assert isinstance(same.maxpool, TFSameMaxPool2d)
+    assert not any(isinstance(m, TFSameConv2d | TFSameMaxPool2d) for m in plain.modules())
+
+
+def test_tf_same_conv_and_pool_pad_asymmetrically() -> None:
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model, _ = build_backbone("resnet18", padding="tf-same")
+    images = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        stem = model.conv1(images)
+        expected = F.conv2d(F.pad(images, (2, 3, 2, 3)), model.conv1.weight, stride=2)
+        torch.testing.assert_close(stem, expected, rtol=0, atol=0)
+        pooled = model.maxpool(stem)
+        padded = F.pad(stem, (0, 1, 0, 1), value=float("-inf"))
+        torch.testing.assert_close(pooled, F.max_pool2d(padded, 3, 2), rtol=0, atol=0)
+    assert stem.shape[-1] == 112 and pooled.shape[-1] == 56
+
+
+def test_padding_modes_give_different_features_from_the_same_weights() -> None:
+    torch.manual_seed(0)
+    same, _ = build_backbone("resnet18", padding="tf-same")
+    plain, _ = build_backbone("resnet18")
+    plain.load_state_dict(same.state_dict(), strict=True)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        difference = (same.eval()(images) - plain.eval()(images)).abs().max().item()
+    assert difference > 1e-2
+
+
+def test_stem_padding_2_is_solo_learns_cifar_stem() -> None:
+    model, _ = build_backbone("resnet18", cifar_stem=True, stem_padding=2)
+    assert model.conv1.padding == (2, 2) and model.conv1.kernel_size == (3, 3)
+    layer4_shapes = []
+    model.layer4.register_forward_hook(lambda _m, _i, out: layer4_shapes.append(out.shape))
+    with torch.no_grad():
+        model.eval()(torch.randn(1, 3, 32, 32))
+    assert layer4_shapes == [torch.Size([1, 512, 5, 5])]  # 32 + 2 * 2 - 2 = 34 -> 17 -> 9 -> 5
+
+
+def test_unknown_padding_and_conflicting_options_are_refused() -> None:
+    with pytest.raises(ValueError, match="tf-same"):
+        build_backbone("resnet18", padding="same")
+    with pytest.raises(ValueError, match="stem_padding"):
+        build_backbone("resnet18", padding="tf-same", stem_padding=2)
