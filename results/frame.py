@@ -4,6 +4,12 @@ Selection (docs/architecture.md, "Data flow"): per (weights, task.family, task.d
 task.protocol) the latest complete record counts; when none is complete, the latest failed one
 does, and its cells say "failed". Weights are identified by `checkpoint.weights_sha256` (never by
 path or label); a published number, which has no weights, by its method, arch and label.
+
+Rows of foreign weights (issue 15, item 5): a record whose `checkpoint.source` is
+"imported:<format>" (evaluate/importers/load.py) or names another origin (e.g. "torchvision")
+together with a method is labelled by method and origin, "BYOL (authors' release)",
+"MoCo v2 (imported)", and sorts right after the paper's rows of its architecture, so the
+"ours minus paper" delta (results/tables.py) reads as the reproduction gap of that release.
 """
 
 from __future__ import annotations
@@ -27,7 +33,34 @@ PARAMS_M = {
     "resnet200": 63,
     "resnet200x2": 250,
 }
-METHOD_NAMES = {"byol": "BYOL", "random-init": "random init", "simclr": "SimCLR"}
+METHOD_NAMES = {  # checkpoint.method -> display name; the importers' and solo-learn's names too
+    "byol": "BYOL",
+    "random-init": "random init",
+    "simclr": "SimCLR",
+    "moco-v1": "MoCo v1",
+    "moco-v2": "MoCo v2",
+    "mocov2plus": "MoCo v2+",
+    "moco-v3": "MoCo v3",
+    "mocov3": "MoCo v3",
+    "dino": "DINO",
+    "swav": "SwAV",
+    "deepclusterv2": "DeepCluster-v2",
+    "barlow_twins": "Barlow Twins",
+    "vicreg": "VICReg",
+    "simsiam": "SimSiam",
+    "nnclr": "NNCLR",
+}
+# The origin a row of imported weights names, by importer format (evaluate/importers/formats.py);
+# a format not listed is "imported". byol-haiku is the file format of the authors' release only.
+ORIGINS = {
+    "byol-haiku": "authors' release",
+    "solo-learn": "solo-learn",
+    "lightly": "lightly",
+    "mmselfsup": "mmselfsup",
+    "vissl": "VISSL",
+}
+IMPORTED_PREFIX = "imported:"
+OWN_SOURCES = (None, "byol-bench", "random-init")  # rows of our pretraining and baselines
 METHOD_ORDER = ("byol", "simclr", "supervised", "random-init")
 COLUMNS = (
     "row", "order", "kind", "method", "arch", "method_name", "arch_name", "params", "epochs",
@@ -73,8 +106,35 @@ def arch_name(arch: str) -> str:
     return name + (", CIFAR stem" if variant == "cifar" else "")
 
 
+def origin(record: Record) -> str | None:
+    """Where foreign weights come from ("authors' release", "imported", "torchvision", ...), or
+    None for the paper's rows, our pretraining and random init (their labels stay as they are).
+
+    Foreign: `checkpoint.source` is "imported:<format>", or names another source and the record
+    gives the method (without a method, e.g. a bare state dict, the row keeps its old label).
+    """
+    checkpoint = record.checkpoint
+    source = checkpoint.source
+    if record.kind == "published" or source in OWN_SOURCES:
+        return None
+    if source.startswith(IMPORTED_PREFIX):
+        return ORIGINS.get(source[len(IMPORTED_PREFIX) :], "imported")
+    return source if checkpoint.method else None
+
+
+def method_name(record: Record) -> str:
+    """The row's method column: "BYOL", "random init", "BYOL (authors' release)", ..."""
+    method = record.checkpoint.method or ""
+    name = METHOD_NAMES.get(method, method)
+    where = origin(record)
+    if where is None:
+        return name or "?"
+    return f"{name or 'unknown method'} ({where})"
+
+
 def _order(record: Record, published_index: dict[str, int]) -> tuple:
-    """Sort key of a row: architecture, then the paper's rows, then ours (BYOL first)."""
+    """Sort key of a row: architecture, then the paper's rows, then imported weights beside them,
+    then ours (BYOL first)."""
     checkpoint = record.checkpoint
     base = checkpoint.arch.partition(":")[0]
     arch_rank = list(PARAMS_M).index(base) if base in PARAMS_M else len(PARAMS_M)
@@ -83,7 +143,8 @@ def _order(record: Record, published_index: dict[str, int]) -> tuple:
     if record.kind == "published":
         return (arch_rank, base, checkpoint.arch, 0, published_index[row_key(record)], 0.0, "")
     epochs = checkpoint.pretrain_epochs if checkpoint.pretrain_epochs is not None else -1.0
-    return (arch_rank, base, checkpoint.arch, 1, method_rank, float(epochs), checkpoint.label)
+    group = 1 if origin(record) is not None else 2
+    return (arch_rank, base, checkpoint.arch, group, method_rank, float(epochs), checkpoint.label)
 
 
 def _row_fields(record: Record, order: tuple) -> dict:
@@ -97,7 +158,7 @@ def _row_fields(record: Record, order: tuple) -> dict:
         "kind": record.kind,
         "method": checkpoint.method or "",
         "arch": checkpoint.arch,
-        "method_name": METHOD_NAMES.get(checkpoint.method or "", checkpoint.method or "?"),
+        "method_name": method_name(record),
         "arch_name": arch_name(checkpoint.arch),
         "params": f"{PARAMS_M[base]}M" if base in PARAMS_M else "?",
         "epochs": "—" if epochs is None else f"{round(epochs, 4):g}",

@@ -20,8 +20,11 @@ def record(
     epochs: float | None = 1000,
     error: str | None = None,
     kind: str = "eval",
+    source: str | None = None,
+    path: str | None = None,
 ) -> Record:
-    """A record created at 2026-11-22T<stamp>Z; failed when `error` is given."""
+    """A record created at 2026-11-22T<stamp>Z; failed when `error` is given. `source` defaults
+    to ours ("byol-bench", or "random-init" for that method), `path` to an export of run `label`."""
     created = f"2026-11-22T{stamp}Z"
     name = task.family if task else "import"
     return Record(
@@ -35,8 +38,8 @@ def record(
             arch=arch,
             method=method,
             pretrain_epochs=epochs,
-            source="random-init" if method == "random-init" else "byol-bench",
-            path=f"/shared/runs/{label}/exports/backbone-{sha[:8]}.pt",
+            source=source or ("random-init" if method == "random-init" else "byol-bench"),
+            path=path or f"/shared/runs/{label}/exports/backbone-{sha[:8]}.pt",
         ),
         task=task,
         metrics=metrics or {},
