@@ -6,7 +6,8 @@
 Everything is in the one file (inline CSS, plots as base64 PNGs), so it can be mailed or attached.
 Sources: the tables come from the records (results/tables.py), the curves from each run's
 log.jsonl (one line per epoch: loss, lr, tau, online-probe top-1), accuracy vs pretraining epochs
-from eval records of several checkpoints of one run (same label, task and protocol), and the
+from eval records of several checkpoints of one run (same label, task and protocol; one curve
+per run and task, the random-init baseline of the task as a line: AccuracyCurve), and the
 provenance view lists every record, superseded and failed ones included.
 """
 
@@ -53,12 +54,12 @@ tr.superseded{color:#888} tr.failed{background:#fee}
 """
 
 
-def png(figure: Figure) -> str:
-    """An <img> tag holding `figure` as an embedded PNG."""
+def png(figure: Figure, alt: str = "plot") -> str:
+    """An <img> tag holding `figure` as an embedded PNG, described by `alt`."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img alt="plot" src="data:image/png;base64,{data}">'
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
 def read_logs(runs: Path | None) -> dict[str, list[dict]]:
@@ -91,34 +92,128 @@ def curves_figure(name: str, lines: list[dict]) -> Figure:
     return figure
 
 
-def accuracy_series(records: list[Record]) -> dict[tuple, list[tuple[float, float]]]:
-    """{(dataset, split, family, protocol, run label): [(pretrain epochs, top-1)]}, >= 2 points."""
-    series: dict[tuple, list[tuple[float, float]]] = {}
-    for record in select_latest(records):
+@dataclass(frozen=True)
+class AccuracyCurve:
+    """Top-1 of one run's checkpoints under one task, against their pretraining epochs, and the
+    task's random-init baseline of the same architecture (None when not evaluated).
+
+    A run is the checkpoint label: pretraining labels its exports and its epoch keepers with the
+    run directory's name (pretrain/train.py export metadata, evaluate/features.py for training
+    checkpoints), and `--label` groups any other files. Two run directories under one label (read
+    from `checkpoint.path`, <run>/exports|checkpoints/<file>) are told apart by their path.
+    """
+
+    dataset: str
+    split: str
+    family: str
+    protocol: str
+    run: str
+    arch: str
+    points: tuple[tuple[float, float], ...]  # (pretrain epochs, top-1), by epochs
+    baseline: float | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str]:
+        return (self.dataset, self.split, self.family, self.protocol, self.run)
+
+    @property
+    def task_title(self) -> str:
+        return f"{self.family} {self.dataset} ({self.split}) [{self.protocol}]"
+
+
+def run_dir_of(path: str | None) -> str | None:
+    """The run directory of an export or training checkpoint path, else None."""
+    if not path:
+        return None
+    parent = Path(path).parent
+    return str(parent.parent) if parent.name in ("exports", "checkpoints") else None
+
+
+def _top1_records(records: list[Record]) -> list[Record]:
+    """The counting (select_latest) complete eval records with a top-1."""
+    return [
+        record
+        for record in select_latest(records)
+        if record.kind == "eval" and record.status == "complete" and "top1" in record.metrics
+    ]
+
+
+def random_init_baselines(records: list[Record]) -> dict[tuple, float]:
+    """{(dataset, split, family, protocol, arch): top-1} of the latest random-init record."""
+    baselines = {}
+    counted = sorted(_top1_records(records), key=lambda r: (r.created_utc, r.record_id))
+    for record in counted:
+        if record.checkpoint.method == "random-init":
+            task = record.task
+            key = (task.dataset, task.split, task.family, task.protocol, record.checkpoint.arch)
+            baselines[key] = record.metrics["top1"]
+    return baselines
+
+
+def accuracy_curves(records: list[Record]) -> list[AccuracyCurve]:
+    """One AccuracyCurve per (run, task) whose checkpoints span at least two pretraining epochs
+    (see AccuracyCurve for what a run is), with the random-init baseline of the task and arch."""
+    groups: dict[tuple, list[tuple[float, float]]] = {}
+    for record in _top1_records(records):
         checkpoint, task = record.checkpoint, record.task
-        if record.kind != "eval" or record.status != "complete" or "top1" not in record.metrics:
-            continue
         if checkpoint.pretrain_epochs is None or checkpoint.method == "random-init":
             continue
-        key = (task.dataset, task.split, task.family, task.protocol, checkpoint.label)
-        series.setdefault(key, []).append((checkpoint.pretrain_epochs, record.metrics["top1"]))
-    return {key: sorted(points) for key, points in series.items() if len(points) >= 2}
+        run = (checkpoint.label, run_dir_of(checkpoint.path), checkpoint.arch)
+        key = (task.dataset, task.split, task.family, task.protocol, *run)
+        groups.setdefault(key, []).append((checkpoint.pretrain_epochs, record.metrics["top1"]))
+    dirs: dict[str, set] = {}
+    for *_, label, run_dir, _ in groups:
+        dirs.setdefault(label, set()).add(run_dir)
+    baselines = random_init_baselines(records)
+    curves = []
+    for key in sorted(groups, key=str):
+        *task, label, run_dir, arch = key
+        points = groups[key]
+        if len({epochs for epochs, _ in points}) < 2:
+            continue
+        run = label if len(dirs[label]) == 1 else f"{label} ({run_dir or 'no path'})"
+        baseline = baselines.get((*task, arch))
+        curves.append(AccuracyCurve(*task, run, arch, tuple(sorted(points)), baseline))
+    return curves
 
 
-def accuracy_figures(records: list[Record]) -> list[Figure]:
-    """One figure per (dataset, split): top-1 against pretraining epochs, a line per run/task."""
-    by_dataset: dict[tuple, list] = {}
-    for (dataset, split, family, protocol, label), points in accuracy_series(records).items():
-        by_dataset.setdefault((dataset, split), []).append((f"{label} {family} {protocol}", points))
+def accuracy_series(records: list[Record]) -> dict[tuple, list[tuple[float, float]]]:
+    """{(dataset, split, family, protocol, run): [(pretrain epochs, top-1)]}, >= 2 epochs."""
+    return {curve.key: list(curve.points) for curve in accuracy_curves(records)}
+
+
+def curve_alt(curves: list[AccuracyCurve]) -> str:
+    """The alt text of one task's figure: its title, each run's points, the baselines."""
+    lines = [
+        f"{curve.run}: {len(curve.points)} points at epochs "
+        + ", ".join(f"{epochs:g}" for epochs, _ in curve.points)
+        for curve in curves
+    ]
+    baselines = {(curve.arch, curve.baseline) for curve in curves if curve.baseline is not None}
+    lines += [f"random init {arch}: {value:.1f}" for arch, value in sorted(baselines)]
+    return f"top-1 against pretraining epochs, {curves[0].task_title}; " + "; ".join(lines)
+
+
+def accuracy_figures(records: list[Record]) -> list[tuple[Figure, str]]:
+    """(figure, alt text) per task: top-1 against pretraining epochs, a curve per run, and the
+    random-init baseline of each architecture as a dashed horizontal line."""
+    by_task: dict[str, list[AccuracyCurve]] = {}
+    for curve in accuracy_curves(records):
+        by_task.setdefault(curve.task_title, []).append(curve)
     figures = []
-    for (dataset, split), lines in sorted(by_dataset.items()):
+    for title, curves in sorted(by_task.items()):
         figure = Figure(figsize=(6, 3.5), layout="constrained")
         axes = figure.add_subplot(1, 1, 1)
-        for name, points in lines:
-            axes.plot(*zip(*points), "o-", label=name)
-        axes.set(xlabel="pretraining epochs", ylabel="top-1 (%)", title=f"{dataset} ({split})")
+        for curve in curves:
+            axes.plot(*zip(*curve.points), "o-", label=curve.run)
+        drawn = {(curve.arch, curve.baseline) for curve in curves if curve.baseline is not None}
+        for arch, value in sorted(drawn):
+            label = f"random init {arch}: {value:.1f}"
+            axes.axhline(value, linestyle="--", color="0.4", label=label)
+        axes.set(xlabel="pretraining epochs", ylabel="top-1 (%)", title=title)
+        axes.title.set_fontsize(9)
         axes.legend(fontsize=7)
-        figures.append(figure)
+        figures.append((figure, curve_alt(curves)))
     return figures
 
 
@@ -168,7 +263,7 @@ def build_report(records: list[Record], runs: Path | None, title: str) -> str:
         *(png(curves_figure(name, lines)) for name, lines in logs.items() if lines),
         "" if logs else "<p>No log.jsonl under --runs.</p>",
         "<h2>Accuracy against pretraining epochs</h2>",
-        *(png(figure) for figure in accuracy),
+        *(png(figure, alt) for figure, alt in accuracy),
         ""
         if accuracy
         else "<p>Each run has one evaluated checkpoint so far: evaluate its "
