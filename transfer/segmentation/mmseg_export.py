@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from evaluate import cli
+from evaluate import harness
 from evaluate.features import load_encoder
 from pretrain.checkpoint import CheckpointError, write_atomic
 from pretrain.data import dataset_stats
@@ -100,10 +100,12 @@ def export_encoder(
     """Write the checkpoint and config of a loaded backbone for `protocol`; returns (checkpoint
     path, config path). `metadata` is load_encoder's (arch, weights_sha256, preprocessing...)."""
     if protocol not in TEMPLATES:
-        raise cli.InputError(f"unknown protocol {protocol!r}; use one of {', '.join(TEMPLATES)}")
+        raise harness.InputError(
+            f"unknown protocol {protocol!r}; use one of {', '.join(TEMPLATES)}"
+        )
     settings: SegmentationProtocol = PROTOCOLS[protocol]()
     if gpus < 1 or settings.batch_size % gpus:
-        raise cli.InputError(f"--gpus must divide the protocol's batch {settings.batch_size}")
+        raise harness.InputError(f"--gpus must divide the protocol's batch {settings.batch_size}")
     if metadata["arch"] not in MMSEG_DEPTHS or metadata.get("cifar_stem"):
         stem = " (CIFAR stem)" if metadata.get("cifar_stem") else ""
         raise CheckpointError(
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     add("--max-steps", type=int, help="shorten: training iterations (default: the protocol's)")
     add("--work-dir", help="mmseg work_dir in the config (default work_dirs/<protocol>-<sha8>)")
     args = parser.parse_args(argv)
-    with cli.error_boundary():
+    with harness.error_boundary():
         weights, config = export(
             args.ckpt, args.protocol, args.out, arch=args.arch, data_root=args.data_root,
             lr=args.lr, seed=args.seed, gpus=args.gpus, iterations=args.max_steps,

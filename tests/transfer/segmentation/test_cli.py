@@ -75,7 +75,7 @@ def test_unknown_protocol_is_refused(tmp_path, capsys):
         exit_info.value.code == 2 and "invalid choice: 'voc-deeplab/9'" in capsys.readouterr().err
     )
     config = segmentation.SegmentationConfig(ckpt="random:resnet18", protocol="voc-deeplab/9")
-    with pytest.raises(segmentation.cli.InputError, match="unknown protocol 'voc-deeplab/9'"):
+    with pytest.raises(segmentation.harness.InputError, match="unknown protocol 'voc-deeplab/9'"):
         segmentation.resolve(config)
 
 
