@@ -1,6 +1,8 @@
 """The evaluation harness (evaluate/harness.py): defaults shared by every evaluation CLI, the
 work-directory rule, and the error boundary's answers to bad input, through linear and kNN."""
 
+import argparse
+import importlib
 import os
 
 import pytest
@@ -167,3 +169,45 @@ def test_work_dirs_live_under_runs_evals_never_in_records(tmp_path, monkeypatch)
     assert work_dir(ckpt, run_dir="cells") == harness.Path("cells")
     for path in (work_dir(ckpt), work_dir(foreign, "recs"), work_dir("random:resnet18")):
         assert "records" not in path.parts
+
+
+EVALUATION_CLIS = [
+    "evaluate.linear",
+    "evaluate.knn",
+    "evaluate.semisup",
+    "transfer.detection.cli",
+    "transfer.segmentation.cli",
+]
+
+
+class _Parsed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("module", [*EVALUATION_CLIS, "results.pipeline"])
+def test_every_flag_has_a_help_text(monkeypatch, module):
+    parsers = []
+
+    def keep(parser, *args, **kwargs):
+        parsers.append(parser)
+        raise _Parsed
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", keep)
+    with pytest.raises(_Parsed):
+        importlib.import_module(module).main(["--ckpt", "x.pt", "--preset", "tiny_cpu"])
+    silent = [action.option_strings for action in parsers[0]._actions if not action.help]
+    assert silent == []
+
+
+@pytest.mark.parametrize("module", EVALUATION_CLIS)
+def test_usage_errors_exit_2_and_a_missing_checkpoint_exits_1_with_one_sentence(module, tmp_path):
+    name = module.removesuffix(".cli")
+    extra = ["--fraction", "1"] if name == "evaluate.semisup" else []
+    unknown = run_cli(name, "--ckpt", "random:resnet18", *extra, "--no-such-flag")
+    assert unknown.returncode == 2 and "unrecognized arguments: --no-such-flag" in unknown.stderr
+    missing = tmp_path / "backbone-00000000.pt"
+    result = run_cli(name, "--ckpt", str(missing), *extra, "--records", str(tmp_path / "r"))
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(errors) == 1 and errors[0].startswith(f"error: checkpoint {missing} does not exist")
+    assert not (tmp_path / "r").exists()  # refused before the run: no record
