@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from evaluate import harness, knn, linear
+from evaluate import harness, knn, linear, semisup
 from pretrain.checkpoint import load_checkpoint, save_checkpoint
 from results.errors import ByolBenchError
 from results.record import read_records
@@ -211,3 +211,16 @@ def test_usage_errors_exit_2_and_a_missing_checkpoint_exits_1_with_one_sentence(
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert len(errors) == 1 and errors[0].startswith(f"error: checkpoint {missing} does not exist")
     assert not (tmp_path / "r").exists()  # refused before the run: no record
+
+
+def test_semisup_fine_tunes_live_under_runs_evals_not_records(tmp_path):
+    """The cells' checkpoints (GBs on ImageNet) are work files, not records."""
+    records = str(tmp_path / "records")
+    argv = ["--ckpt", "random:resnet18", "--fraction", "10", "--dataset", "synthetic"]
+    config, _ = semisup.parse_config([*argv, "--records", records])
+    path = semisup.work_dir(config, {"weights_sha256": "ab" * 32})
+    assert (
+        path == tmp_path / "evals" / "semisup" / "byol-paper-10pct-v1" / "abababab-synthetic-seed0"
+    )
+    help_text = run_cli("evaluate.semisup", "--help").stdout
+    assert "<runs>/evals/semisup/" in help_text and "finetunes" not in help_text

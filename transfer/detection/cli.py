@@ -188,7 +188,6 @@ def prepare(
     inputs = harness.open_inputs(config, config.seed)
     inputs.train_set, inputs.eval_set = load_datasets(protocol, config.data)
     inputs.eval_split = protocol.split
-    weights_sha256 = inputs.metadata["weights_sha256"]
     inputs.work_dir = harness.work_dir(
         "detection",
         protocol.name,
@@ -198,8 +197,12 @@ def prepare(
         run_dir=config.run_dir,
         variant=f"seed{config.seed}",
     )
-    identity = {"protocol": dataclasses.asdict(protocol), "engine": config.engine,
-                "weights_sha256": weights_sha256, "seed": config.seed}  # fmt: skip
+    identity = {
+        "protocol": dataclasses.asdict(protocol),
+        "engine": config.engine,
+        "weights_sha256": inputs.metadata["weights_sha256"],
+        "seed": config.seed,
+    }
     run = detection_train.RunSettings(
         run_dir=inputs.work_dir,
         identity=json.dumps(identity, sort_keys=True),
