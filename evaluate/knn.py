@@ -1,7 +1,7 @@
 """Weighted k-nearest-neighbour classification on frozen features, several k in one pass.
 
     python -m evaluate.knn --ckpt RUN/exports/backbone-3f2a9c1d.pt --data /imagenet
-    python -m evaluate.knn --ckpt RUN/exports/backbone-*.pt --dataset synthetic --fast
+    python -m evaluate.knn --ckpt RUN/exports/backbone-*.pt --dataset synthetic
 
 The protocol is the KnnConfig docstring below. Every run ends with one result record.
 """
@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from evaluate import cli
+from evaluate import harness
 from evaluate.metrics import percent, topk_correct
 from evaluate.sanity import assert_unchanged, snapshot
+from results.record import Task
 from slurm import submit as slurm_submit
 
 MEMORY_BUDGET = 512 * 2**20  # bytes of the [chunk, N] similarity block
@@ -42,7 +43,6 @@ class KnnConfig:
     data: str | None = None
     arch: str | None = None  # foreign weights only; default: metadata, else inferred
     label: str | None = None  # checkpoint label in the record; default: the file's metadata
-    fast: bool = False  # accepted for symmetry with evaluate.linear: kNN always uses the cache
     ks: tuple[int, ...] = (10, 20, 100, 200)  # Wu et al. 2018 report k = 200
     k: int = 200  # the k whose accuracy is the record's top1/top5
     temperature: float = 0.07  # Wu et al. 2018, Sec. 3.4
@@ -50,7 +50,7 @@ class KnnConfig:
     seed: int = 0  # only for random:<arch> weights
     image_size: int | None = None  # default: the checkpoint's, else by data set (transforms.py)
     device: str | None = None  # default: cuda when available
-    num_workers: int = 8
+    num_workers: int = field(default_factory=harness.default_num_workers)  # CPUs, at most 8
     records: str | None = None  # default: records/ beside the run dir of ckpt, else ./records
     cache_dir: str | None = None  # default: $BYOL_BENCH_CACHE, else ~/.cache/byol-bench/features
 
@@ -78,7 +78,7 @@ def knn_accuracy(
     Runs on the device of `train_features`.
     """
     if max(ks) > len(train_labels):
-        raise cli.InputError(f"k = {max(ks)} needs at least that many training images")
+        raise harness.InputError(f"k = {max(ks)} needs at least that many training images")
     device = train_features.device
     bank = F.normalize(train_features.float(), dim=1)  # [N, D]
     bank_labels = train_labels.to(device)
@@ -102,10 +102,12 @@ def knn_accuracy(
     }
 
 
-def run_knn(config: KnnConfig, inputs: cli.EvalInputs) -> tuple[dict, dict]:
+def run_knn(config: KnnConfig, inputs: harness.EvalInputs) -> tuple[dict, dict]:
     """Cached features of train and test, then knn_accuracy for every k."""
-    train = cli.features(inputs, inputs.train_set, "train", config.batch_size, config.num_workers)
-    test = cli.features(
+    train = harness.features(
+        inputs, inputs.train_set, "train", config.batch_size, config.num_workers
+    )
+    test = harness.features(
         inputs, inputs.eval_set, inputs.eval_split, config.batch_size, config.num_workers
     )
     per_k = knn_accuracy(
@@ -132,22 +134,19 @@ def parse_config(argv: list[str] | None) -> KnnConfig:
         description="Weighted kNN on frozen, cached centre-crop features (Wu et al. 2018).",
         epilog="Protocol: see the KnnConfig docstring in evaluate/knn.py.",
     )
-    cli.add_common_arguments(parser)
-    parser.add_argument(
-        "--fast", action="store_true", default=None, help="accepted; kNN always uses the cache"
-    )
-    return cli.config_from_args(KnnConfig, parser.parse_args(argv))
+    harness.add_common_arguments(parser)  # no --fast: kNN has no cheaper recorded variant
+    return harness.config_from_args(KnnConfig, parser.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> None:
-    with cli.error_boundary():
+    with harness.error_boundary():
         if slurm_submit.submit_cli_if_requested("evaluate.knn", argv):  # --slurm: run as a job
             return
     config = parse_config(argv)
-    with cli.error_boundary():
+    with harness.error_boundary():
         if config.k not in config.ks or config.temperature <= 0:
-            raise cli.InputError(f"k = {config.k} must be one of ks {config.ks}; T must be > 0")
-        inputs = cli.load_inputs(config)
+            raise harness.InputError(f"k = {config.k} must be one of ks {config.ks}; T must be > 0")
+        inputs = harness.load_inputs(config)
         frozen = snapshot(inputs.encoder)
 
         def run() -> tuple[dict, dict]:
@@ -155,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
             assert_unchanged(inputs.encoder, frozen)
             return metrics, selection
 
-        record, path = cli.run_and_record(inputs, config, "knn", config.protocol, run)
+        task = Task("knn", config.dataset, inputs.eval_split, config.protocol)
+        record, path = harness.record_run(inputs, config, task, run)
     print(
         f"knn {config.protocol} k={config.k} {record.task.dataset}/{record.task.split} "
         f"[{record.checkpoint.label}, {record.checkpoint.weights_sha256[:8]}]: "

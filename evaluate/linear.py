@@ -11,16 +11,17 @@ The protocol is the LinearConfig docstring below. Every run ends with one result
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from evaluate import cli
+from evaluate import harness
 from evaluate.heads import Batches, LinearHeads, evaluate_heads, fit_heads, tensor_batches
 from evaluate.sanity import assert_unchanged, snapshot
 from evaluate.splits import HeldoutSplit, heldout_split
 from evaluate.transforms import EpochBatches, ProbeTrainView
 from pretrain.data import SubsetDataset
+from results.record import Task
 from slurm import submit as slurm_submit
 
 PAPER_PROTOCOL = "byol-paper/1"
@@ -63,7 +64,7 @@ class LinearConfig:
     seed: int = 0  # held-out split, sample order, views, head init, random:<arch> weights
     image_size: int | None = None  # default: the checkpoint's, else by data set (transforms.py)
     device: str | None = None  # default: cuda when available
-    num_workers: int = 8
+    num_workers: int = field(default_factory=harness.default_num_workers)  # CPUs, at most 8
     records: str | None = None  # default: records/ beside the run dir of ckpt, else ./records
     cache_dir: str | None = None  # default: $BYOL_BENCH_CACHE, else ~/.cache/byol-bench/features
 
@@ -74,7 +75,7 @@ def scaled_lrs(config: LinearConfig) -> list[float]:
 
 
 def train_batches(
-    config: LinearConfig, inputs: cli.EvalInputs, indices: list[int], cache: Cache
+    config: LinearConfig, inputs: harness.EvalInputs, indices: list[int], cache: Cache
 ) -> tuple[Batches, int]:
     """(batches, steps per epoch) over the training images at `indices`: cached centre-crop
     features (fast) or augmented views through the frozen encoder (paper protocol)."""
@@ -106,7 +107,7 @@ def train_batches(
 
 def fit(
     config: LinearConfig,
-    inputs: cli.EvalInputs,
+    inputs: harness.EvalInputs,
     batches_and_steps: tuple[Batches, int],
     lrs: list[float],
     desc: str,
@@ -129,7 +130,7 @@ def fit(
 
 
 def heldout_features(
-    config: LinearConfig, inputs: cli.EvalInputs, split: HeldoutSplit, cache: Cache
+    config: LinearConfig, inputs: harness.EvalInputs, split: HeldoutSplit, cache: Cache
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Centre-crop features of the held-out images (a slice of the cache when fast)."""
     if config.fast:
@@ -137,15 +138,15 @@ def heldout_features(
         return cache[0][index], cache[1][index]
     images = SubsetDataset(inputs.train_set, split.heldout)
     name = f"train@{split.name}-{split.sha256[:12]}"
-    return cli.features(inputs, images, name, config.batch_size, config.num_workers)
+    return harness.features(inputs, images, name, config.batch_size, config.num_workers)
 
 
-def run_probe(config: LinearConfig, inputs: cli.EvalInputs) -> tuple[dict, dict]:
+def run_probe(config: LinearConfig, inputs: harness.EvalInputs) -> tuple[dict, dict]:
     """Sweep on train minus held-out, choose on held-out, retrain on all of train, test."""
     split = heldout_split(inputs.train_set, seed=config.seed, out_dir=inputs.records_dir / "splits")
     cache = None
     if config.fast:
-        cache = cli.features(
+        cache = harness.features(
             inputs, inputs.train_set, "train", config.batch_size, config.num_workers
         )
     lrs = scaled_lrs(config)
@@ -160,7 +161,7 @@ def run_probe(config: LinearConfig, inputs: cli.EvalInputs) -> tuple[dict, dict]
     head = fit(config, inputs, batches, [lrs[best]], f"retrain lr {lrs[best]:g}")
     if not head.finite()[0]:
         raise RuntimeError(f"the retrained head diverged at lr {lrs[best]:g}")
-    test_features = cli.features(
+    test_features = harness.features(
         inputs, inputs.eval_set, inputs.eval_split, config.batch_size, config.num_workers
     )
     test = evaluate_heads(head, *test_features)[0]
@@ -188,7 +189,7 @@ def parse_config(argv: list[str] | None) -> LinearConfig:
         description=LinearConfig.__doc__.split("\n")[0],
         epilog="Protocol: see the LinearConfig docstring in evaluate/linear.py.",
     )
-    cli.add_common_arguments(parser)
+    harness.add_common_arguments(parser)
     parser.add_argument(
         "--fast",
         action="store_true",
@@ -201,19 +202,19 @@ def parse_config(argv: list[str] | None) -> LinearConfig:
     args = parser.parse_args(argv)
     if args.lrs is not None:
         args.lrs = tuple(args.lrs)
-    return cli.config_from_args(LinearConfig, args)
+    return harness.config_from_args(LinearConfig, args)
 
 
 def main(argv: list[str] | None = None) -> None:
-    with cli.error_boundary():
+    with harness.error_boundary():
         if slurm_submit.submit_cli_if_requested("evaluate.linear", argv):  # --slurm: run as a job
             return
     config = parse_config(argv)
     protocol = FAST_PROTOCOL if config.fast else PAPER_PROTOCOL
-    with cli.error_boundary():
+    with harness.error_boundary():
         if config.epochs < 1 or not config.lrs:
-            raise cli.InputError("--epochs must be at least 1 and --lrs needs a value")
-        inputs = cli.load_inputs(config)
+            raise harness.InputError("--epochs must be at least 1 and --lrs needs a value")
+        inputs = harness.load_inputs(config)
         frozen = snapshot(inputs.encoder)
 
         def run() -> tuple[dict, dict]:
@@ -221,7 +222,8 @@ def main(argv: list[str] | None = None) -> None:
             assert_unchanged(inputs.encoder, frozen)  # the probe left the encoder untouched
             return metrics, selection
 
-        record, path = cli.run_and_record(inputs, config, "linear", protocol, run)
+        task = Task("linear", config.dataset, inputs.eval_split, protocol)
+        record, path = harness.record_run(inputs, config, task, run)
     selection = record.selection
     print(
         f"linear {protocol} {record.task.dataset}/{record.task.split} "

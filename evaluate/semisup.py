@@ -17,13 +17,14 @@ import argparse
 import dataclasses
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from evaluate import cli
+from evaluate import harness
 from evaluate.finetune import Cell, FinetuneSetup, evaluate_classifier, run_cell, trained_classifier
+from evaluate.semisup_grids import GRIDS, grid_cells, protocol_name
 from evaluate.splits import (
     SEMISUP_FRACTIONS,
     HeldoutSplit,
@@ -34,35 +35,10 @@ from evaluate.splits import (
 )
 from pretrain import dist
 from pretrain.data import SubsetDataset
-from results.published import SEMISUP_PROTOCOLS
+from results.record import Task
 from slurm import submit as slurm_submit
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A named hyper-parameter grid and the protocol name its results are recorded under."""
-
-    lrs: tuple[float, ...]  # at batch 1024
-    epochs: dict[int, tuple[int, ...]]  # per labelled fraction
-    batch_size: int
-    heldout_max: int | None  # compare the cells on at most this many held-out images
-
-    def protocol(self, name: str, fraction: int) -> str:
-        return SEMISUP_PROTOCOLS[fraction] if name == "paper" else f"{name}-{fraction}pct/1"
-
-
-GRIDS = {
-    # BYOL v3, App. C.1: LR in {0.01, 0.02, 0.05, 0.1, 0.005} x epochs in {30, 50}, batch 1024.
-    "paper": Grid((0.01, 0.02, 0.05, 0.1, 0.005), {1: (30, 50), 10: (30, 50)}, 1024, None),
-    # DEVIATION(demo-grid): not the paper's; recorded as demo-<f>pct/1, never as byol-paper-*.
-    # Sized for `make demo` on 2 CPU cores (README "The demo": at most ~3 minutes for 1% + 10%
-    # of Fashion-MNIST at 32 px): two of the paper's LRs, batch 128, 25 steps per 1% cell (5
-    # epochs of 600 images) and 47 per 10% cell (1 epoch of 6,000), 1,000 held-out images. In
-    # our sweep on the demo checkpoint, 0.05 and 0.1 beat 0.2 to 3.2 at both fractions.
-    "demo": Grid((0.05, 0.1), {1: (5,), 10: (1,)}, 128, 1000),
-}
 
 
 @dataclass(frozen=True)
@@ -109,28 +85,11 @@ class SemiSupConfig:
     image_size: int | None = None  # default: the checkpoint's, else by data set (transforms.py)
     precision: str = "fp32"  # fp32 | bf16 (autocast, as pretraining)
     device: str | None = None  # default: cuda when available
-    num_workers: int = 8
+    num_workers: int = field(default_factory=harness.default_num_workers)  # CPUs, at most 8
     records: str | None = None  # default: records/ beside the run dir of ckpt, else ./records
-    run_dir: str | None = None  # the cells' checkpoints; default <records>/finetunes/<...>
+    run_dir: str | None = None  # the cells' checkpoints; default: harness.work_dir (not records/)
     ckpt_every_min: float = 10.0  # checkpoint a cell this often (and at every epoch end)
     cache_dir: str | None = None  # unused (fine-tuning has no frozen features to cache)
-
-
-def protocol_name(config: SemiSupConfig) -> str:
-    """The grid's protocol name, or `custom-<f>pct/1` when the grid was changed."""
-    grid = GRIDS[config.grid]
-    same = (config.lrs, config.epochs, config.heldout_max) == (
-        grid.lrs,
-        grid.epochs[config.fraction],
-        grid.heldout_max,
-    )
-    paper = (config.momentum, config.weight_decay) == (0.9, 0.0)
-    return grid.protocol(config.grid if same and paper else "custom", config.fraction)
-
-
-def grid_cells(config: SemiSupConfig) -> list[Cell]:
-    """Every (LR, epochs) cell, epochs-major in the paper's order; ties go to the first."""
-    return [Cell(lr, epochs) for epochs in config.epochs for lr in config.lrs]
 
 
 @dataclass(frozen=True)
@@ -145,7 +104,7 @@ class Plan:
     heldout_indices: list[int]  # the held-out split minus subset images, capped at heldout_max
 
 
-def make_plan(config: SemiSupConfig, inputs: cli.EvalInputs, info: dist.DistInfo) -> Plan:
+def make_plan(config: SemiSupConfig, inputs: harness.EvalInputs, info: dist.DistInfo) -> Plan:
     """Read or draw the subset, choose the held-out images, fix the settings every cell shares."""
     train_set, splits_dir = inputs.train_set, inputs.records_dir / "splits"
     heldout = heldout_split(train_set, seed=config.seed, out_dir=splits_dir)
@@ -159,14 +118,14 @@ def make_plan(config: SemiSupConfig, inputs: cli.EvalInputs, info: dist.DistInfo
     )
     held = compared_heldout(config, train_set, heldout, subset)
     if len(subset.indices) < 2 * info.world_size or not held:
-        raise cli.InputError(
+        raise harness.InputError(
             f"the {config.fraction}% subset has {len(subset.indices)} images and the held-out "
             f"split {len(held)}: too few to fine-tune and compare; use a larger data set"
         )
     metadata, device = inputs.metadata, inputs.device
     if device.type == "cuda" and info.world_size > 1:
         device = torch.device("cuda", info.local_rank)
-    key = {
+    key = {  # what must match for a run dir's cells to be resumed
         "weights_sha256": metadata["weights_sha256"],
         "subset_sha256": subset.sha256,
         "heldout_sha256": heldout.sha256,
@@ -199,8 +158,21 @@ def make_plan(config: SemiSupConfig, inputs: cli.EvalInputs, info: dist.DistInfo
         info=info,
         key=key,
     )
-    run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config, inputs)
-    return Plan(setup, grid_cells(config), run_dir, subset, heldout, held)
+    return Plan(setup, grid_cells(config), work_dir(config, metadata), subset, heldout, held)
+
+
+def work_dir(config: SemiSupConfig, metadata: dict) -> Path:
+    """`--run-dir`, else <runs>/evals/semisup/<protocol>/<sha8>-<data set>-seed<seed>."""
+    variant = f"{config.dataset}-seed{config.seed}"
+    return harness.work_dir(
+        "semisup",
+        protocol_name(config),
+        metadata,
+        ckpt=config.ckpt,
+        records=config.records,
+        run_dir=config.run_dir,
+        variant=variant,
+    )
 
 
 def compared_heldout(
@@ -217,16 +189,7 @@ def compared_heldout(
     return held
 
 
-def default_run_dir(config: SemiSupConfig, inputs: cli.EvalInputs) -> Path:
-    """<records>/finetunes/<sha8>-<data set>-<protocol>-seed<seed>: one per (weights, fraction)."""
-    protocol = protocol_name(config).replace("/", "-v")
-    sha8 = inputs.metadata["weights_sha256"][:8]
-    return (
-        inputs.records_dir / "finetunes" / f"{sha8}-{config.dataset}-{protocol}-seed{config.seed}"
-    )
-
-
-def run_grid(config: SemiSupConfig, inputs: cli.EvalInputs, plan: Plan) -> tuple[dict, dict]:
+def run_grid(config: SemiSupConfig, inputs: harness.EvalInputs, plan: Plan) -> tuple[dict, dict]:
     """Every cell (finished ones are read back), the best on held-out, scored on validation."""
     results = [run_cell(cell, plan.setup, plan.run_dir / cell.name) for cell in plan.cells]
     finite = [i for i, result in enumerate(results) if result["heldout_top1"] is not None]
@@ -275,7 +238,7 @@ def parse_config(argv: list[str] | None) -> tuple[SemiSupConfig, int | None]:
         description=SemiSupConfig.__doc__.split("\n")[0],
         epilog="Protocol: see the SemiSupConfig docstring in evaluate/semisup.py.",
     )
-    cli.add_common_arguments(parser)
+    harness.add_common_arguments(parser)
     add = parser.add_argument
     add("--fraction", type=int, required=True, help="percent of labels: 1 or 10 (BYOL Table 2)")
     add(
@@ -289,15 +252,21 @@ def parse_config(argv: list[str] | None) -> tuple[SemiSupConfig, int | None]:
         help="paper (default: 5 LRs x {30, 50} epochs, batch 1024) or demo (a CPU-sized grid, "
         "recorded as demo-<f>pct/1)",
     )
-    add("--fast", action="store_true", default=None, help="the same as --grid demo")
+    add(
+        "--fast",
+        action="store_true",
+        default=None,
+        help="the cheap recorded variant: the demo grid (the same as --grid demo)",
+    )
     add("--lrs", type=float, nargs="+", help="candidate LRs at batch 1024 (default: the grid's)")
     add("--epochs", type=int, nargs="+", help="candidate epoch counts (default: the grid's)")
     add("--heldout-max", type=int, help="compare cells on at most N held-out images")
     add("--precision", choices=["fp32", "bf16"], help="bf16: autocast (default fp32)")
     add(
         "--run-dir",
-        help="where the cells' checkpoints go; an existing one resumes "
-        "(default: <records>/finetunes/<sha8>-<data set>-<protocol>-seed<seed>)",
+        help="where the cells' checkpoints go; an existing one resumes (default: "
+        "<runs>/evals/semisup/<protocol>/<sha8>-<data set>-seed<seed>, <runs> = the parent "
+        "of --ckpt's run dir, else of --records, else ./runs)",
     )
     add("--ckpt-every-min", type=float, help="checkpoint interval within an epoch (default 10)")
     add("--cell", type=int, help="run only this cell of the grid (0-based; SLURM array tasks)")
@@ -318,18 +287,18 @@ def parse_config(argv: list[str] | None) -> tuple[SemiSupConfig, int | None]:
         if getattr(args, name) is None:
             setattr(args, name, value)
     args.lrs, args.epochs = tuple(args.lrs), tuple(args.epochs)
-    return cli.config_from_args(SemiSupConfig, args), args.cell
+    return harness.config_from_args(SemiSupConfig, args), args.cell
 
 
 def check_config(config: SemiSupConfig, cell: int | None) -> None:
     """Refuse settings that cannot run (InputError, one sentence)."""
     if not config.lrs or min(config.lrs) <= 0 or not config.epochs or min(config.epochs) < 1:
-        raise cli.InputError("--lrs must be positive and --epochs at least 1")
+        raise harness.InputError("--lrs must be positive and --epochs at least 1")
     if config.batch_size < 1 or config.num_workers < 0:
-        raise cli.InputError("--batch-size must be positive and --num-workers not negative")
+        raise harness.InputError("--batch-size must be positive and --num-workers not negative")
     cells = len(grid_cells(config))
     if cell is not None and not 0 <= cell < cells:
-        raise cli.InputError(f"--cell {cell}: the grid has cells 0..{cells - 1}")
+        raise harness.InputError(f"--cell {cell}: the grid has cells 0..{cells - 1}")
 
 
 def submit_grid_if_requested(argv: list[str] | None) -> bool:
@@ -344,7 +313,9 @@ def submit_grid_if_requested(argv: list[str] | None) -> bool:
     config, cell = parse_config(rest)  # bad flags fail here, not in the jobs
     check_config(config, cell)
     if cell is not None:
-        raise cli.InputError("--cell and --slurm do not go together: --slurm submits every cell")
+        raise harness.InputError(
+            "--cell and --slurm do not go together: --slurm submits every cell"
+        )
     profile = slurm_submit.profile_from_args(args)
     command = [sys.executable, "-m", "evaluate.semisup", *rest]
     folder = Path(profile.shared_dir) / "logs" / "evaluate-semisup"
@@ -370,16 +341,15 @@ def submit_grid_if_requested(argv: list[str] | None) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    with cli.error_boundary():
+    with harness.error_boundary():
         if submit_grid_if_requested(argv):  # --slurm: the grid as a job array
             return
     config, cell = parse_config(argv)
     protocol = protocol_name(config)
-    with cli.error_boundary():
+    with harness.error_boundary():
         check_config(config, cell)
-        device_type = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        info = dist.init_from_env(device_type)
-        inputs = cli.load_inputs(config)
+        info = dist.init_from_env(harness.pick_device(config.device).type)
+        inputs = harness.load_inputs(config)
         plan = make_plan(config, inputs, info)
         if cell is not None:  # one array task: fine-tune, score on held-out, no record
             result = run_cell(plan.cells[cell], plan.setup, plan.run_dir / plan.cells[cell].name)
@@ -388,8 +358,10 @@ def main(argv: list[str] | None = None) -> None:
         if not info.is_main:  # other ranks train and score; rank 0 writes the record
             run_grid(config, inputs, plan)
             return
-        run = lambda: run_grid(config, inputs, plan)  # noqa: E731
-        record, path = cli.run_and_record(inputs, config, "semisup", protocol, run)
+        task = Task("semisup", config.dataset, inputs.eval_split, protocol)
+        record, path = harness.record_run(
+            inputs, config, task, lambda: run_grid(config, inputs, plan)
+        )
     selection = record.selection
     print(
         f"semisup {protocol} {record.task.dataset}/{record.task.split} "

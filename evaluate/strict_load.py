@@ -78,7 +78,8 @@ def check_keys(
         ]
         raise CheckpointError(
             f"{what}: {'; '.join(parts)}. Pass the right --arch (e.g. resnet50, resnet18:cifar) or "
-            "convert the weights (transfer/convert.py)"
+            "save the weights as a torchvision/timm ResNet state dict (the foreign format "
+            "evaluate/features.py reads)"
         )
 
 

@@ -2,6 +2,7 @@
 
 import pytest
 
+from results.record import read_records
 from tests.conftest import run_cli
 
 
@@ -33,3 +34,10 @@ def tiny_run(tmp_path_factory):
 def tiny_export(tiny_run):
     (export,) = (tiny_run / "exports").glob("backbone-*.pt")
     return export
+
+
+def only_record(records_dir):
+    """The one record in `records_dir`, checked complete."""
+    (record,) = read_records(records_dir)  # validated on read
+    assert record.status == "complete" and record.kind == "eval"
+    return record

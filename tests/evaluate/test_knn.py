@@ -1,4 +1,5 @@
-"""Weighted kNN equals an independent brute-force reference (Wu et al. 2018, Sec. 3.4)."""
+"""Weighted kNN equals an independent brute-force reference (Wu et al. 2018, Sec. 3.4); the CLI
+end to end on a tiny pretraining run."""
 
 import math
 
@@ -7,6 +8,10 @@ import pytest
 import torch
 
 from evaluate.knn import knn_accuracy
+from tests.conftest import run_cli
+from tests.evaluate.conftest import only_record
+
+KNN = ("--dataset", "synthetic", "--num-workers", "0")
 
 
 def brute_force(train_x, train_y, test_x, test_y, k, temperature, num_classes):
@@ -58,3 +63,19 @@ def test_chunking_does_not_change_the_result():
     whole = knn_accuracy(*args, num_classes=3, ks=(10, 200))
     assert knn_accuracy(*args, num_classes=3, ks=(10, 200), chunk_size=1) == whole
     assert whole[10]["top5"] == 100.0  # top-5 of 3 classes
+
+
+def test_contract_quick_check_knn(tiny_export, tmp_path):
+    result = run_cli("evaluate.knn", "--ckpt", str(tiny_export), *KNN, "--records", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = only_record(tmp_path)
+    assert (record.task.family, record.task.protocol) == ("knn", "knn-cosine-t0.07/1")
+    assert set(record.selection["per_k"]) == {"10", "20", "100", "200"}
+    assert record.metrics == record.selection["per_k"]["200"]
+    assert "knn knn-cosine-t0.07/1 k=200" in result.stdout
+
+
+def test_fast_is_refused_as_a_usage_error(tmp_path):
+    """kNN has no cheaper recorded variant, so --fast is not a flag of it (exit 2, usage)."""
+    result = run_cli("evaluate.knn", "--ckpt", "random:resnet18", *KNN, "--fast")
+    assert result.returncode == 2 and "unrecognized arguments: --fast" in result.stderr

@@ -86,7 +86,15 @@ def _submitted_profile(monkeypatch, module_main, *flags):
     return submitted["profile"]
 
 
-@pytest.mark.parametrize("module", ["evaluate.linear", "evaluate.knn", "transfer.segmentation.cli"])
+ONE_PROCESS_CLIS = [
+    "evaluate.linear",
+    "evaluate.knn",
+    "transfer.detection.cli",
+    "transfer.segmentation.cli",
+]
+
+
+@pytest.mark.parametrize("module", ONE_PROCESS_CLIS)
 def test_one_process_clis_submit_one_task_on_a_multi_gpu_profile(monkeypatch, capsys, module):
     """The example profile has 8 GPUs (8 DDP tasks); a linear probe must run once, on one GPU."""
     main = importlib.import_module(module).main

@@ -20,18 +20,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from evaluate import cli
-from evaluate.features import RANDOM_PREFIX, load_encoder
-from pretrain.dist import setup_logging
-from results.record import default_records_dir
+from evaluate import harness
+from results.record import Task
 from slurm import submit as slurm_submit
 from transfer.detection import models as detection_models
 from transfer.detection import train as detection_train
@@ -49,7 +45,7 @@ OVERRIDES = ("model", "norm", "batch_size", "base_lr", "train_sizes", "test_size
 @dataclass(frozen=True)
 class DetectionConfig:
     """Detection transfer of a pretrained backbone; the protocol's settings are its preset's
-    (transfer/detection/protocols.py). `max_iters` shortens a run (smoke tests) like --epochs
+    (transfer/detection/protocols.py). `max_steps` shortens a run (smoke tests) like --epochs
     elsewhere; the fields after it override protocol settings and rename the protocol."""
 
     ckpt: str  # export, training checkpoint, torchvision state dict, or random:<arch>
@@ -58,13 +54,13 @@ class DetectionConfig:
     data: str | None = None  # VOCdevkit directory (VOC protocols) or COCO directory
     arch: str | None = None  # foreign weights only; default: metadata, else inferred
     label: str | None = None  # checkpoint label in the record; default: the file's metadata
-    run_dir: str | None = None  # default: <records>/../detection/<protocol>-<sha8>-seed<seed>
+    run_dir: str | None = None  # default: harness.work_dir, <runs>/evals/detection/...
     records: str | None = None  # default: records/ beside the run dir of ckpt, else ./records
     device: str | None = None  # default: cuda when available
     seed: int = 0  # data order, flips, new layers' initialisation
-    num_workers: int = 4
+    num_workers: int = field(default_factory=harness.default_num_workers)  # CPUs, at most 8
     ckpt_every_min: float = 10.0
-    max_iters: int | None = None  # stop early; None: the protocol's
+    max_steps: int | None = None  # stop after this many iterations; None: the protocol's
     model: str | None = None
     norm: str | None = None
     batch_size: int | None = None
@@ -85,24 +81,26 @@ class DetectionConfig:
 def resolve_protocol(config: DetectionConfig) -> tuple[Protocol, dict]:
     """(protocol with the config's overrides, {setting: [preset value, given value]})."""
     if config.protocol not in PROTOCOLS:
-        raise cli.InputError(
+        raise harness.InputError(
             f"unknown protocol {config.protocol!r}; choose one of {', '.join(PROTOCOLS)}"
         )
     if config.engine not in ENGINES:
-        raise cli.InputError(f"unknown engine {config.engine!r}; choose one of {ENGINES}")
+        raise harness.InputError(f"unknown engine {config.engine!r}; choose one of {ENGINES}")
     preset = PROTOCOLS[config.protocol]()
     given = {n: getattr(config, n) for n in OVERRIDES if getattr(config, n) is not None}
     changed = {n: [getattr(preset, n), v] for n, v in given.items() if getattr(preset, n) != v}
     if config.model is not None and config.model not in detection_models.MODELS:
-        raise cli.InputError(
+        raise harness.InputError(
             f"--model must be one of {detection_models.MODELS}, not {config.model}"
         )
     if config.model == "mask-fpn" and preset.dataset != "coco":
-        raise cli.InputError("--model mask-fpn needs instance masks: use a COCO protocol")
+        raise harness.InputError("--model mask-fpn needs instance masks: use a COCO protocol")
     if config.norm is not None and config.norm not in detection_models.NORMS:
-        raise cli.InputError(f"--norm must be one of {detection_models.NORMS}, not {config.norm}")
-    if config.max_iters is not None and config.max_iters < 1:
-        raise cli.InputError(f"--max-iters must be at least 1, not {config.max_iters}")
+        raise harness.InputError(
+            f"--norm must be one of {detection_models.NORMS}, not {config.norm}"
+        )
+    if config.max_steps is not None and config.max_steps < 1:
+        raise harness.InputError(f"--max-steps must be at least 1, not {config.max_steps}")
     protocol = dataclasses.replace(preset, **given)
     if changed:
         name, version = preset.name.split("/")
@@ -114,7 +112,7 @@ def load_datasets(protocol: Protocol, data: str | None):
     """(train set, test set) of the protocol from the directory `data`."""
     if data is None:
         what = "a COCO directory" if protocol.dataset == "coco" else "the VOCdevkit directory"
-        raise cli.InputError(f"pass --data with {what} ({protocol.name})")
+        raise harness.InputError(f"pass --data with {what} ({protocol.name})")
     if protocol.dataset == "coco":
         masks = protocol.model == "mask-fpn"
         (train_split,) = protocol.train_sets
@@ -185,36 +183,35 @@ def run_torchvision(
 
 def prepare(
     config: DetectionConfig, protocol: Protocol
-) -> tuple[cli.EvalInputs, detection_train.RunSettings]:
+) -> tuple[harness.EvalInputs, detection_train.RunSettings]:
     """Validated inputs (encoder, data, device, records dir) and the run's settings."""
-    setup_logging(rank=0)
-    started = time.monotonic()
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise cli.InputError(
-            "--device cuda was given but no CUDA device is visible; use --device cpu"
-        )
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    encoder, metadata = load_encoder(config.ckpt, config.arch, seed=config.seed)
-    train_set, test_set = load_datasets(protocol, config.data)
-    ckpt_path = None if config.ckpt.startswith(RANDOM_PREFIX) else config.ckpt
-    records_dir = Path(config.records) if config.records else default_records_dir(ckpt_path)
-    slug = protocol.name.replace("/", "-v")
-    sha8 = metadata["weights_sha256"][:8]
-    default_run = records_dir.resolve().parent / "detection" / f"{slug}-{sha8}-seed{config.seed}"
-    identity = json.dumps({"protocol": dataclasses.asdict(protocol), "engine": config.engine,
-                           "weights_sha256": metadata["weights_sha256"], "seed": config.seed},
-                          sort_keys=True)  # fmt: skip
+    inputs = harness.open_inputs(config, config.seed)
+    inputs.train_set, inputs.eval_set = load_datasets(protocol, config.data)
+    inputs.eval_split = protocol.split
+    inputs.work_dir = harness.work_dir(
+        "detection",
+        protocol.name,
+        inputs.metadata,
+        ckpt=config.ckpt,
+        records=config.records,
+        run_dir=config.run_dir,
+        variant=f"seed{config.seed}",
+    )
+    identity = {
+        "protocol": dataclasses.asdict(protocol),
+        "engine": config.engine,
+        "weights_sha256": inputs.metadata["weights_sha256"],
+        "seed": config.seed,
+    }
     run = detection_train.RunSettings(
-        run_dir=Path(config.run_dir) if config.run_dir else default_run,
-        identity=identity,
-        device=device,
+        run_dir=inputs.work_dir,
+        identity=json.dumps(identity, sort_keys=True),
+        device=inputs.device,
         seed=config.seed,
         num_workers=config.num_workers,
         ckpt_every_min=config.ckpt_every_min,
-        max_iters=config.max_iters,
+        max_iters=config.max_steps,
     )
-    inputs = cli.EvalInputs(encoder, metadata, train_set, test_set, protocol.split, None, device,
-                            records_dir, None, started)  # fmt: skip
     return inputs, run
 
 
@@ -225,23 +222,27 @@ def parse_config(argv: list[str] | None) -> DetectionConfig:
         description=__doc__.split("\n")[0],
         epilog="Protocols: see the presets in transfer/detection/protocols.py.",
     )
+    harness.add_input_arguments(
+        parser,
+        "an export (<run>/exports/backbone-*.pt), a training checkpoint, a torchvision ResNet "
+        "state dict, or random:<arch> (baseline)",
+    )
     add = parser.add_argument
-    add("--ckpt", required=True, help="an export (<run>/exports/backbone-*.pt), a training "
-        "checkpoint, a torchvision ResNet state dict, or random:<arch> (baseline)")  # fmt: skip
     add("--protocol", help=f"one of {', '.join(PROTOCOLS)} (default {PAPER_PROTOCOL})")
     add("--engine", help="torchvision (built in, default) or detectron2 (must be installed)")
     add("--data", help="the VOCdevkit directory (VOC2007/, VOC2012/) or the COCO directory")
-    add("--arch", help="architecture of foreign weights, e.g. resnet50")
-    add("--label", help="checkpoint label in the record (default: the file's metadata)")
-    add("--run-dir", help="checkpoints and log.jsonl of this fine-tuning run (resumes if present)")
-    add("--records", help="where the result record goes (default: records/ beside the run "
-        "directory of --ckpt, else ./records)")  # fmt: skip
-    add("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    add(
+        "--run-dir",
+        help="checkpoints and log.jsonl of this fine-tuning run (resumes if present; default: "
+        "<runs>/evals/detection/<protocol>/<sha8>-seed<seed>)",
+    )
     add("--seed", type=int, help="data order, flips and new layers' initialisation (default 0)")
-    add("--num-workers", type=int, help="data-loader processes (default 4)")
     add("--ckpt-every-min", type=float, help="minutes between checkpoints (default 10)")
-    add("--max-iters", type=int, help="stop after N iterations (smoke runs); the protocol's "
-        "schedule is unchanged")  # fmt: skip
+    add(
+        "--max-steps",
+        type=int,
+        help="stop after N iterations (smoke runs); the protocol's schedule is unchanged",
+    )
     group = parser.add_argument_group("protocol overrides (recorded as '<protocol>-custom')")
     group.add_argument("--model", help=f"one of {detection_models.MODELS} (mask-fpn: COCO)")
     group.add_argument("--norm", help=f"one of {detection_models.NORMS}")
@@ -257,24 +258,21 @@ def parse_config(argv: list[str] | None) -> DetectionConfig:
     args = parser.parse_args(argv)
     if args.train_sizes is not None:
         args.train_sizes = tuple(args.train_sizes)
-    return cli.config_from_args(DetectionConfig, args)
+    return harness.config_from_args(DetectionConfig, args)
 
 
 def main(argv: list[str] | None = None) -> None:
-    with cli.error_boundary():
+    with harness.error_boundary():
         if slurm_submit.submit_cli_if_requested("transfer.detection", argv):  # --slurm: a job
             return
     config = parse_config(argv)
-    if int(os.environ.get("RANK", "0")) != 0:  # a multi-task SLURM job: one process does the run
-        print(f"rank {os.environ['RANK']}: transfer.detection runs in rank 0 only", flush=True)
-        return
-    with cli.error_boundary():
+    with harness.error_boundary():
         protocol, changed = resolve_protocol(config)
         if config.engine == "detectron2":
             from transfer.detection import detectron2_runner
 
             if changed:
-                raise cli.InputError("--engine detectron2 runs the protocol as published; drop "
+                raise harness.InputError("--engine detectron2 runs the protocol as published; drop "
                                      f"the overrides {sorted(changed)}")  # fmt: skip
             detectron2_runner.require_detectron2(protocol.name)
         inputs, run = prepare(config, protocol)
@@ -293,7 +291,8 @@ def main(argv: list[str] | None = None) -> None:
             }
             return metrics, json.loads(json.dumps(selection, default=_plain))
 
-        record, path = cli.run_and_record(inputs, config, "detection", protocol.name, run_engine)
+        task = Task("detection", config.dataset, inputs.eval_split, protocol.name)
+        record, path = harness.record_run(inputs, config, task, run_engine)
     shown = " ".join(f"{k} {v:.2f}" for k, v in record.metrics.items())
     print(f"detection {protocol.name} {record.task.dataset}/{record.task.split} "
           f"[{record.checkpoint.label}, {record.checkpoint.weights_sha256[:8]}]: {shown} "

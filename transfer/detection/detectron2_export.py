@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from evaluate import cli
+from evaluate import harness
 from evaluate.features import load_encoder
 from transfer.detection.protocols import moco_detectron2_c4_24k
 
@@ -88,7 +88,7 @@ def detectron2_yaml(metadata: dict, weights: Path) -> str:
     """detectron2 config of protocol moco-detectron2-c4-24k/1 for these weights (module doc)."""
     arch = metadata["arch"]
     if yaml_unsupported(metadata):
-        raise cli.InputError(yaml_unsupported(metadata))
+        raise harness.InputError(yaml_unsupported(metadata))
     protocol = moco_detectron2_c4_24k()
     width = _WIDTH.get(arch, 1)
     mean, std = _pixel_mean_std(metadata)
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         "--arch", help="architecture of foreign weights, e.g. resnet50 (default: inferred)"
     )
     args = parser.parse_args(argv)
-    with cli.error_boundary():
+    with harness.error_boundary():
         weights, config = export(args.ckpt, args.out, args.arch)
     print(f"detectron2 weights -> {weights}")
     print(f"detectron2 config  -> {config}")

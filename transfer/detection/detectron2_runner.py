@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evaluate import cli
+from evaluate import harness
 from transfer.detection import detectron2_export
 from transfer.detection.protocols import MOCO_PROTOCOL
 
@@ -30,14 +30,14 @@ _SPLITS = ("2007-trainval", "2012-trainval", "2007-test")
 def require_detectron2(protocol: str) -> None:
     """Raise InputError unless detectron2 imports and `protocol` is the one it runs here."""
     if protocol != MOCO_PROTOCOL:
-        raise cli.InputError(
+        raise harness.InputError(
             f"--engine detectron2 runs {MOCO_PROTOCOL} (the YAML of transfer.export detectron2), "
             f"not {protocol}; use --engine torchvision for it"
         )
     try:
         import detectron2  # noqa: F401
     except ImportError as error:
-        raise cli.InputError(INSTALL) from error
+        raise harness.InputError(INSTALL) from error
 
 
 def _register_extra_norm_head() -> None:
@@ -69,7 +69,7 @@ def run(config, protocol, inputs, run_settings) -> tuple[dict, dict]:
     output_dir = Path(run_settings.run_dir) / "detectron2"
     weights, yaml_path = detectron2_export.export(config.ckpt, output_dir, config.arch)
     if not isinstance(yaml_path, Path):
-        raise cli.InputError(f"cannot run detectron2's C4 protocol: {yaml_path}")
+        raise harness.InputError(f"cannot run detectron2's C4 protocol: {yaml_path}")
     names = {}
     for split in _SPLITS:
         year, image_set = split.split("-")
@@ -82,8 +82,8 @@ def run(config, protocol, inputs, run_settings) -> tuple[dict, dict]:
     cfg.DATASETS.TRAIN = (names["2007-trainval"], names["2012-trainval"])
     cfg.DATASETS.TEST = (names["2007-test"],)
     cfg.OUTPUT_DIR, cfg.SEED = str(output_dir), config.seed
-    if config.max_iters:
-        cfg.SOLVER.MAX_ITER = min(config.max_iters, cfg.SOLVER.MAX_ITER)
+    if config.max_steps:
+        cfg.SOLVER.MAX_ITER = min(config.max_steps, cfg.SOLVER.MAX_ITER)
     cfg.freeze()
 
     class Trainer(DefaultTrainer):

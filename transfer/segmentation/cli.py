@@ -19,19 +19,17 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
-import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from evaluate import cli
-from evaluate.features import RANDOM_PREFIX, load_encoder
+from evaluate import harness
+from evaluate.transforms import Preprocessing
 from pretrain.data import dataset_stats
-from pretrain.dist import setup_logging
-from results.record import default_records_dir
+from results.record import Task
 from slurm import submit as slurm_submit
-from transfer.segmentation import record as segmentation_record
 from transfer.segmentation.data import build_segmentation_set, check_sizes
 from transfer.segmentation.data import heldout_split as make_heldout
+from transfer.segmentation.engine import Job, run_job
 from transfer.segmentation.protocols import PROTOCOLS, SegmentationProtocol
 
 ENGINES = ("torchvision", "mmseg")
@@ -53,9 +51,9 @@ class SegmentationConfig:
     arch: str | None = None
     label: str | None = None
     records: str | None = None
-    run_dir: str | None = None  # default: <records>/../segmentation/<protocol>-<sha8>
+    run_dir: str | None = None  # default: harness.work_dir, <runs>/evals/segmentation/...
     device: str | None = None
-    num_workers: int = 4
+    num_workers: int = field(default_factory=harness.default_num_workers)  # CPUs, at most 8
     ckpt_every: int = 1000  # iterations between checkpoints
     max_steps: int | None = None  # shorten: iterations per run
     batch_size: int | None = None
@@ -69,7 +67,7 @@ class SegmentationConfig:
 def resolve(config: SegmentationConfig) -> SegmentationProtocol:
     """The protocol preset with the shortening flags applied."""
     if config.protocol not in PROTOCOLS:
-        raise cli.InputError(
+        raise harness.InputError(
             f"unknown protocol {config.protocol!r}; use one of {', '.join(PROTOCOLS)}"
         )
     settings = PROTOCOLS[config.protocol]()
@@ -86,17 +84,17 @@ def resolve(config: SegmentationConfig) -> SegmentationProtocol:
         settings = replace(settings, test_crop=max(config.crop, settings.test_crop))
     for name in ("iterations", "batch_size", "crop"):
         if getattr(settings, name) < 1:
-            raise cli.InputError(f"--{name.replace('_', '-')} must be positive")
+            raise harness.InputError(f"--{name.replace('_', '-')} must be positive")
     if not settings.lrs or not settings.seeds:
-        raise cli.InputError("--lrs and --seeds need at least one value")
+        raise harness.InputError("--lrs and --seeds need at least one value")
     if config.engine not in ENGINES:
-        raise cli.InputError(f"unknown --engine {config.engine!r}; use one of {ENGINES}")
+        raise harness.InputError(f"unknown --engine {config.engine!r}; use one of {ENGINES}")
     return settings
 
 
-def run_protocol(config: SegmentationConfig, inputs: segmentation_record.Inputs) -> tuple:
+def run_protocol(config: SegmentationConfig, inputs: harness.EvalInputs) -> tuple:
     """(metrics, selection): LR sweep on the held-out images if several LRs, then the seeds."""
-    settings, run_dir = config.settings, Path(inputs.run_dir)
+    settings, run_dir = config.settings, Path(inputs.work_dir)
     run_one = _engine(config.engine)
     candidates = []
     if len(settings.lrs) > 1:
@@ -144,7 +142,26 @@ def _engine(name: str):
         from transfer.segmentation import mmseg_runner  # imports mmseg, which needs full mmcv
 
         return mmseg_runner.run_one
-    return segmentation_record.run_one_torchvision
+    return run_one_torchvision
+
+
+def run_one_torchvision(config, inputs, lr, seed, train_set, eval_set, run_dir) -> dict:
+    """One (LR, seed) run on the built-in engine (transfer/segmentation/engine.py)."""
+    job = Job(
+        protocol=config.settings,
+        lr=lr,
+        seed=seed,
+        train_set=train_set,
+        eval_set=eval_set,
+        run_dir=Path(run_dir),
+        weights_sha256=inputs.metadata["weights_sha256"],
+        mean=inputs.preprocessing.mean,
+        std=inputs.preprocessing.std,
+        device=str(inputs.device),
+        num_workers=config.num_workers,
+        ckpt_every=config.ckpt_every,
+    )
+    return run_job(job, inputs.encoder)
 
 
 def load_data(settings: SegmentationProtocol, root: str | None):
@@ -156,29 +173,29 @@ def load_data(settings: SegmentationProtocol, root: str | None):
     return train_set, eval_set
 
 
-def load_inputs(config: SegmentationConfig) -> segmentation_record.Inputs:
-    """Device, encoder, data and directories, all validated before training starts."""
-    setup_logging(rank=0)
-    started = time.monotonic()
-    device = segmentation_record.pick_device(config.device)
+def load_inputs(config: SegmentationConfig) -> harness.EvalInputs:
+    """Device, encoder (left on the CPU: each run fine-tunes a copy), data and directories, all
+    validated before training starts."""
+    settings = config.settings
     if config.engine == "mmseg":
         from transfer.segmentation import mmseg_runner
 
         mmseg_runner.require_mmseg(config.device)
-    encoder, metadata = load_encoder(config.ckpt, config.arch, seed=min(config.settings.seeds))
-    train_set, eval_set = load_data(config.settings, config.data)
-    stats = metadata.get("preprocessing") or {}
+    inputs = harness.open_inputs(config, min(settings.seeds))
+    inputs.train_set, inputs.eval_set = load_data(settings, config.data)
+    inputs.eval_split = settings.eval_split
+    stats = inputs.metadata.get("preprocessing") or {}
     mean, std = (stats["mean"], stats["std"]) if stats else dataset_stats("imagenet")
-    ckpt_path = None if config.ckpt.startswith(RANDOM_PREFIX) else config.ckpt
-    records_dir = Path(config.records) if config.records else default_records_dir(ckpt_path)
-    slug = config.settings.name.replace("/", "-v")
-    run_dir = config.run_dir or records_dir.parent / "segmentation" / (
-        f"{slug}-{metadata['weights_sha256'][:8]}"
+    inputs.preprocessing = Preprocessing(settings.crop, tuple(mean), tuple(std))
+    inputs.work_dir = harness.work_dir(
+        "segmentation",
+        settings.name,
+        inputs.metadata,
+        ckpt=config.ckpt,
+        records=config.records,
+        run_dir=config.run_dir,
     )
-    return segmentation_record.Inputs(
-        encoder, metadata, train_set, eval_set, tuple(mean), tuple(std), device,
-        records_dir, Path(run_dir), started,
-    )  # fmt: skip
+    return inputs
 
 
 def parse_config(argv: list[str] | None) -> SegmentationConfig:
@@ -188,19 +205,20 @@ def parse_config(argv: list[str] | None) -> SegmentationConfig:
         description=__doc__.split("\n")[0],
         epilog="Protocols: transfer/segmentation/protocols.py (settings and sources).",
     )
+    harness.add_input_arguments(
+        parser,
+        "an export (<run>/exports/backbone-*.pt), a training checkpoint, a torchvision ResNet "
+        "state dict, or random:<arch> (baseline)",
+    )
     add = parser.add_argument
-    add("--ckpt", required=True, help="an export (<run>/exports/backbone-*.pt), a training "
-        "checkpoint, a torchvision ResNet state dict, or random:<arch> (baseline)")  # fmt: skip
     add("--protocol", choices=list(PROTOCOLS), help="protocol preset (default: byol-paper-fcn/1)")
     add("--data", help="VOCdevkit/VOC2012 (byol-paper-fcn/1) or ADEChallengeData2016 (ade20k-*)")
     add("--engine", choices=ENGINES, help="torchvision (built in, default) or mmseg (`make mm`)")
-    add("--arch", help="architecture of foreign weights, e.g. resnet50 (default: inferred)")
-    add("--label", help="checkpoint label in the record (default: the file's metadata)")
-    add("--records", help="where the record goes (default: records/ beside the run of --ckpt)")
-    add("--run-dir", help="checkpoints and per-run results; an existing one resumes (default: "
-        "<records>/../segmentation/<protocol>-<sha8>)")  # fmt: skip
-    add("--device", choices=["cpu", "cuda"], help="default: cuda when available")
-    add("--num-workers", type=int, help="data-loader processes (default 4)")
+    add(
+        "--run-dir",
+        help="checkpoints and per-run results; an existing one resumes (default: "
+        "<runs>/evals/segmentation/<protocol>/<sha8>)",
+    )
     add("--ckpt-every", type=int, help="iterations between checkpoints (default 1000)")
     add("--max-steps", type=int, help="shorten: training iterations per run")
     add("--batch-size", type=int, help="images per iteration (default: the protocol's)")
@@ -214,19 +232,21 @@ def parse_config(argv: list[str] | None) -> SegmentationConfig:
     for name in ("lrs", "seeds"):
         if getattr(args, name) is not None:
             setattr(args, name, tuple(getattr(args, name)))
-    return cli.config_from_args(SegmentationConfig, args)
+    return harness.config_from_args(SegmentationConfig, args)
 
 
 def main(argv: list[str] | None = None) -> None:
-    with cli.error_boundary():
+    with harness.error_boundary():
         if slurm_submit.submit_cli_if_requested("transfer.segmentation", argv):
             return
     config = parse_config(argv)
-    with cli.error_boundary():
+    with harness.error_boundary():
         config = replace(config, settings=resolve(config))
         inputs = load_inputs(config)
-        record, path = segmentation_record.run_and_record(
-            inputs, config, lambda: run_protocol(config, inputs)
+        settings = config.settings
+        task = Task("segmentation", settings.dataset, settings.eval_split, settings.name)
+        record, path = harness.record_run(
+            inputs, config, task, lambda: run_protocol(config, inputs)
         )
     selection = record.selection
     print(

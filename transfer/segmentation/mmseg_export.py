@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from evaluate import cli
+from evaluate import harness
 from evaluate.features import load_encoder
 from pretrain.checkpoint import CheckpointError, write_atomic
 from pretrain.data import dataset_stats
@@ -101,10 +101,12 @@ def export_encoder(
     """Write the checkpoint and config of a loaded backbone for `protocol`; returns (checkpoint
     path, config path). `metadata` is load_encoder's (arch, weights_sha256, preprocessing...)."""
     if protocol not in TEMPLATES:
-        raise cli.InputError(f"unknown protocol {protocol!r}; use one of {', '.join(TEMPLATES)}")
+        raise harness.InputError(
+            f"unknown protocol {protocol!r}; use one of {', '.join(TEMPLATES)}"
+        )
     settings: SegmentationProtocol = PROTOCOLS[protocol]()
     if gpus < 1 or settings.batch_size % gpus:
-        raise cli.InputError(f"--nproc must divide the protocol's batch {settings.batch_size}")
+        raise harness.InputError(f"--nproc must divide the protocol's batch {settings.batch_size}")
     if metadata["arch"] not in MMSEG_DEPTHS or metadata.get("cifar_stem"):
         stem = " (CIFAR stem)" if metadata.get("cifar_stem") else ""
         raise CheckpointError(
@@ -209,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     if any(arg.split("=")[0] == "--gpus" for arg in argv):
         parser.error("--gpus is now --nproc: processes the exported config's batch is split over")
     args = parser.parse_args(argv)
-    with cli.error_boundary():
+    with harness.error_boundary():
         weights, config = export(
             args.ckpt,
             args.protocol,

@@ -1,6 +1,6 @@
 """`transfer.segmentation --engine mmseg`: one (LR, seed) run on mmsegmentation's Runner.
 
-Same contract as the built-in engine (transfer/segmentation/record.py:run_one_torchvision): the
+Same contract as the built-in engine (transfer/segmentation/cli.py:run_one_torchvision): the
 run lives in its run directory, a finished one (result.json) is reused, and the result dict has
 the same keys, so the protocol driver and the record do not depend on the engine. The config is
 the one `python -m transfer.export mmseg` writes, with the split lists of this run (the LR sweep
@@ -16,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-from evaluate import cli
+from evaluate import harness
 from pretrain.checkpoint import write_atomic
 from transfer.segmentation.data import SegmentationSet
 from transfer.segmentation.mmseg_export import export_encoder
@@ -36,11 +36,11 @@ def require_mmseg(device: str | None = None) -> None:
         import mmcv.ops  # noqa: F401  (the compiled ops mmseg needs)
         import mmseg.apis  # noqa: F401
     except Exception as error:  # ImportError, or mmseg's assert on the mmcv version
-        raise cli.InputError(f"{INSTALL_HINT} ({type(error).__name__}: {error})") from error
+        raise harness.InputError(f"{INSTALL_HINT} ({type(error).__name__}: {error})") from error
     import torch
 
     if device == "cpu" and torch.cuda.is_available():
-        raise cli.InputError(
+        raise harness.InputError(
             "--engine mmseg places the model itself (cuda when visible); to run it on the CPU "
             "hide the GPUs with CUDA_VISIBLE_DEVICES= instead of --device cpu"
         )
@@ -50,7 +50,9 @@ def _split_files(run_dir: Path, images: SegmentationSet, name: str) -> dict:
     """mmseg ann_file (this set's ids) and seg_map dir for a VOC set; {} for ADE20K."""
     if images.name != "voc2012":
         if "heldout" in images.split:
-            raise cli.InputError("the mmseg engine runs ADE20K on its full train/val splits only")
+            raise harness.InputError(
+                "the mmseg engine runs ADE20K on its full train/val splits only"
+            )
         return {}
     ann_file = run_dir / f"{name}.txt"
     write_atomic(ann_file, ("\n".join(images.ids) + "\n").encode())
@@ -75,7 +77,7 @@ def prepare_config(config, inputs, lr, seed, train_set, eval_set, run_dir: Path)
         inputs.encoder, inputs.metadata, settings.name, run_dir, data_root=str(root), lr=lr,
         seed=seed, gpus=1, iterations=settings.iterations, crop=settings.crop,
         work_dir=str(run_dir / "mmseg"), ann_files=ann_files or None,
-        mean_std=(inputs.mean, inputs.std),
+        mean_std=(inputs.preprocessing.mean, inputs.preprocessing.std),
     )  # fmt: skip
     cfg = Config.fromfile(str(config_path))
     cfg.train_dataloader.batch_size = settings.batch_size

@@ -1,6 +1,6 @@
-"""VOC and COCO readers on data written in the real layouts, and their answers to bad input."""
+"""VOC and COCO readers on data written in the real layouts, and their answers to bad input
+(the CLI's answers: test_cli.py)."""
 
-import importlib.util
 import json
 
 import pytest
@@ -8,7 +8,6 @@ import torch
 
 from pretrain.data import DataError
 from results.published import published_records
-from tests.conftest import run_cli
 from tests.transfer.detection.layouts import COCO_CATEGORIES, make_coco, make_voc
 from transfer.detection import cli as detection
 from transfer.detection.data import VOC_CLASSES, CocoDetection, VocDetection
@@ -82,42 +81,6 @@ def test_coco_unknown_category_ids_are_refused(tmp_path):
     with pytest.raises(DataError, match="is not a COCO file"):
         CocoDetection(tmp_path, "val2017", with_masks=False, train=False)
     assert {c["id"] for c in COCO_CATEGORIES} == {3, 7}
-
-
-def _error_of(argv: list[str]) -> str:
-    """The message `python -m transfer.detection argv` stops with (in process)."""
-    with pytest.raises(SystemExit) as stop:
-        detection.main(argv)
-    return str(stop.value.code)
-
-
-def test_cli_bad_inputs_name_the_problem(tmp_path):
-    root = make_voc(tmp_path / "voc", {("2007", "trainval"): 1, ("2007", "test"): 1})
-    (root / "VOC2007" / "ImageSets" / "Main" / "test.txt").unlink()
-    common = ["--ckpt", "random:resnet18", "--device", "cpu", "--records", str(tmp_path / "r")]
-    unknown = run_cli("transfer.detection", *common, "--protocol", "voc-made-up/3")
-    assert unknown.returncode == 1 and "Traceback" not in unknown.stderr
-    assert "error: unknown protocol 'voc-made-up/3'" in unknown.stderr
-    assert "byol-paper-frcnn-c4/1" in unknown.stderr  # lists the known ones
-    assert "ImageSets/Main/test.txt" in _error_of([*common, "--data", str(root)])
-    coco = ["--protocol", "coco-maskrcnn-fpn-1x/1"]
-    assert "pass --data with a COCO directory" in _error_of([*common, *coco])
-    assert "--model mask-fpn needs instance masks" in _error_of([*common, "--model", "mask-fpn"])
-    moco = ["--protocol", "moco-detectron2-c4-24k/1", "--data", str(root)]
-    if importlib.util.find_spec("detectron2") is None:  # the case of this project's CI
-        message = _error_of([*common, *moco, "--engine", "detectron2"])
-        assert "detectron2 is not importable" in message and "--engine torchvision" in message
-    assert "--engine detectron2 runs moco-detectron2-c4-24k/1" in _error_of(
-        [*common, "--engine", "detectron2", "--data", str(root)]
-    )
-    assert "--slurm needs --profile" in _error_of([*common, "--slurm"])
-    assert not (tmp_path / "r").exists()  # bad input writes no record
-
-
-def test_only_rank_0_runs_in_a_multi_task_job(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("RANK", "3")  # what slurm.submit's Job exports in the 4th task
-    detection.main(["--ckpt", "random:resnet18", "--records", str(tmp_path / "r")])
-    assert "rank 3" in capsys.readouterr().out and not (tmp_path / "r").exists()
 
 
 def test_protocol_names_pair_with_the_published_records():

@@ -100,7 +100,7 @@ def test_c4_trains_evaluates_and_resumes(export, voc, tmp_path):
     records, run_dir = tmp_path / "records", tmp_path / "run"
     argv = ["--ckpt", str(export), "--data", str(voc), "--records", str(records),
             "--run-dir", str(run_dir), *TINY]  # fmt: skip
-    _run([*argv, "--max-iters", "2"])
+    _run([*argv, "--max-steps", "2"])
     first = _only_record(records)
     assert first.status == "complete" and first.task.family == "detection"
     assert (first.task.dataset, first.task.split) == ("voc07", "test")
@@ -115,7 +115,7 @@ def test_c4_trains_evaluates_and_resumes(export, voc, tmp_path):
     assert lines[-1]["iteration"] == 2 and (run_dir / "checkpoints" / "last.pt").is_file()
     for path in records.glob("*.json"):
         path.rename(tmp_path / path.name)
-    _run([*argv, "--max-iters", "3"])  # the same run directory: resumes at iteration 2
+    _run([*argv, "--max-steps", "3"])  # the same run directory: resumes at iteration 2
     second = _only_record(records)
     assert second.selection["resumed_from"] == 2 and second.selection["iterations_run"] == 1
 
@@ -123,7 +123,7 @@ def test_c4_trains_evaluates_and_resumes(export, voc, tmp_path):
 def test_fpn_with_group_norm_trains_on_voc07_12(export, voc, tmp_path):
     _run(["--ckpt", str(export), "--data", str(voc), "--records", str(tmp_path),
           "--protocol", "moco-detectron2-c4-24k/1", "--model", "fpn", "--norm", "gn",
-          "--batch-size", "2", "--max-iters", "2", "--run-dir", str(tmp_path / "run"),
+          "--batch-size", "2", "--max-steps", "2", "--run-dir", str(tmp_path / "run"),
           *TINY])  # fmt: skip
     record = _only_record(tmp_path)
     assert record.task.protocol == "moco-detectron2-c4-24k-custom/1"
@@ -138,7 +138,7 @@ def test_mask_rcnn_trains_and_reports_box_and_mask_ap(export, tmp_path):
     make_coco(data, "train2017", 4)
     make_coco(data, "val2017", 2, seed=1)
     _run(["--ckpt", str(export), "--data", str(data), "--records", str(tmp_path),
-          "--protocol", "coco-maskrcnn-fpn-1x/1", "--batch-size", "2", "--max-iters", "2",
+          "--protocol", "coco-maskrcnn-fpn-1x/1", "--batch-size", "2", "--max-steps", "2",
           "--run-dir", str(tmp_path / "run"), *TINY])  # fmt: skip
     record = _only_record(tmp_path)
     assert (record.task.dataset, record.task.split) == ("coco", "val2017")
@@ -228,7 +228,7 @@ def test_non_finite_loss_stops_with_a_failed_record(voc, tmp_path):
         FloatingPointError, match=r"non-finite loss nan at iteration 0 \(lr 0.001\)"
     ):
         _run(["--ckpt", str(broken), "--data", str(voc), "--records", str(records),
-              "--run-dir", str(tmp_path / "run"), "--max-iters", "2", *TINY])  # fmt: skip
+              "--run-dir", str(tmp_path / "run"), "--max-steps", "2", *TINY])  # fmt: skip
     record = _only_record(records)
     assert record.status == "failed" and "FloatingPointError" in record.error
     assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()  # nothing bad was saved

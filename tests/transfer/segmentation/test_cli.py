@@ -1,6 +1,7 @@
 """`python -m transfer.segmentation` end to end on tiny VOC2012 / ADE20K trees, and bad input."""
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -75,7 +76,7 @@ def test_unknown_protocol_is_refused(tmp_path, capsys):
         exit_info.value.code == 2 and "invalid choice: 'voc-deeplab/9'" in capsys.readouterr().err
     )
     config = segmentation.SegmentationConfig(ckpt="random:resnet18", protocol="voc-deeplab/9")
-    with pytest.raises(segmentation.cli.InputError, match="unknown protocol 'voc-deeplab/9'"):
+    with pytest.raises(segmentation.harness.InputError, match="unknown protocol 'voc-deeplab/9'"):
         segmentation.resolve(config)
 
 
@@ -102,3 +103,20 @@ def test_slurm_submits_the_same_command_through_the_shared_helper(monkeypatch, c
     assert submitted["command"][1:3] == ["-m", "transfer.segmentation"]
     assert submitted["command"][3:] == argv and submitted["after"] == ["7"]
     assert "submitted SLURM job 42" in capsys.readouterr().out
+
+
+def test_default_work_dir_is_under_runs_evals_not_records(tmp_path):
+    voc = make_voc(tmp_path, train=2, val=1)
+    argv = ["--ckpt", "random:resnet18", "--data", str(voc), *TINY]
+    config = segmentation.parse_config([*argv, "--records", str(tmp_path / "records")])
+    inputs = segmentation.load_inputs(replace(config, settings=segmentation.resolve(config)))
+    sha8 = inputs.metadata["weights_sha256"][:8]
+    expected = tmp_path / "evals" / "segmentation" / "byol-paper-fcn-v1" / sha8
+    assert inputs.work_dir == expected and inputs.records_dir == tmp_path / "records"
+    assert (inputs.eval_split, inputs.preprocessing.image_size) == ("val", 48)
+    assert inputs.preprocessing.mean == (0.485, 0.456, 0.406)  # no statistics in random: weights
+
+
+def test_fast_is_refused():
+    result = run_cli("transfer.segmentation", "--ckpt", "random:resnet18", "--fast")
+    assert result.returncode == 2 and "unrecognized arguments: --fast" in result.stderr

@@ -142,9 +142,10 @@ def test_engine_mmseg_end_to_end_writes_the_same_record(tmp_path):
 def test_runner_config_holds_this_runs_split_lists(tmp_path):
     """The mmseg engine's LR sweep trains on train_aug minus the held-out ids, tests on them."""
     from evaluate.features import load_encoder
+    from evaluate.harness import EvalInputs
+    from evaluate.transforms import Preprocessing
     from transfer.segmentation import mmseg_runner
     from transfer.segmentation.data import build_segmentation_set, heldout_split
-    from transfer.segmentation.record import Inputs
 
     voc = make_voc(tmp_path, train=5, val=1)
     train_aug = build_segmentation_set("voc2012", str(voc), "train_aug")
@@ -153,8 +154,17 @@ def test_runner_config_holds_this_runs_split_lists(tmp_path):
     config = segmentation.parse_config(["--ckpt", "random:resnet18", "--max-steps", "7",
                                         "--batch-size", "4", "--num-workers", "0"])  # fmt: skip
     config = segmentation.replace(config, settings=segmentation.resolve(config))
-    inputs = Inputs(encoder, metadata, rest, held, (0.5,) * 3, (0.25,) * 3, "cpu", tmp_path,
-                    tmp_path / "run", 0.0)  # fmt: skip
+    inputs = EvalInputs(
+        encoder,
+        metadata,
+        "cpu",
+        tmp_path,
+        0.0,
+        train_set=rest,
+        eval_set=held,
+        preprocessing=Preprocessing(48, (0.5,) * 3, (0.25,) * 3),
+        work_dir=tmp_path / "run",
+    )
     cfg, _ = mmseg_runner.prepare_config(config, inputs, 0.1, 2, rest, held, tmp_path / "run")
     train, val = cfg.train_dataloader, cfg.val_dataloader
     assert Path(train.dataset.ann_file).read_text().split() == list(rest.ids)
