@@ -23,6 +23,7 @@ the linear protocol requires (BYOL v3, App. C.1).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -46,6 +47,7 @@ from pretrain.checkpoint import (
     weights_sha256,
 )
 from pretrain.data import DataError, ImageDataset, dataset_stats
+from results.atomic import write_atomic
 
 RANDOM_PREFIX = "random:"
 FEATURES_FORMAT = "byol-bench.features/1"
@@ -269,7 +271,9 @@ def cached_features(
         encoder, preprocessing.eval_dataset(images), desc=desc, **extract_kwargs
     )
     blob = {"format": FEATURES_FORMAT, "key": key, "features": features, "labels": labels}
-    _save_atomic(path, blob)
+    buffer = io.BytesIO()
+    torch.save(blob, buffer)
+    write_atomic(path, buffer.getvalue())
     return features, labels
 
 
@@ -287,14 +291,3 @@ def _read_cache(path: Path, key: dict, targets: list[int]):
         log.warning("ignoring feature cache %s: its key or labels differ", path)
         return None
     return blob["features"], blob["labels"]
-
-
-def _save_atomic(path: Path, blob: dict) -> None:
-    """torch.save to a temporary file, fsync, os.replace: never a partial cache file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(blob, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)

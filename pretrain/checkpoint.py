@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from results.atomic import write_atomic
 from results.errors import ByolBenchError
 
 CHECKPOINT_FORMAT = "byol-bench.checkpoint/1"
@@ -37,22 +38,6 @@ class CheckpointError(ByolBenchError, RuntimeError):
 def last_checkpoint_path(run_dir: str | Path) -> Path:
     """THE resume file of a run: the saver and the resumer both use this name."""
     return Path(run_dir) / "checkpoints" / "last.pt"
-
-
-def write_atomic(path: Path, payload: bytes) -> None:
-    """Write bytes to ``path`` via a temporary file, fsync and os.replace (never a partial file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def tensor_bytes(tensor: torch.Tensor) -> bytes:

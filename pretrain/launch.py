@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"error: {error}")
     from pretrain.checkpoint import CheckpointError
     from pretrain.data import DataError
-    from pretrain.train import ConfigMismatchError, NonFiniteLossError
+    from pretrain.rundir import ConfigMismatchError, NonFiniteLossError
 
     try:
         config = config_from_args(args)

@@ -13,7 +13,7 @@ from transfer.segmentation.models import (
     build_segmenter,
     resnet_stages,
 )
-from transfer.segmentation.protocols import ade20k_semfpn_80k, lr_at, voc12aug_fcn
+from transfer.segmentation.protocols import ade20k_semfpn_80k, voc12aug_fcn
 
 STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -52,14 +52,14 @@ def test_schedules_follow_the_presets():
     voc, ade = voc12aug_fcn(), ade20k_semfpn_80k()
     assert voc.name == "byol-paper-fcn/1" and len(voc.lrs) == 5 and len(voc.seeds) == 5
     assert voc.lrs[0] == 1e-3 and abs(voc.lrs[-1] - 0.1) < 1e-12 and voc.heldout == 2119
-    assert [lr_at(voc, 0.1, i) for i in (0, 20_999, 21_000, 26_999, 27_000)] == [
+    assert [voc.lr(i, 0.1) for i in (0, 20_999, 21_000, 26_999, 27_000)] == [
         0.1,
         0.1,
         0.1 * 0.1,
         0.1 * 0.1,
         0.1 * 0.1 * 0.1,
     ]
-    assert lr_at(ade, 0.01, 0) == 0.01 and abs(lr_at(ade, 0.01, 80_000) - 1e-4) < 1e-12
+    assert ade.lr(0, 0.01) == 0.01 and abs(ade.lr(80_000, 0.01) - 1e-4) < 1e-12
     model = build_segmenter("semfpn", load_encoder("random:resnet18")[0], 150)
     groups = parameter_groups(model, ade)
     assert groups[1]["weight_decay"] == 0.0 and groups[0]["weight_decay"] == 5e-4
