@@ -46,7 +46,8 @@ from pretrain.checkpoint import (
     load_checkpoint,
     weights_sha256,
 )
-from pretrain.data import DataError, ImageDataset, dataset_stats
+from pretrain.data import DataError, ImageDataset
+from pretrain.export_metadata import backbone_metadata
 from results.atomic import write_atomic
 
 RANDOM_PREFIX = "random:"
@@ -145,23 +146,15 @@ def _from_training_checkpoint(path: Path) -> tuple[dict, dict]:
         raise CheckpointError(f"{path}: training checkpoint without online_encoder.* weights")
     config, step, epoch = state["config"], int(state["step"]), int(state["epoch"])
     start_step = int(state.get("sampler", {}).get("start_step", 0))
-    steps_per_epoch = (step - start_step) / epoch if epoch > 0 else None
-    mean, std = dataset_stats(config["dataset"])
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     probe_weight = state.get("probe", {}).get("weight")
-    metadata = {
-        "label": run_dir.name,
-        "arch": config["backbone"],
-        "cifar_stem": config["cifar_stem"],
-        "method": "byol",
-        "source": "byol-bench",
-        "pretrain_epochs": step / steps_per_epoch if steps_per_epoch else None,
-        "pretrain_steps": step,
-        "pretrain_dataset": config["dataset"],
-        "pretrain_num_classes": None if probe_weight is None else int(probe_weight.shape[0]),
-        "preprocessing": {"image_size": config["image_size"], "mean": mean, "std": std},
-        "config": config,
-    }
+    metadata = backbone_metadata(
+        config,
+        label=run_dir.name,
+        step=step,
+        steps_per_epoch=(step - start_step) / epoch if epoch > 0 else None,
+    )
+    metadata["pretrain_num_classes"] = None if probe_weight is None else int(probe_weight.shape[0])
     return state_dict, metadata
 
 

@@ -56,10 +56,15 @@ def identity_differences(saved: dict, current: dict, ignore: Iterable[str] = ())
     current = as_plain(current)
     names = (set(saved) | set(current)) - set(ignore)
     return sorted(
-        f"{name}: run has {saved.get(name)!r}, now {current.get(name)!r}"
+        f"{name}: run has {_short(saved.get(name))}, now {_short(current.get(name))}"
         for name in names
         if saved.get(name) != current.get(name)
     )
+
+
+def _short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def claim(

@@ -1,11 +1,15 @@
 """The segmenters: strict loading of every backbone tensor, shapes, a few training steps, eval."""
 
+import math
+
 import pytest
 import torch
 
 from evaluate.features import load_encoder
 from pretrain.checkpoint import CheckpointError
+from pretrain.rundir import NonFiniteLossError
 from tests.transfer.segmentation.layouts import make_export, make_voc
+from transfer.segmentation import engine
 from transfer.segmentation.data import build_segmentation_set
 from transfer.segmentation.engine import Job, parameter_groups, run_job
 from transfer.segmentation.models import (
@@ -113,3 +117,26 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
                  val, "run")  # fmt: skip
     with pytest.raises(CheckpointError, match="holds a different segmentation run"):
         run_job(other, encoder)
+
+
+def test_a_non_finite_loss_stops_naming_step_and_lr_and_keeps_the_last_checkpoint(
+    tmp_path, monkeypatch
+):
+    voc = make_voc(tmp_path, train=3, val=1)
+    train_set = build_segmentation_set("voc2012", str(voc), "train_aug")
+    val = build_segmentation_set("voc2012", str(voc), "val")
+    protocol = voc12aug_fcn().__class__(
+        **{**voc12aug_fcn().__dict__, "iterations": 4, "batch_size": 1, "crop": 48}
+    )
+    job = _job(tmp_path, protocol, train_set, val, "run")  # checkpoints at iterations 2 and 4
+    calls, real_step = [], engine.train_step
+
+    def nan_at_iteration_3(*args, **kwargs):
+        calls.append(1)
+        return math.nan if len(calls) == 4 else real_step(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_step", nan_at_iteration_3)
+    with pytest.raises(NonFiniteLossError, match=r"at step 3 \(lr [0-9.e-]+\)"):
+        run_job(job, load_encoder("random:resnet18")[0])
+    kept = torch.load(job.run_dir / "checkpoints" / "last.pt", weights_only=True)["state"]
+    assert kept["step"] == 2 and not (job.run_dir / "result.json").exists()
