@@ -23,6 +23,7 @@ the linear protocol requires (BYOL v3, App. C.1).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -45,7 +46,9 @@ from pretrain.checkpoint import (
     load_checkpoint,
     weights_sha256,
 )
-from pretrain.data import DataError, ImageDataset, dataset_stats
+from pretrain.data import DataError, ImageDataset
+from pretrain.export_metadata import backbone_metadata
+from results.atomic import write_atomic
 
 RANDOM_PREFIX = "random:"
 FEATURES_FORMAT = "byol-bench.features/1"
@@ -143,23 +146,15 @@ def _from_training_checkpoint(path: Path) -> tuple[dict, dict]:
         raise CheckpointError(f"{path}: training checkpoint without online_encoder.* weights")
     config, step, epoch = state["config"], int(state["step"]), int(state["epoch"])
     start_step = int(state.get("sampler", {}).get("start_step", 0))
-    steps_per_epoch = (step - start_step) / epoch if epoch > 0 else None
-    mean, std = dataset_stats(config["dataset"])
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     probe_weight = state.get("probe", {}).get("weight")
-    metadata = {
-        "label": run_dir.name,
-        "arch": config["backbone"],
-        "cifar_stem": config["cifar_stem"],
-        "method": "byol",
-        "source": "byol-bench",
-        "pretrain_epochs": step / steps_per_epoch if steps_per_epoch else None,
-        "pretrain_steps": step,
-        "pretrain_dataset": config["dataset"],
-        "pretrain_num_classes": None if probe_weight is None else int(probe_weight.shape[0]),
-        "preprocessing": {"image_size": config["image_size"], "mean": mean, "std": std},
-        "config": config,
-    }
+    metadata = backbone_metadata(
+        config,
+        label=run_dir.name,
+        step=step,
+        steps_per_epoch=(step - start_step) / epoch if epoch > 0 else None,
+    )
+    metadata["pretrain_num_classes"] = None if probe_weight is None else int(probe_weight.shape[0])
     return state_dict, metadata
 
 
@@ -269,7 +264,9 @@ def cached_features(
         encoder, preprocessing.eval_dataset(images), desc=desc, **extract_kwargs
     )
     blob = {"format": FEATURES_FORMAT, "key": key, "features": features, "labels": labels}
-    _save_atomic(path, blob)
+    buffer = io.BytesIO()
+    torch.save(blob, buffer)
+    write_atomic(path, buffer.getvalue())
     return features, labels
 
 
@@ -287,14 +284,3 @@ def _read_cache(path: Path, key: dict, targets: list[int]):
         log.warning("ignoring feature cache %s: its key or labels differ", path)
         return None
     return blob["features"], blob["labels"]
-
-
-def _save_atomic(path: Path, blob: dict) -> None:
-    """torch.save to a temporary file, fsync, os.replace: never a partial cache file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(blob, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)

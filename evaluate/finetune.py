@@ -8,13 +8,16 @@ statistics updated): the paper does not say, train mode is the norm. Neither the
 head's initialisation is stated: cosine decay to 0 without warm-up and haiku's Linear init, as
 the linear probe (evaluate/heads.py, the authors' code). The LR is scaled linearly with the batch.
 
-A cell is resumable like pretraining: `<cell dir>/checkpoints/last.pt` (pretrain/checkpoint.py:
-atomic, digest-checked) holds the model, optimiser and step, written at every epoch end and every
-`ckpt_every_min` minutes. The sample order of an epoch is `epoch_order(seed, epoch)` and each
-view is drawn from `sample_seed(seed, epoch, index)`, so a killed and resumed cell ends with the
-same weights as an uninterrupted one. A finished cell writes `result.json` (held-out accuracy) and
-keeps its final weights in last.pt (previous.pt is deleted); a rerun reads them instead of training
-again.
+A cell is resumable like pretraining (pretrain/rundir.py): `<cell dir>/config.json` holds the
+cell's settings (a cell dir of other settings is refused, naming them) and `checkpoints/last.pt`
+(atomic, digest-checked) the model, optimiser and step, written at every epoch end and every
+`ckpt_every_min` minutes. The sample order is pretrain/sampling.py's (`SeededBatches`, the last
+batch kept if it gives every rank two images) and each view is drawn from
+`sample_seed(seed, epoch, index)`, so a killed and resumed cell ends with the same weights as an
+uninterrupted one. A non-finite loss stops the cell (NonFiniteLossError, its step recorded as
+`diverged_at_step`) without saving. A finished cell writes `result.json` (held-out accuracy) and
+keeps its final weights in last.pt (previous.pt is deleted); a rerun reads them instead of
+training again.
 
 Distributed (torch.distributed environment, pretrain/dist.py; SLURM exports it): every rank takes
 its slice of each global batch, gradients are averaged by DistributedDataParallel, BN statistics
@@ -26,33 +29,26 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from evaluate.heads import LinearHeads
 from evaluate.metrics import percent, topk_correct
-from evaluate.transforms import Preprocessing, ProbeTrainView, epoch_order
-from pretrain import dist
+from evaluate.transforms import Preprocessing, ProbeTrainView
+from pretrain import dist, rundir
 from pretrain.backbones import build_backbone
-from pretrain.checkpoint import (
-    CheckpointError,
-    last_checkpoint_path,
-    load_checkpoint,
-    load_latest_good,
-    save_checkpoint,
-    write_atomic,
-)
+from pretrain.checkpoint import last_checkpoint_path, load_checkpoint
 from pretrain.data import ImageDataset, SubsetDataset
-from pretrain.schedule import lr_at
+from pretrain.sampling import SeededBatches
+from pretrain.schedule import warmup_cosine
+from results.atomic import write_atomic
 
 RESULT_FILE = "result.json"
 log = logging.getLogger(__name__)
@@ -116,42 +112,20 @@ def build_classifier(setup: FinetuneSetup) -> Classifier:
     return model.to(setup.device)
 
 
-class CellBatches(Sampler):
-    """This rank's part of every global batch of an epoch, as (epoch, index) keys.
-
-    An epoch is `epoch_order(num_samples, seed, epoch)` cut into global batches; the last one is
-    kept (a 1% subset may hold fewer images than one batch) unless it has fewer than 2 images per
-    rank (BN in train mode needs two). Rank r takes the r-th of `world_size` near-equal slices.
-    `set_epoch(epoch, start_step)` resumes mid-epoch by skipping batches.
-    """
-
-    def __init__(self, num_samples: int, batch_size: int, seed: int, info: dist.DistInfo) -> None:
-        self.num_samples, self.batch_size, self.seed, self.info = (
-            num_samples,
-            batch_size,
-            seed,
-            info,
-        )
-        self.epoch, self.start_step = 0, 0
-        full, rest = divmod(num_samples, batch_size)
-        self.steps_per_epoch = full + (rest >= 2 * info.world_size)
-        if self.steps_per_epoch == 0:
-            raise ValueError(f"{num_samples} images cannot fill a batch on {info.world_size} ranks")
-
-    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
-        self.epoch, self.start_step = epoch, start_step
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        order = epoch_order(self.num_samples, self.seed, self.epoch).tolist()
-        rank, world = self.info.rank, self.info.world_size
-        for step in range(self.start_step, self.steps_per_epoch):
-            batch = order[step * self.batch_size : (step + 1) * self.batch_size]
-            size = len(batch)
-            mine = batch[rank * size // world : (rank + 1) * size // world]
-            yield [(self.epoch, index) for index in mine]
-
-    def __len__(self) -> int:
-        return self.steps_per_epoch - self.start_step
+def cell_batches(setup: FinetuneSetup) -> SeededBatches:
+    """This rank's part of every global batch of an epoch, as (epoch, index) keys: the last,
+    smaller batch is kept (a 1% subset may hold fewer images than one batch) unless it has fewer
+    than 2 images per rank (BN in train mode needs two)."""
+    info = setup.info
+    return SeededBatches(
+        len(setup.train_images),
+        setup.batch_size,
+        setup.seed,
+        rank=info.rank,
+        world_size=info.world_size,
+        last="keep",
+        min_last=2 * info.world_size,
+    )
 
 
 def autocast(setup: FinetuneSetup):
@@ -186,8 +160,8 @@ def run_cell(cell: Cell, setup: FinetuneSetup, cell_dir: Path) -> dict:
     Returns the cell's result: lr, epochs, steps, heldout_top1/top5 (None if the loss became
     non-finite; `diverged_at_step` says when). A finished cell's result is read back.
     """
-    key = cell_key(cell, setup)
-    done = read_result(cell_dir, key)
+    rundir.claim(cell_dir, cell_key(cell, setup), what="fine-tune", info=setup.info)
+    done = read_result(cell_dir)
     if done is not None:
         log.info("cell %s: finished earlier, held-out top-1 %s", cell.name, done["heldout_top1"])
         return done
@@ -200,17 +174,18 @@ def run_cell(cell: Cell, setup: FinetuneSetup, cell_dir: Path) -> dict:
         nesterov=True,
         weight_decay=setup.weight_decay,
     )
-    step = restore(cell_dir, key, model, optimizer)
-    sampler = CellBatches(len(setup.train_images), setup.batch_size, setup.seed, setup.info)
-    total_steps = cell.epochs * sampler.steps_per_epoch
-    diverged_at = train_cell(cell, setup, cell_dir, key, model, optimizer, sampler, step)
-    result = {"cell": cell.name, "lr": cell.lr, "epochs": cell.epochs, "steps": total_steps}
-    if diverged_at is None:
+    step = restore(cell_dir, model, optimizer)
+    sampler = cell_batches(setup)
+    result = {"cell": cell.name, "lr": cell.lr, "epochs": cell.epochs}
+    result["steps"] = cell.epochs * sampler.steps_per_epoch
+    try:
+        train_cell(cell, setup, cell_dir, model, optimizer, sampler, step)
         scores = evaluate_classifier(model, setup.heldout_images, setup, f"held-out {cell.name}")
         result.update(heldout_top1=scores["top1"], heldout_top5=scores["top5"])
-    else:
-        result.update(heldout_top1=None, heldout_top5=None)
-    result.update(diverged_at_step=diverged_at, key=key)
+        result.update(diverged_at_step=None)
+    except rundir.NonFiniteLossError as error:  # one diverged cell does not stop the grid
+        log.warning("cell %s: %s", cell.name, error)
+        result.update(heldout_top1=None, heldout_top5=None, diverged_at_step=error.step)
     result["wall_seconds"] = round(time.monotonic() - started, 3)  # this session's part
     if setup.info.is_main:
         write_atomic(cell_dir / RESULT_FILE, json.dumps(result, indent=2).encode())
@@ -225,13 +200,12 @@ def train_cell(
     cell: Cell,
     setup: FinetuneSetup,
     cell_dir: Path,
-    key: dict,
     model: Classifier,
     optimizer: torch.optim.Optimizer,
-    sampler: CellBatches,
+    sampler: SeededBatches,
     step: int,
-) -> int | None:
-    """Train from `step` to the cell's end, saving as it goes; the step of a non-finite loss."""
+) -> None:
+    """Train from `step` to the cell's end, saving as it goes; NonFiniteLossError on divergence."""
     steps_per_epoch = sampler.steps_per_epoch
     total_steps = cell.epochs * steps_per_epoch
     trained = _distributed(model, setup)
@@ -249,25 +223,17 @@ def train_cell(
         disable=not setup.info.is_main,
         dynamic_ncols=True,
     )
-    peak_lr, last_save, seen, started = (
-        cell.lr * setup.lr_scale,
-        time.monotonic(),
-        0,
-        time.monotonic(),
-    )
+    peak_lr, seen, started = cell.lr * setup.lr_scale, 0, time.monotonic()
+    last_save = started
     model.train()
     while step < total_steps:
-        epoch, start_step = divmod(step, steps_per_epoch)
-        sampler.set_epoch(epoch, start_step)
+        sampler.set_epoch(*divmod(step, steps_per_epoch))
         for images, labels in loader:
-            lr = lr_at(step, total_steps, 0, peak_lr)
+            lr = warmup_cosine(step, total_steps, peak_lr)
             images = images.to(setup.device, non_blocking=True)
             labels = labels.to(setup.device, non_blocking=True)
             loss = train_step(trained, optimizer, images, labels, lr, setup)
-            if not math.isfinite(loss):
-                log.warning("cell %s: non-finite loss at step %d (lr %.4g)", cell.name, step, lr)
-                bar.close()
-                return step
+            rundir.check_finite(loss, step=step, lr=lr, run_dir=cell_dir, what="fine-tune loss")
             step, seen = step + 1, seen + len(labels) * setup.info.world_size
             bar.update(1)
             rate = seen / max(time.monotonic() - started, 1e-9)
@@ -276,10 +242,9 @@ def train_cell(
                 step % steps_per_epoch == 0
                 or time.monotonic() - last_save > setup.ckpt_every_min * 60
             ):
-                save(cell_dir, key, model, optimizer, step, steps_per_epoch, setup.info)
+                save(cell_dir, model, optimizer, step, steps_per_epoch, setup.info)
                 last_save = time.monotonic()
     bar.close()
-    return None
 
 
 def _distributed(model: Classifier, setup: FinetuneSetup) -> nn.Module:
@@ -290,26 +255,23 @@ def _distributed(model: Classifier, setup: FinetuneSetup) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
-def save(cell_dir, key, model, optimizer, step, steps_per_epoch, info) -> None:
+def save(cell_dir, model, optimizer, step, steps_per_epoch, info) -> None:
     """The cell's state at `step` (rank 0 writes; every rank waits for it)."""
-    if info.is_main:
-        state = {
-            "step": step,
-            "epoch": step // steps_per_epoch,
-            "key": key,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-        }
-        save_checkpoint(cell_dir, state)
+    state = {
+        "step": step,
+        "epoch": step // steps_per_epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+    }
+    rundir.save(cell_dir, state, info)
     dist.barrier()
 
 
-def restore(cell_dir: Path, key: dict, model: nn.Module, optimizer) -> int:
+def restore(cell_dir: Path, model: nn.Module, optimizer) -> int:
     """Load the cell's newest good checkpoint; its step (0 when there is none)."""
-    state = load_latest_good(cell_dir)
+    state = rundir.resume(cell_dir)
     if state is None:
         return 0
-    check_key(cell_dir, state["key"], key)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     log.info("cell %s: resumed at step %d", cell_dir.name, state["step"])
@@ -317,38 +279,21 @@ def restore(cell_dir: Path, key: dict, model: nn.Module, optimizer) -> int:
 
 
 def cell_key(cell: Cell, setup: FinetuneSetup) -> dict:
-    """The settings a cell's checkpoints and result belong to, as JSON types (tuples -> lists)."""
-    return json.loads(json.dumps({**setup.key, "lr": cell.lr, "epochs": cell.epochs}))
+    """The settings a cell's checkpoints and result belong to (its run dir identity)."""
+    return {**setup.key, "lr": cell.lr, "epochs": cell.epochs}
 
 
-def check_key(cell_dir: Path, saved: dict, key: dict) -> None:
-    """Refuse a cell directory that holds a fine-tune with other settings."""
-    differences = [
-        f"{name}: saved {saved.get(name)!r}, now {key.get(name)!r}"
-        for name in sorted(set(saved) | set(key))
-        if saved.get(name) != key.get(name)
-    ]
-    if differences:
-        raise CheckpointError(
-            f"{cell_dir} holds a fine-tune with other settings ({'; '.join(differences[:5])}); "
-            "pass another --run-dir, or the same settings to resume it"
-        )
-
-
-def read_result(cell_dir: Path, key: dict) -> dict | None:
-    """The finished cell's result.json (checked against `key`), or None."""
+def read_result(cell_dir: Path) -> dict | None:
+    """The finished cell's result.json (of a claimed cell dir), or None."""
     path = cell_dir / RESULT_FILE
     if not path.is_file():
         return None
-    result = json.loads(path.read_text(encoding="utf-8"))
-    check_key(cell_dir, result["key"], key)
-    return result
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def trained_classifier(cell: Cell, setup: FinetuneSetup, cell_dir: Path) -> Classifier:
     """The final weights of a finished cell (its last checkpoint)."""
-    state = load_checkpoint(last_checkpoint_path(cell_dir))
-    check_key(cell_dir, state["key"], cell_key(cell, setup))
+    state = load_checkpoint(last_checkpoint_path(cell_dir))  # run_cell claimed the cell dir
     model = build_classifier(setup)
     model.load_state_dict(state["model"])
     return model

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pretrain.checkpoint import write_atomic
 from pretrain.data import DataError, ImageDataset, build_dataset, subset_indices
+from results.atomic import write_atomic
 
 IMAGENET_HELDOUT = 10_009  # BYOL v3, App. C.1
 HELDOUT_FRACTION = 0.1  # elsewhere (our choice, not in the paper)

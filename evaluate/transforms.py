@@ -1,4 +1,4 @@
-"""The two image pipelines of linear evaluation, and the probe's sample order.
+"""The two image pipelines of linear evaluation (sample order: pretrain/sampling.py).
 
 BYOL v3, App. C.1: train the linear classifier on random crops resized to 224 with random flips
 (no colour augmentation); test on the shorter side resized to 256 (bicubic), centre crop 224;
@@ -13,14 +13,18 @@ small-image views do.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from pretrain.augment import ViewDistribution, augment_view, normalize
-from pretrain.data import EpochSampler, ImageDataset, sample_seed
+from pretrain.data import ImageDataset
+from pretrain.sampling import (
+    SeededBatches,
+    epoch_order,  # noqa: F401  (compatibility: evaluate/heads.py)
+    sample_seed,
+)
 from pretrain.views import EvalView
 
 SMALL_IMAGE_MAX = 64  # px; at or below this the small-image variant applies
@@ -73,11 +77,6 @@ class Preprocessing:
         )
 
 
-def epoch_order(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
-    """The probe's sample order in `epoch`: a permutation fixed by (seed, epoch, num_samples)."""
-    return EpochSampler(num_samples, batch_size=1, seed=seed).permutation(epoch)
-
-
 class ProbeTrainView(Dataset):
     """Training input of the probe, keyed by (epoch, index): one augmented, normalised view.
 
@@ -100,19 +99,9 @@ class ProbeTrainView(Dataset):
         return normalize(view, self.preprocessing.mean, self.preprocessing.std), label
 
 
-class EpochBatches(Sampler):
-    """Batches of (epoch, index) keys in `epoch_order`; the last batch may be smaller."""
+def EpochBatches(num_samples: int, batch_size: int, seed: int) -> SeededBatches:  # noqa: N802
+    """The probe's batches in `epoch_order`, the last one smaller (pretrain/sampling.py).
 
-    def __init__(self, num_samples: int, batch_size: int, seed: int) -> None:
-        self.num_samples, self.batch_size, self.seed, self.epoch = num_samples, batch_size, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        order = epoch_order(self.num_samples, self.seed, self.epoch).tolist()
-        for start in range(0, self.num_samples, self.batch_size):
-            yield [(self.epoch, index) for index in order[start : start + self.batch_size]]
-
-    def __len__(self) -> int:
-        return -(-self.num_samples // self.batch_size)
+    Compatibility name for evaluate/linear.py: call `SeededBatches(..., last="keep")` instead.
+    """
+    return SeededBatches(num_samples, batch_size, seed, last="keep")

@@ -1,17 +1,17 @@
 """Checkpoints, resume and backbone export.
 
-A run directory holds:
-    config.json                  the resolved PretrainConfig (what the user asked for)
+A run directory (claimed and resumed through pretrain/rundir.py) holds:
+    config.json                  the run's identity (pretraining: the resolved PretrainConfig)
     checkpoints/last.pt          full training state, written atomically (resume source)
     checkpoints/previous.pt      the checkpoint before last.pt (fallback if last.pt is damaged)
     checkpoints/epoch_XXXX.pt    periodic keepers
     exports/backbone-<sha8>.pt   online encoder only, torchvision key names + metadata
     exports/backbone-<sha8>.json the same metadata, human-readable
 
-Every file is written to a temporary name, fsync'ed and ``os.replace``d, so a kill at any moment
-leaves either the old or the new file. Checkpoints hold tensors and plain types only:
-``torch.load(path, weights_only=True)`` loads them. Each carries a SHA-256 over its tensors, checked
-on load, so a damaged file is detected even where the zip container still opens.
+Every file is written to a temporary name, fsync'ed and ``os.replace``d (results/atomic.py), so a
+kill at any moment leaves either the old or the new file. Checkpoints hold tensors and plain types
+only: ``torch.load(path, weights_only=True)`` loads them. Each carries a SHA-256 over its tensors,
+checked on load, so a damaged file is detected even where the zip container still opens.
 """
 
 import hashlib
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from results.atomic import write_atomic
 from results.errors import ByolBenchError
 
 CHECKPOINT_FORMAT = "byol-bench.checkpoint/1"
@@ -37,22 +38,6 @@ class CheckpointError(ByolBenchError, RuntimeError):
 def last_checkpoint_path(run_dir: str | Path) -> Path:
     """THE resume file of a run: the saver and the resumer both use this name."""
     return Path(run_dir) / "checkpoints" / "last.pt"
-
-
-def write_atomic(path: Path, payload: bytes) -> None:
-    """Write bytes to ``path`` via a temporary file, fsync and os.replace (never a partial file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def tensor_bytes(tensor: torch.Tensor) -> bytes:

@@ -1,4 +1,4 @@
-"""Image-classification readers and the sampler that makes resume exact (views: views.py).
+"""Image-classification readers (sample order: sampling.py; views: views.py).
 
 Every package reads labelled images through this module (pretraining, linear probe, semi-supervised,
 transfer). A reader is an `ImageDataset`: `load(index) -> (uint8 image [C, H, W], label)`, with
@@ -8,11 +8,6 @@ else 3.
 Readers: `ImageFolderDataset` (ImageNet layout), `CifarDataset` (python pickle batches),
 `FashionMnistDataset` (idx files), `SyntheticDataset` (generated, for tests and smoke runs);
 `build_dataset(name, root, split)` picks one by the `--dataset` name.
-
-Exact resume: BYOL draws each sample's augmentation from `sample_seed(seed, epoch, index)`, never
-from worker RNG state, and `EpochSampler` yields `(epoch, index)` keys in an order fixed by
-(seed, epoch). A run's batches and views therefore do not depend on the number of loader workers,
-nor on whether (or where) it was interrupted and resumed.
 """
 
 from __future__ import annotations
@@ -21,14 +16,15 @@ import colorsys
 import gzip
 import os
 import pickle
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
+from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
 from results.errors import ByolBenchError
 
 DATASETS = ("imagenet", "folder", "cifar10", "cifar100", "fmnist", "synthetic")
@@ -48,7 +44,7 @@ FASHION_MNIST_CLASSES = (
 )  # fmt: skip
 
 Stats = tuple[tuple[float, float, float], tuple[float, float, float]]
-_IMAGENET_STATS: Stats = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # torchvision's
+_IMAGENET_STATS: Stats = (IMAGENET_MEAN, IMAGENET_STD)
 _STATS: dict[str, Stats] = {  # per-channel mean/std of the training images, pixel values in [0, 1]
     "imagenet": _IMAGENET_STATS,
     "folder": _IMAGENET_STATS,
@@ -381,106 +377,3 @@ def build_dataset(name: str, root: str | os.PathLike | None, split: str) -> Imag
 def _check_name(name: str) -> None:
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Sampling and views for pretraining
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """The 63-bit seed of sample `index`'s augmentations in `epoch` of a run seeded `seed`.
-
-    A hash of (seed, epoch, index): a splitmix64 chain (Steele, Lea and Flood 2014), in pure
-    Python so that it is the same on every platform and library version. Each step is a bijection
-    of 64 bits, so different indices of one epoch get different states; the top 63 bits are
-    returned (a valid `torch.Generator.manual_seed`).
-    """
-    return _mix(seed, epoch, index)
-
-
-def _mix(*values: int) -> int:
-    mask = (1 << 64) - 1
-    state = 0
-    for value in (len(values), *values):  # the length keeps (seed, epoch) apart from 3-tuples
-        state = (state ^ value) & mask
-        state = (state + 0x9E3779B97F4A7C15) & mask  # splitmix64
-        state = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & mask
-        state = ((state ^ (state >> 27)) * 0x94D049BB133111EB) & mask
-        state ^= state >> 31
-    return state >> 1
-
-
-class EpochSampler(Sampler):
-    """Yields `(epoch, index)` keys: this rank's share of every full global batch of an epoch.
-
-    The epoch's order is `randperm(num_samples)` seeded by a hash of (seed, epoch). Global batch
-    b is `perm[b*B*W : (b+1)*B*W]` (B = per-rank batch, W = world size) and rank r takes elements
-    `r*B : (r+1)*B` of it, so the ranks of one step together see exactly the global batch. The
-    last incomplete global batch is dropped. `set_epoch(epoch, start_step)` resumes mid-epoch by
-    skipping whole batches, without touching data. Keys carry the epoch so the dataset holds no
-    epoch state (safe with persistent workers).
-    """
-
-    def __init__(
-        self, num_samples: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1
-    ) -> None:
-        if not 0 <= rank < world_size:
-            raise DataError(f"rank {rank} is outside world size {world_size}")
-        if batch_size < 1 or num_samples < batch_size * world_size:
-            raise DataError(
-                f"{num_samples} images make no global batch of {batch_size} x {world_size} "
-                "ranks; lower the batch size or use more data"
-            )
-        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
-        self.rank, self.world_size = rank, world_size
-        self.epoch, self.start_step = 0, 0
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return self.num_samples // (self.batch_size * self.world_size)
-
-    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
-        """Select the epoch to yield next, starting after its first `start_step` batches."""
-        if not 0 <= start_step <= self.steps_per_epoch:
-            raise DataError(f"start_step {start_step} is outside 0..{self.steps_per_epoch}")
-        self.epoch, self.start_step = epoch, start_step
-
-    def permutation(self, epoch: int) -> torch.Tensor:
-        """The order of all `num_samples` indices in `epoch`, the same on every rank."""
-        generator = torch.Generator().manual_seed(_mix(self.seed, epoch))
-        return torch.randperm(self.num_samples, generator=generator)
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = self.permutation(self.epoch)
-        global_batch = self.batch_size * self.world_size
-        for step in range(self.start_step, self.steps_per_epoch):
-            first = step * global_batch + self.rank * self.batch_size
-            for index in order[first : first + self.batch_size].tolist():
-                yield self.epoch, index
-
-    def __len__(self) -> int:
-        return (self.steps_per_epoch - self.start_step) * self.batch_size
-
-    def state_dict(self, steps_done: int | None = None) -> dict[str, int]:
-        """Plain ints for a checkpoint. `steps_done`: batches of the current epoch the training
-        loop has consumed (the sampler cannot know: the loader prefetches); default start_step."""
-        return {
-            "epoch": self.epoch,
-            "start_step": self.start_step if steps_done is None else steps_done,
-            "seed": self.seed,
-            "num_samples": self.num_samples,
-            "global_batch_size": self.batch_size * self.world_size,
-        }
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Resume where `state` stopped; refuses a different data set size, seed or batch."""
-        for key in ("seed", "num_samples", "global_batch_size"):
-            if state[key] != self.state_dict()[key]:
-                raise DataError(
-                    f"checkpoint sampler has {key}={state[key]}, this run "
-                    f"{self.state_dict()[key]}; resume with the checkpoint's settings"
-                )
-        epoch, start_step = int(state["epoch"]), int(state["start_step"])
-        if start_step >= self.steps_per_epoch:  # saved at the end of an epoch
-            epoch, start_step = epoch + 1, 0
-        self.set_epoch(epoch, start_step)

@@ -1,4 +1,9 @@
-"""Learning-rate schedule for BYOL pretraining.
+"""THE learning-rate schedules of every training loop, one signature: (step, total_steps, peak_lr,
+*, schedule-specific keywords) -> lr at `step` (0-based).
+
+    warmup_cosine  BYOL pretraining, the linear probe and fine-tuning (BYOL v3, App. B and C)
+    step_decay     detectron2's WarmupMultiStepLR (detection) and mmseg's step policy
+    poly           mmseg's PolyLR (segmentation)
 
 BYOL v3, App. B: lr = base_lr x BatchSize / 256 (base 0.2 for 1000 epochs), linear warm-up over the
 first 10 epochs, then cosine decay to zero without restarts. The scaled lr is derived here and
@@ -13,7 +18,7 @@ def scaled_lr(base_lr: float, global_batch_size: int) -> float:
     return base_lr * global_batch_size / 256
 
 
-def lr_at(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
+def warmup_cosine(step: int, total_steps: int, peak_lr: float, *, warmup_steps: int = 0) -> float:
     """Linear warm-up from 0 to ``peak_lr`` over ``warmup_steps``, then cosine decay to 0.
 
     As in the authors' code (byol/utils/schedules.py): step / warmup x peak during warm-up, then
@@ -24,3 +29,36 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> flo
     decay_steps = max(total_steps - warmup_steps, 1)
     progress = min((step - warmup_steps) / decay_steps, 1.0)
     return peak_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def step_decay(
+    step: int,
+    total_steps: int,
+    peak_lr: float,
+    *,
+    milestones: tuple[int, ...],
+    gamma: float = 0.1,
+    warmup_steps: int = 0,
+    warmup_factor: float = 1.0,
+) -> float:
+    """x`gamma` at each of `milestones` (steps); during the first `warmup_steps` the factor rises
+    linearly from `warmup_factor` to 1 (detectron2's WarmupMultiStepLR, linear warmup; mmseg's
+    step policy without warmup). `total_steps` is not used: the milestones say it all."""
+    factor = gamma ** sum(milestone <= step for milestone in milestones)
+    if step < warmup_steps:
+        alpha = step / warmup_steps
+        factor *= warmup_factor * (1 - alpha) + alpha
+    return peak_lr * factor
+
+
+def poly(
+    step: int, total_steps: int, peak_lr: float, *, power: float, min_lr: float = 0.0
+) -> float:
+    """mmseg's PolyLR: min_lr + (peak - min_lr)(1 - step/total)^power."""
+    fraction = (1 - min(step, total_steps) / total_steps) ** power
+    return min_lr + (peak_lr - min_lr) * fraction
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
+    """Compatibility name for evaluate/heads.py: `warmup_cosine` (to be removed)."""
+    return warmup_cosine(step, total_steps, peak_lr, warmup_steps=warmup_steps)

@@ -1,97 +1,37 @@
 """BYOL pretraining: the whole run as one narrative.
 
-train(config, run_dir):  build data and networks -> resume from run_dir or start -> for each epoch:
-train_one_epoch (train_step per batch) -> checkpoint + one log.jsonl line -> export the online
-encoder.
+train(config, run_dir):  claim the run dir (pretrain/rundir.py) -> build data and networks
+(pretrain/build.py) -> resume from run_dir or start -> for each epoch: train_one_epoch (train_step
+per batch) -> checkpoint + one log.jsonl line -> export the online encoder and write the pretrain
+record (pretrain/export_metadata.py).
 
 The step (BYOL v3, Sec. 3.2 and Algorithm 1) is `train_step`: loss over both directions, summed ->
 backward -> LARS step -> target update with tau_at(step). Resume is exact: the model, optimiser,
-probe, step and RNG states are in the checkpoint, and each sample's augmentation is drawn from
-(seed, epoch, index), so the result depends neither on the number of loader workers nor on where the
-run was interrupted.
+probe, step and RNG states are in the checkpoint (pretrain/state.py), and each sample's
+augmentation is drawn from sample_seed(seed, epoch, index) (pretrain/sampling.py), so the result
+depends neither on the number of loader workers nor on where the run was interrupted.
 """
 
 import dataclasses
 import json
 import logging
-import os
-import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
-from pretrain import data as data_lib
-from pretrain import dist
+from pretrain import dist, rundir
 from pretrain import views as views_lib
-from pretrain.augment import byol_views
-from pretrain.byol import BYOL
-from pretrain.checkpoint import export_backbone, load_latest_good, save_checkpoint, write_atomic
-from pretrain.config import PretrainConfig, config_differences
-from pretrain.ema import tau_at, update_target
-from pretrain.lars import LARS, param_groups
-from pretrain.online_probe import build_probe, probe_accuracy, probe_step
+from pretrain.build import Run, build_run, memory_format, resolve_compile
+from pretrain.config import RUNTIME_FIELDS, PretrainConfig
+from pretrain.ema import update_target
+from pretrain.export_metadata import export_run
+from pretrain.online_probe import probe_accuracy, probe_step
 from pretrain.provenance import provenance
-from pretrain.schedule import lr_at, scaled_lr
-from results import record as record_lib
-from results.errors import ByolBenchError
+from pretrain.state import restore_training_state, training_state
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(ByolBenchError, RuntimeError):
-    """The BYOL loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-class ConfigMismatchError(ByolBenchError, ValueError):
-    """A run directory holds a run with a different config."""
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Derived quantities of a run (logged, never stored in the config)."""
-
-    steps_per_epoch: int
-    total_steps: int
-    warmup_steps: int
-    peak_lr: float
-    tau_base: float
-
-    def lr(self, step: int) -> float:
-        return lr_at(step, self.total_steps, self.warmup_steps, self.peak_lr)
-
-    def tau(self, step: int) -> float:
-        return tau_at(step, self.total_steps, self.tau_base)
-
-
-@dataclass
-class Run:
-    """Everything a training loop touches (small stateful container)."""
-
-    config: PretrainConfig
-    run_dir: Path
-    device: torch.device
-    info: dist.DistInfo
-    model: nn.Module  # BYOL, possibly wrapped in DistributedDataParallel
-    byol: BYOL  # the unwrapped module
-    optimizer: LARS
-    probe: nn.Linear
-    probe_optimizer: torch.optim.Optimizer
-    loader: torch.utils.data.DataLoader
-    sampler: data_lib.EpochSampler
-    probe_loader: torch.utils.data.DataLoader | None
-    schedule: Schedule
-    augment_on: str = "loader"  # resolved: loader | device (pretrain/views.py)
-    views: tuple = ()  # (T, T'), for the device path
-    stats: tuple = ()  # (mean, std), for the device path
-    step: int = 0
-    started: float = dataclasses.field(default_factory=time.monotonic)
-    last_save: float = 0.0
-    saved_step: int = -1
 
 
 def train(config: PretrainConfig, run_dir: str | Path, device: str | None = None) -> Path:
@@ -119,159 +59,14 @@ def train(config: PretrainConfig, run_dir: str | Path, device: str | None = None
 
 
 def prepare_run_dir(run_dir: Path, config: PretrainConfig, info: dist.DistInfo) -> Path:
-    """Create the run dir and write config.json; refuse a run dir that holds another config.
-
-    Rank 0 alone reads and writes config.json (atomically); the other ranks wait at the barrier
-    and fail there if rank 0 refuses the run dir. No rank ever reads a half-written config.json.
-    """
-    config_path = run_dir / "config.json"
-    if info.is_main:
-        if config_path.exists():
-            differences = config_differences(json.loads(config_path.read_text()), config)
-            if differences:
-                raise ConfigMismatchError(
-                    f"{run_dir} holds a run with a different config ({'; '.join(differences)}). "
-                    "Use another --run-dir, or the same settings to resume it."
-                )
-        else:
-            text = json.dumps(dataclasses.asdict(config), indent=2) + "\n"
-            write_atomic(config_path, text.encode())
-    dist.barrier()
-    return run_dir
-
-
-def build_run(config: PretrainConfig, run_dir: Path, device: torch.device, info) -> Run:
-    """Data, networks, optimisers and the derived schedule."""
-    if config.batch_size % info.world_size:
-        raise ValueError(
-            f"batch size {config.batch_size} is not divisible by {info.world_size} ranks"
-        )
-    augment_on = resolve_augment_on(config, device)
-    loader, sampler, probe_loader, num_classes = build_data(config, info, augment_on)
-    seed_everything(config.seed)  # same initial weights on every rank and every restart
-    byol = BYOL(
-        config.backbone,
-        cifar_stem=config.cifar_stem,
-        projector_hidden_dim=config.projector_hidden_dim,
-        projection_dim=config.projection_dim,
-        predictor_hidden_dim=config.predictor_hidden_dim,
-    )
-    model = distribute(byol, device, info, memory_format(config))
-    if resolve_compile(config, device):
-        model = torch.compile(model)  # the BYOL forward; backward and optimiser stay eager
-    trainable = [
-        (name, parameter)
-        for name, parameter in byol.named_parameters()
-        if not name.startswith(("target_encoder.", "target_projector."))
-    ]
-    optimizer = LARS(
-        param_groups(trainable, config.weight_decay),
-        lr=0.0,
-        momentum=config.momentum,
-        eta=config.lars_eta,
-    )
-    probe, probe_optimizer = build_probe(byol.feature_dim, num_classes, config.probe_lr)
-    probe.to(device)
-    schedule = Schedule(
-        steps_per_epoch=sampler.steps_per_epoch,
-        total_steps=sampler.steps_per_epoch * config.epochs,
-        warmup_steps=round(sampler.steps_per_epoch * config.warmup_epochs),
-        peak_lr=scaled_lr(config.base_lr, config.batch_size),
-        tau_base=config.tau_base,
-    )
-    return Run(
-        config,
+    """Claim the run dir for `config` (pretrain/rundir.py): config.json, written by rank 0."""
+    return rundir.claim(
         run_dir,
-        device,
-        info,
-        model,
-        byol,
-        optimizer,
-        probe,
-        probe_optimizer,
-        loader,
-        sampler,
-        probe_loader,
-        schedule,
-        augment_on=augment_on,
-        views=byol_views(small_images=config.small_image_augment),
-        stats=data_lib.dataset_stats(config.dataset),
+        dataclasses.asdict(config),
+        what="pretraining run",
+        info=info,
+        ignore=RUNTIME_FIELDS,
     )
-
-
-def resolve_compile(config: PretrainConfig, device: torch.device) -> bool:
-    """`compile` auto means on for CUDA, off elsewhere (compiling costs minutes, pays on GPUs)."""
-    return config.compile == "on" or (config.compile == "auto" and device.type == "cuda")
-
-
-def resolve_augment_on(config: PretrainConfig, device: torch.device) -> str:
-    """`augment_on` auto means "device" on CUDA, "loader" elsewhere (pretrain/views.py)."""
-    if config.augment_on != "auto":
-        return config.augment_on
-    return "device" if device.type == "cuda" else "loader"
-
-
-def build_data(config: PretrainConfig, info: dist.DistInfo, augment_on: str = "loader"):
-    """Training loader of view pairs, the online probe's test loader, and the class count."""
-    train_set = data_lib.build_dataset(config.dataset, config.data, "train")
-    if config.train_subset_per_class:
-        indices = data_lib.subset_indices(
-            train_set.targets, num_per_class=config.train_subset_per_class, seed=config.seed
-        )
-        train_set = data_lib.SubsetDataset(train_set, indices)
-    mean, std = data_lib.dataset_stats(config.dataset)
-    view_1, view_2 = byol_views(small_images=config.small_image_augment)
-    per_rank_batch = config.batch_size // info.world_size
-    if len(train_set) < config.batch_size:
-        raise ValueError(
-            f"the training set has {len(train_set)} images, fewer than one batch of "
-            f"{config.batch_size}; lower --batch-size"
-        )
-    loader, sampler = views_lib.build_pretrain_loader(
-        train_set,
-        view_1=view_1,
-        view_2=view_2,
-        out_size=config.image_size,
-        batch_size=per_rank_batch,
-        seed=config.seed,
-        rank=info.rank,
-        world_size=info.world_size,
-        num_workers=config.num_workers,
-        mean=mean,
-        std=std,
-        augment_on=augment_on,
-    )
-    probe_loader = None
-    if info.is_main:
-        test_set = data_lib.build_dataset(config.dataset, config.data, "test")
-        probe_loader = views_lib.build_eval_loader(
-            test_set,
-            out_size=config.image_size,
-            batch_size=256,
-            num_workers=min(config.num_workers, 4),
-            mean=mean,
-            std=std,
-            resize_ratio=1.0 if config.small_image_augment else 256 / 224,
-        )
-    return loader, sampler, probe_loader, train_set.num_classes
-
-
-def memory_format(config: PretrainConfig) -> torch.memory_format:
-    return torch.channels_last if config.channels_last else torch.contiguous_format
-
-
-def distribute(
-    byol: BYOL, device: torch.device, info: dist.DistInfo, layout: torch.memory_format
-) -> nn.Module:
-    """Move to device; with several ranks: global BN (SyncBatchNorm on CUDA) and DDP."""
-    if info.world_size > 1 and device.type == "cuda":
-        byol = nn.SyncBatchNorm.convert_sync_batchnorm(byol)  # BYOL v3, App. B: global BN
-    byol.to(device, memory_format=layout)
-    if info.world_size == 1:
-        return byol
-    # DEVIATION(cpu-bn): SyncBatchNorm needs CUDA; on CPU (gloo) each rank normalises its own batch.
-    device_ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(byol, device_ids=device_ids)
 
 
 def train_step(run: Run, view_1: torch.Tensor, view_2: torch.Tensor, labels: torch.Tensor):
@@ -316,7 +111,7 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
         if run.step % run.config.log_every_steps == 0:
             bar.set_postfix(meter.postfix(run), refresh=False)
         if time.monotonic() - run.last_save > run.config.ckpt_every_min * 60:
-            check_finite(run, int(meter.first_bad_step.item()))
+            check_finite(run, (int(meter.first_bad_step.item()), meter.first_bad_loss.item()))
             save(run)
         if run.config.max_steps is not None and run.step >= run.config.max_steps:
             stopped_early = run.step % steps_per_epoch != 0
@@ -347,16 +142,16 @@ class _EpochMeter:
         self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
         self.first_bad_step = torch.full((), -1, device=device, dtype=torch.long)
+        self.first_bad_loss = torch.zeros((), device=device)
         self.seen = self.steps = 0
         self.started = time.monotonic()
 
     def add(self, loss: torch.Tensor, correct: torch.Tensor, batch: int, step: int) -> None:
-        finite = torch.isfinite(loss)
+        first_bad = (self.first_bad_step < 0) & ~torch.isfinite(loss)
         self.first_bad_step = torch.where(
-            (self.first_bad_step < 0) & ~finite,
-            torch.full_like(self.first_bad_step, step),
-            self.first_bad_step,
+            first_bad, torch.full_like(self.first_bad_step, step), self.first_bad_step
         )
+        self.first_bad_loss = torch.where(first_bad, loss.float(), self.first_bad_loss)
         self.loss_sum += loss.double()
         self.correct += correct
         self.seen += batch
@@ -378,25 +173,27 @@ class _EpochMeter:
             "loss": self.loss_sum.item() / max(self.steps, 1),
             "online_probe_train_top1": 100.0 * self.correct.item() / max(self.seen, 1),
             "img_per_s": self.img_per_s(run.info.world_size),
-            "first_bad_step": int(self.first_bad_step.item()),
+            "first_bad": (int(self.first_bad_step.item()), self.first_bad_loss.item()),
         }
 
 
-def check_finite(run: Run, first_bad_step: int) -> None:
-    """Stop on a non-finite loss, naming step and lr; nothing is saved past the last good state."""
-    if first_bad_step >= 0:
-        raise NonFiniteLossError(
-            f"the BYOL loss became non-finite at step {first_bad_step} "
-            f"(lr {run.schedule.lr(first_bad_step):.4g}, "
-            f"tau {run.schedule.tau(first_bad_step):.5f}). "
-            f"The last good checkpoint in {run.run_dir / 'checkpoints'} is kept; lower --base-lr "
-            "or check the input data, then rerun the same command to resume from it."
-        )
+def check_finite(run: Run, first_bad: tuple[int, float]) -> None:
+    """Stop on the first non-finite loss (its step, loss) of the steps since the last check."""
+    step, loss = first_bad
+    rundir.check_finite(
+        loss,
+        step=step,
+        lr=run.schedule.lr(max(step, 0)),
+        run_dir=run.run_dir,
+        what="BYOL loss",
+        details=f"tau {run.schedule.tau(max(step, 0)):.5f}",
+        hint="lower --base-lr or check the input data",
+    )
 
 
 def end_of_epoch(run: Run, epoch: int, stats: dict) -> None:
     """Check the loss, save, evaluate the online probe and append one log.jsonl line."""
-    check_finite(run, stats["first_bad_step"])
+    check_finite(run, stats["first_bad"])
     epoch_done = run.step % run.schedule.steps_per_epoch == 0
     keep = run.config.keep_every_epochs
     keep_name = (
@@ -431,68 +228,17 @@ def save(run: Run, keep_name: str | None = None) -> None:
         return  # already on disk (a time-based save just before the epoch end)
     run.saved_step = run.step
     run.last_save = time.monotonic()
-    if not run.info.is_main:
-        return
-    state = {
-        "step": run.step,
-        "epoch": run.step // run.schedule.steps_per_epoch,
-        "model": run.byol.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "probe": run.probe.state_dict(),
-        "probe_optimizer": run.probe_optimizer.state_dict(),
-        "sampler": {
-            "epoch": run.step // run.schedule.steps_per_epoch,
-            "start_step": run.step % run.schedule.steps_per_epoch,
-        },
-        "rng": rng_state(),
-        "config": dataclasses.asdict(run.config),
-    }
-    save_checkpoint(run.run_dir, state, keep_name=keep_name)
+    if run.info.is_main:
+        rundir.save(run.run_dir, training_state(run), keep_name=keep_name)
 
 
 def restore(run: Run) -> None:
     """Load the newest good checkpoint of the run dir, if any (resume is not a flag)."""
-    state = load_latest_good(run.run_dir)
-    if state is None:
-        run.last_save = time.monotonic()
-        return
-    run.byol.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.probe.load_state_dict(state["probe"])
-    run.probe_optimizer.load_state_dict(state["probe_optimizer"])
-    set_rng_state(state["rng"])
-    run.step = state["step"]
+    state = rundir.resume(run.run_dir)
     run.last_save = time.monotonic()
-    log.info("resumed at step %d (epoch %d)", run.step, state["epoch"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    """Python, NumPy, torch (and CUDA) RNG states as tensors and plain types."""
-    numpy_state = np.random.get_state()
-    state = {
-        "python": list(random.getstate()[1]),
-        "python_version": random.getstate()[0],
-        "numpy": torch.from_numpy(numpy_state[1].astype(np.int64)),
-        "numpy_pos": int(numpy_state[2]),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate((state["python_version"], tuple(state["python"]), None))
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if state is not None:
+        restore_training_state(run, state)
+        log.info("resumed at step %d (epoch %d)", run.step, state["epoch"])
 
 
 def log_header(run: Run) -> None:
@@ -503,7 +249,7 @@ def log_header(run: Run) -> None:
         "config": dataclasses.asdict(run.config),
         "derived": {
             **dataclasses.asdict(run.schedule),
-            "train_images": len(run.sampler),
+            "train_images": run.sampler.num_samples,
             "augment_on": run.augment_on,
             "compiled": resolve_compile(run.config, run.device),
         },
@@ -513,57 +259,14 @@ def log_header(run: Run) -> None:
 
 
 def export(run: Run) -> Path:
-    """Export the online encoder (torchvision key names) with its self-describing metadata."""
-    config = run.config
-    mean, std = data_lib.dataset_stats(config.dataset)
-    metadata = {
-        "label": run.run_dir.name,
-        "arch": config.backbone,
-        "cifar_stem": config.cifar_stem,
-        "feature_dim": run.byol.feature_dim,
-        "method": "byol",
-        "source": "byol-bench",
-        "pretrain_epochs": run.step / run.schedule.steps_per_epoch,
-        "pretrain_steps": run.step,
-        "pretrain_dataset": config.dataset,
-        "preprocessing": {"image_size": config.image_size, "mean": list(mean), "std": list(std)},
-        "config": dataclasses.asdict(config),
-        "provenance": provenance(run.device, run.info.world_size),
-    }
-    path = export_backbone(run.run_dir, run.byol.online_encoder.state_dict(), metadata)
-    log.info("exported the online encoder to %s", path)
-    write_pretrain_record(run, json.loads(path.with_suffix(".json").read_text()))
-    return path
-
-
-def write_pretrain_record(run: Run, metadata: dict) -> Path:
-    """One result record of kind "pretrain" for the export (architecture doc, record format)."""
-    last = json.loads((run.run_dir / "log.jsonl").read_text().splitlines()[-1])
-    records_dir = Path(run.config.records) if run.config.records else run.run_dir.parent / "records"
-    created = record_lib.utc_now()
-    record = record_lib.Record(
-        record_id=record_lib.make_record_id("pretrain", run.run_dir.name, created_utc=created),
-        kind="pretrain",
-        status="complete",
-        created_utc=created,
-        checkpoint=record_lib.CheckpointRef(
-            weights_sha256=metadata["weights_sha256"],
-            label=metadata["label"],
-            arch=metadata["arch"],
-            method="byol",
-            pretrain_epochs=metadata["pretrain_epochs"],
-            source="byol-bench",
-            path=metadata["path"],
-        ),
-        task=record_lib.Task("pretrain", run.config.dataset, "train", "byol-bench-pretrain/1"),
-        metrics={"loss": last["loss"], "online_probe_top1": last["online_probe_test_top1"]},
-        config=dataclasses.asdict(run.config),
-        provenance=record_lib.Provenance(
-            **metadata["provenance"],
-            slurm_job_id=os.environ.get("SLURM_JOB_ID"),
-            wall_seconds=round(time.monotonic() - run.started, 3),
-        ),
+    """Export the online encoder and write the pretrain record (pretrain/export_metadata.py)."""
+    return export_run(
+        run.run_dir,
+        run.config,
+        run.byol.online_encoder.state_dict(),
+        step=run.step,
+        steps_per_epoch=run.schedule.steps_per_epoch,
+        feature_dim=run.byol.feature_dim,
+        provenance=provenance(run.device, run.info.world_size),
+        wall_seconds=time.monotonic() - run.started,
     )
-    path = record_lib.write_record(records_dir, record)
-    log.info("wrote the pretrain record %s", path)
-    return path

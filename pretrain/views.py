@@ -33,7 +33,8 @@ from pretrain.augment import (
     eval_view,
     normalize,
 )
-from pretrain.data import EpochSampler, ImageDataset, sample_seed
+from pretrain.data import ImageDataset
+from pretrain.sampling import SeededBatches, sample_seed
 
 AUGMENT_ON = ("loader", "device")
 
@@ -41,9 +42,9 @@ AUGMENT_ON = ("loader", "device")
 class TwoViews(Dataset):
     """BYOL's input: two augmented views of one image, drawn from T and T' (Grill et al. 2020).
 
-    Indexed by `(epoch, index)` keys from `EpochSampler`. All randomness comes from one
-    generator seeded with `sample_seed(seed, epoch, index)`, so a sample's views are the same in
-    any worker, with any number of workers, before and after a resume.
+    Indexed by `(epoch, index)` keys from `SeededBatches` (pretrain/sampling.py). All randomness
+    comes from one generator seeded with `sample_seed(seed, epoch, index)`, so a sample's views
+    are the same in any worker, with any number of workers, before and after a resume.
     """
 
     def __init__(
@@ -171,7 +172,7 @@ def build_pretrain_loader(
     mean: Sequence[float],
     std: Sequence[float],
     augment_on: str = "loader",
-) -> tuple[DataLoader, EpochSampler]:
+) -> tuple[DataLoader, SeededBatches]:
     """The pretraining loader (per-rank `batch_size`) and its sampler; call
     `sampler.set_epoch(epoch, start_step)` before iterating each epoch.
 
@@ -182,16 +183,16 @@ def build_pretrain_loader(
     """
     if augment_on not in AUGMENT_ON:
         raise ValueError(f"augment_on must be one of {AUGMENT_ON}; got {augment_on!r}")
-    sampler = EpochSampler(len(dataset), batch_size, seed, rank=rank, world_size=world_size)
+    sampler = SeededBatches(
+        len(dataset), batch_size * world_size, seed, rank=rank, world_size=world_size, last="drop"
+    )
     if augment_on == "device":
         views: Dataset = TwoCrops(dataset, view_1, view_2, out_size, seed)
     else:
         views = TwoViews(dataset, view_1, view_2, out_size, seed, mean, std)
     loader = DataLoader(
         views,
-        batch_size=batch_size,
-        sampler=sampler,
-        drop_last=True,
+        batch_sampler=sampler,
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=num_workers > 0,

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from results.atomic import write_atomic
 from results.errors import ByolBenchError
 
 SCHEMA = "byol-bench.record/1"
@@ -277,31 +278,13 @@ def _require(condition: bool, message: str) -> None:
 def write_record(records_dir: str | os.PathLike, record: Record) -> Path:
     """Validate and write `<records_dir>/<record_id>.json` atomically; never overwrites a record.
 
-    The text goes to a unique hidden `*.tmp` file in the same directory, is fsync'ed and then
-    `os.replace`d into place, and the directory is fsync'ed: a reader sees the whole record or none.
+    results/atomic.py: a unique hidden `*.tmp` file in the same directory, fsync, `os.replace`,
+    directory fsync: a reader sees the whole record or none.
     """
-    text = to_json(record)
-    directory = Path(records_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{record.record_id}.json"
+    path = Path(records_dir) / f"{record.record_id}.json"
     if path.exists():
         raise FileExistsError(f"record {path} exists already; records are written once")
-    tmp = directory / f".{record.record_id}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-    return path
+    return write_atomic(path, to_json(record).encode("utf-8"))
 
 
 def read_records(records_dir: str | os.PathLike) -> list[Record]:

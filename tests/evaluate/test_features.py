@@ -5,11 +5,13 @@ import torch
 import torchvision
 
 from evaluate import features as features_lib
+from evaluate.cli import checkpoint_ref
 from evaluate.features import cached_features, load_encoder
 from evaluate.transforms import Preprocessing
 from pretrain.byol import BYOL
 from pretrain.checkpoint import CheckpointError, weights_sha256
 from pretrain.data import SyntheticDataset
+from results.record import read_records
 
 
 def torchvision_resnet18() -> torch.nn.Module:
@@ -104,6 +106,17 @@ def test_export_and_training_checkpoint_give_the_same_weights(tiny_run, tiny_exp
         assert ckpt_meta[key] == export_meta[key], key
     assert ckpt_meta["preprocessing"]["image_size"] == export_meta["preprocessing"]["image_size"]
     assert ckpt_meta["pretrain_num_classes"] == 10 and ckpt_meta["pretrain_steps"] == 20
+    shared = ("pretrain_dataset", "preprocessing", "config")
+    assert all(ckpt_meta[key] == export_meta[key] for key in shared)  # one metadata builder
+
+
+def test_evaluation_records_name_the_pretrain_record_of_their_export(tiny_run, tiny_export):
+    (pretrain_record,) = read_records(tiny_run.parent / "records")
+    assert pretrain_record.kind == "pretrain"
+    _, metadata = load_encoder(str(tiny_export))
+    assert metadata["pretrain_record_id"] == pretrain_record.record_id
+    assert checkpoint_ref(metadata).pretrain_record_id == pretrain_record.record_id
+    assert pretrain_record.checkpoint.weights_sha256 == metadata["weights_sha256"]
 
 
 def test_random_init_is_the_seeded_start_of_pretraining():

@@ -186,3 +186,23 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as error:
         semisup.main(["--ckpt", "random:resnet18", *SMALL, "--cell", "3", "--lrs", "0.1"])
     assert "--cell 3: the grid has cells 0..1" in str(error.value.code)
+
+
+def test_a_diverged_cell_records_its_step_and_keeps_its_last_good_checkpoint(tmp_path, monkeypatch):
+    """The fine-tune loop's non-finite loss goes through pretrain/rundir.py:check_finite."""
+    calls, real_step = [], finetune.train_step
+
+    def nan_at_call_6(*args, **kwargs):  # cell 1, step 5: after its epoch-1 checkpoint
+        calls.append(1)
+        return float("nan") if len(calls) == 6 else real_step(*args, **kwargs)
+
+    monkeypatch.setattr(finetune, "train_step", nan_at_call_6)
+    grid = ("--lrs", "0.1", "0.4", "--epochs", "2")
+    paths = ("--records", str(tmp_path / "r"), "--run-dir", str(tmp_path / "cells"))
+    semisup.main(["--ckpt", "random:resnet18", *SMALL, *grid, *paths])
+    (record,) = complete_records(tmp_path / "r")
+    diverged, finished = record.selection["candidates"]
+    assert (diverged["heldout_top1"], diverged["diverged_at_step"]) == (None, 5)
+    assert finished["heldout_top1"] is not None and finished["diverged_at_step"] is None
+    kept = load_checkpoint(tmp_path / "cells" / "lr0.1-ep2" / "checkpoints" / "last.pt")
+    assert kept["step"] == 4

@@ -8,7 +8,8 @@ import torch
 from pretrain.checkpoint import load_checkpoint
 from pretrain.data import DataError
 from pretrain.dist import DistInfo
-from pretrain.train import ConfigMismatchError, NonFiniteLossError, prepare_run_dir, train
+from pretrain.rundir import ConfigMismatchError, NonFiniteLossError
+from pretrain.train import prepare_run_dir, train
 from tests.conftest import run_cli
 from tests.image_folders import make_image_folder
 

@@ -1,4 +1,4 @@
-"""Readers on data written in the real on-disk formats, the exact-resume sampler, and TwoViews."""
+"""Readers on data written in the real on-disk formats, and TwoViews (sampler: test_sampling.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from pretrain.data import (
     FASHION_MNIST_CLASSES,
     CifarDataset,
     DataError,
-    EpochSampler,
     FashionMnistDataset,
     ImageFolderDataset,
     SubsetDataset,
@@ -25,7 +24,6 @@ from pretrain.data import (
     build_dataset,
     dataset_stats,
     default_root,
-    sample_seed,
     subset_indices,
 )
 from pretrain.views import EvalView, TwoViews, build_eval_loader, build_pretrain_loader
@@ -295,65 +293,6 @@ def test_subset_indices_balanced_and_deterministic() -> None:
     assert len(subset) == 20 and subset.classes == synthetic.classes
     assert np.bincount(subset.targets).tolist() == [2] * 10
     assert torch.equal(subset[1][0], synthetic[picked[1]][0])
-
-
-# ---------------------------------------------------------------------------------------------
-# Sampling
-
-
-def _epoch(sampler: EpochSampler, epoch: int, start_step: int = 0) -> list[int]:
-    sampler.set_epoch(epoch, start_step)
-    keys = list(sampler)
-    assert len(keys) == len(sampler) and {e for e, _ in keys} <= {epoch}
-    return [index for _, index in keys]
-
-
-def test_sampler_ranks_partition_each_global_batch() -> None:
-    batch, world = 4, 3
-    samplers = [EpochSampler(50, batch, seed=7, rank=r, world_size=world) for r in range(world)]
-    assert samplers[0].steps_per_epoch == 50 // 12 and len(samplers[0]) == 4 * 4
-    order = samplers[0].permutation(2).tolist()
-    per_rank = [_epoch(s, epoch=2) for s in samplers]
-    for step in range(samplers[0].steps_per_epoch):
-        union = [i for r in range(world) for i in per_rank[r][step * batch : (step + 1) * batch]]
-        assert union == order[step * batch * world : (step + 1) * batch * world]
-    everything = sum(per_rank, [])
-    assert len(set(everything)) == len(everything) == 48  # drop_last: 2 of 50 unused
-
-
-def test_sampler_epochs_seeds_and_resume() -> None:
-    sampler = EpochSampler(64, 8, seed=3)
-    full = _epoch(sampler, 5)
-    assert sorted(full) == list(range(64))
-    assert full == _epoch(EpochSampler(64, 8, seed=3), 5)  # same seed reproduces
-    assert full != _epoch(sampler, 6) and full != _epoch(EpochSampler(64, 8, seed=4), 5)
-    assert _epoch(sampler, 5, start_step=3) == full[3 * 8 :]  # the uninterrupted tail
-    assert _epoch(sampler, 5, start_step=8) == []
-    with pytest.raises(DataError):
-        sampler.set_epoch(5, start_step=9)
-
-
-def test_sampler_state_dict_round_trip() -> None:
-    sampler = EpochSampler(64, 8, seed=3)
-    sampler.set_epoch(4)
-    state = sampler.state_dict(steps_done=2)
-    assert state["epoch"] == 4 and all(type(v) is int for v in state.values())
-    resumed = EpochSampler(64, 4, seed=3, rank=1, world_size=2)  # same global batch of 8
-    resumed.load_state_dict(state)
-    assert (resumed.epoch, resumed.start_step) == (4, 2)
-    resumed.load_state_dict(sampler.state_dict(steps_done=8))  # the epoch was finished
-    assert (resumed.epoch, resumed.start_step) == (5, 0)
-    with pytest.raises(DataError, match="seed"):
-        EpochSampler(64, 8, seed=9).load_state_dict(state)
-    with pytest.raises(DataError, match="global batch|no global batch"):
-        EpochSampler(10, 8, seed=3, world_size=2)
-
-
-def test_sample_seed_mixes_every_argument() -> None:
-    seeds = {sample_seed(0, epoch, index) for epoch in range(4) for index in range(1000)}
-    assert len(seeds) == 4000 and all(0 <= s < 2**63 for s in seeds)
-    assert sample_seed(1, 0, 0) != sample_seed(0, 1, 0) != sample_seed(0, 0, 1)
-    assert sample_seed(12, 3, 45) == sample_seed(12, 3, 45)
 
 
 # ---------------------------------------------------------------------------------------------

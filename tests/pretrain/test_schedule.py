@@ -4,7 +4,11 @@ import math
 
 import pytest
 
-from pretrain.schedule import lr_at, scaled_lr
+from pretrain.schedule import scaled_lr, warmup_cosine
+
+
+def lr_at(step, total, warmup, peak):
+    return warmup_cosine(step, total, peak, warmup_steps=warmup)
 
 
 def test_linear_scaling_rule():

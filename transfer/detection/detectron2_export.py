@@ -27,6 +27,7 @@ import torch
 
 from evaluate import harness
 from evaluate.features import load_encoder
+from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
 from transfer.detection.protocols import moco_detectron2_c4_24k
 
 AUTHOR = "byol-bench"
@@ -79,8 +80,8 @@ def yaml_unsupported(metadata: dict) -> str | None:
 def _pixel_mean_std(metadata: dict) -> tuple[str, str]:
     """The weights' normalisation (ImageNet's if unknown) in detectron2's 0-255 pixel units."""
     known = metadata.get("preprocessing") or {}
-    mean = known.get("mean", (0.485, 0.456, 0.406))
-    std = known.get("std", (0.229, 0.224, 0.225))
+    mean = known.get("mean", IMAGENET_MEAN)
+    std = known.get("std", IMAGENET_STD)
     return tuple("[" + ", ".join(f"{255 * v:.3f}" for v in values) + "]" for values in (mean, std))
 
 

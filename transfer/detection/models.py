@@ -46,6 +46,8 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
+
 MODELS = ("c4", "fpn", "mask-fpn")
 NORMS = ("frozen-bn", "syncbn", "gn")
 RESIZES = ("shortest-edge", "longest-edge")
@@ -65,8 +67,8 @@ class DetectorSpec:
     train_sizes: tuple[int, ...] = (800,)
     test_size: int = 800
     max_size: int = 1333  # shortest-edge only: cap of the long side
-    image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # on RGB in [0, 1]
-    image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    image_mean: tuple[float, float, float] = IMAGENET_MEAN  # on RGB in [0, 1]
+    image_std: tuple[float, float, float] = IMAGENET_STD
     rpn_pre_nms_train: int = 2000
     rpn_pre_nms_test: int = 1000
     rpn_post_nms_train: int = 2000

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pretrain.schedule import step_decay
 from results.published import DETECTION_PROTOCOL
 
 PAPER_PROTOCOL = DETECTION_PROTOCOL  # "byol-paper-frcnn-c4/1"
@@ -55,6 +56,17 @@ class Protocol:
     flip: bool = True  # horizontal flip p 0.5 (detectron2 RandomFlip default)
     use_07_metric: bool = True  # VOC: the 11-point AP (detectron2 does so for VOC2007 test)
     precise_bn_iters: int = 0  # >0: detectron2 TEST.PRECISE_BN over this many batches (trained BN)
+
+    def lr(self, iteration: int) -> float:
+        """detectron2's WarmupMultiStepLR: linear warmup, then x0.1 at each of `lr_steps`."""
+        return step_decay(
+            iteration,
+            self.max_iters,
+            self.base_lr,
+            milestones=self.lr_steps,
+            warmup_steps=self.warmup_iters,
+            warmup_factor=self.warmup_factor,
+        )
 
 
 def byol_paper_frcnn_c4() -> Protocol:
@@ -171,12 +183,3 @@ PROTOCOLS = {
     MOCO_PROTOCOL: moco_detectron2_c4_24k,
     COCO_PROTOCOL: coco_maskrcnn_fpn_1x,
 }
-
-
-def lr_at(iteration: int, protocol: Protocol) -> float:
-    """detectron2's WarmupMultiStepLR: linear warmup, then x0.1 at each of `lr_steps`."""
-    factor = 0.1 ** sum(step <= iteration for step in protocol.lr_steps)
-    if iteration < protocol.warmup_iters:
-        alpha = iteration / protocol.warmup_iters
-        factor *= protocol.warmup_factor * (1 - alpha) + alpha
-    return protocol.base_lr * factor

@@ -5,18 +5,18 @@ checkpoints) and its inference over a test set.
     predict(detector, images, device)      -> per-image numpy predictions
 
 Iteration-based like detectron2: iteration i reads the images at positions i*B .. i*B+B-1 of an
-endless sequence of seeded per-epoch permutations, and flips each with p 0.5 drawn from
-(seed, position). So the data order depends only on (seed, iteration): a resumed run reads exactly
-what the uninterrupted run would have read. Checkpoints (pretrain/checkpoint.py: atomic, digest,
-last.pt + previous.pt) hold the detector, optimizer, iteration, torch RNG (the multi-scale size
-draws) and the run's identity; a run directory that holds another run is refused.
+endless sequence of seeded per-epoch permutations (pretrain/sampling.py, stream mode), and flips
+each with p 0.5 drawn from sample_seed(seed, position, index). So the data order depends only on
+(seed, iteration): a resumed run reads exactly what the uninterrupted run would have read. The run
+directory (pretrain/rundir.py) holds the run's identity in config.json (a run dir that holds
+another run is refused, naming the differing fields) and checkpoints (atomic, digest, last.pt +
+previous.pt) with the detector, optimizer, iteration and torch RNG (the multi-scale size draws).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from pretrain.checkpoint import CheckpointError, load_latest_good, save_checkpoint
-from transfer.detection.protocols import Protocol, lr_at
+from pretrain import rundir
+from pretrain.sampling import SeededBatches, sample_seed
+from transfer.detection.protocols import Protocol
 
 log = logging.getLogger(__name__)
 LOG_EVERY = 20  # iterations between lines of log.jsonl
@@ -39,7 +40,7 @@ class RunSettings:
     """Where and how one fine-tuning run goes (not part of the protocol)."""
 
     run_dir: Path
-    identity: str  # JSON of everything that must match for a resume (protocol, weights, seed)
+    identity: dict | str  # everything that must match for a resume (protocol, weights, seed)
     device: torch.device
     seed: int = 0
     num_workers: int = 4
@@ -47,47 +48,42 @@ class RunSettings:
     max_iters: int | None = None  # stop early (smoke runs); None: the protocol's max_iters
 
 
-class IterationBatches(Sampler):
-    """Batches of (index, flip) for iterations start..stop-1 (see the module docstring)."""
+def identity_fields(run: RunSettings) -> dict:
+    """The run's identity as a dict; a string is accepted for transfer/detection/cli.py, which
+    passes JSON (compatibility: pass the dict itself)."""
+    if isinstance(run.identity, dict):
+        return run.identity
+    try:
+        fields = json.loads(run.identity)
+    except json.JSONDecodeError:
+        fields = None
+    return fields if isinstance(fields, dict) else {"identity": run.identity}
 
-    def __init__(self, size: int, batch_size: int, seed: int, start: int, stop: int, flip: bool):
-        self.size, self.batch_size, self.seed = size, batch_size, seed
-        self.start, self.stop, self.flip = start, stop, flip
-        self._permutations: dict[int, list[int]] = {}
 
-    def item(self, position: int) -> tuple[int, bool]:
-        epoch, offset = divmod(position, self.size)
-        if epoch not in self._permutations:
-            self._permutations = {epoch: self._permutation(epoch)}  # keep one epoch in memory
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + position)
-        flip = self.flip and bool(torch.rand((), generator=generator) < 0.5)
-        return self._permutations[epoch][offset], flip
-
-    def _permutation(self, epoch: int) -> list[int]:
-        generator = torch.Generator().manual_seed(self.seed * 7919 + epoch)
-        return torch.randperm(self.size, generator=generator).tolist()
-
-    def __iter__(self):
-        for iteration in range(self.start, self.stop):
-            first = iteration * self.batch_size
-            yield [self.item(first + j) for j in range(self.batch_size)]
-
-    def __len__(self) -> int:
-        return self.stop - self.start
+def iteration_batches(size: int, protocol: Protocol, seed: int, start: int, stop: int):
+    """The sampler of iterations start..stop-1: (position, index) keys (pretrain/sampling.py)."""
+    sampler = SeededBatches(size, protocol.batch_size, seed, last="stream")
+    sampler.set_steps(start, stop)
+    return sampler
 
 
 class FlipView(Dataset):
-    """dataset[(index, flip)]: the item, mirrored left-right when `flip` (boxes and masks too)."""
+    """dataset[(position, index)]: the item, mirrored left-right (boxes and masks too) with p 0.5
+    drawn from sample_seed(seed, position, index) when `flip`."""
 
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
+    def __init__(self, dataset: Dataset, seed: int, flip: bool) -> None:
+        self.dataset, self.seed, self.flip = dataset, seed, flip
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, bool]):
-        image, target = self.dataset[key[0]]
-        if key[1]:
+    def flipped(self, position: int, index: int) -> bool:
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, position, index))
+        return self.flip and bool(torch.rand((), generator=generator) < 0.5)
+
+    def __getitem__(self, key: tuple[int, int]):
+        image, target = self.dataset[key[1]]
+        if self.flipped(*key):
             width = image.shape[-1]
             image = image.flip(-1)
             boxes = target["boxes"].clone()
@@ -125,49 +121,31 @@ def param_groups(detector: nn.Module, protocol: Protocol) -> list[dict]:
 def train(detector: nn.Module, images: Dataset, protocol: Protocol, run: RunSettings) -> dict:
     """Fine-tune `detector` in place up to max_iters (resuming); returns the record's summary."""
     stop = min(run.max_iters or protocol.max_iters, protocol.max_iters)
-    optimizer = torch.optim.SGD(param_groups(detector, protocol), lr=protocol.base_lr,
-                                momentum=protocol.momentum)  # fmt: skip
+    rundir.claim(run.run_dir, identity_fields(run), what="detection run")
+    optimizer = torch.optim.SGD(
+        param_groups(detector, protocol), lr=protocol.base_lr, momentum=protocol.momentum
+    )
     start = _resume(detector, optimizer, run)
     detector.to(run.device).train()
-    sampler = IterationBatches(
-        len(images), protocol.batch_size, run.seed, start, stop, protocol.flip
-    )
-    loader = DataLoader(
-        FlipView(images),
-        batch_sampler=sampler,
-        collate_fn=collate,
-        num_workers=run.num_workers,
-        pin_memory=run.device.type == "cuda",
-        generator=torch.Generator().manual_seed(run.seed),  # leaves the global RNG alone
-    )
+    loader = _loader(images, protocol, run, start, stop)
     last_save, timings, losses = time.monotonic(), [], {}
     bar = tqdm(
         total=stop, initial=start, desc=f"train {protocol.name}", unit="it", dynamic_ncols=True
     )
     tick = time.monotonic()
     for iteration, (batch_images, targets) in enumerate(loader, start=start):
-        lr = lr_at(iteration, protocol)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss, loss_dict = _losses(detector, batch_images, targets, run.device)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(
-                f"non-finite loss {loss.item()} at iteration {iteration} (lr {lr:g}); the last "
-                f"good checkpoint is in {run.run_dir / 'checkpoints'}"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        lr = protocol.lr(iteration)
+        loss, loss_dict = train_step(detector, optimizer, batch_images, targets, lr, run.device)
+        rundir.check_finite(loss, step=iteration, lr=lr, run_dir=run.run_dir, what="detection loss")
         now = time.monotonic()
         timings.append(now - tick)
-        tick = now
+        tick, done = now, iteration + 1
         losses = {name: value.item() for name, value in loss_dict.items()}
-        done = iteration + 1
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
         if done % LOG_EVERY == 0 or done == stop:
-            _log_line(run.run_dir, {"iteration": done, "loss": loss.item(), "lr": lr, **losses,
-                                    "seconds_per_iter": timings[-1]})  # fmt: skip
+            line = {"iteration": done, "loss": loss, "lr": lr, **losses}
+            _log_line(run.run_dir, {**line, "seconds_per_iter": timings[-1]})
         if done == stop or now - last_save > 60 * run.ckpt_every_min:
             _save(detector, optimizer, done, run)
             last_save = time.monotonic()
@@ -180,6 +158,33 @@ def train(detector: nn.Module, images: Dataset, protocol: Protocol, run: RunSett
         "seconds_per_iter": float(np.mean(steady)) if steady else None,
         "final_losses": losses,
     }
+
+
+def train_step(detector, optimizer, batch_images, targets, lr: float, device) -> tuple:
+    """One SGD step at learning rate `lr` on the summed detector losses; (loss, loss dict).
+
+    A non-finite loss is not stepped on: the caller stops before anything is saved."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss, loss_dict = _losses(detector, batch_images, targets, device)
+    if not torch.isfinite(loss):
+        return loss.item(), loss_dict
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item(), loss_dict
+
+
+def _loader(images: Dataset, protocol: Protocol, run: RunSettings, start: int, stop: int):
+    """Batches of iterations start..stop-1, flipped per (seed, position)."""
+    return DataLoader(
+        FlipView(images, run.seed, protocol.flip),
+        batch_sampler=iteration_batches(len(images), protocol, run.seed, start, stop),
+        collate_fn=collate,
+        num_workers=run.num_workers,
+        pin_memory=run.device.type == "cuda",
+        generator=torch.Generator().manual_seed(run.seed),  # leaves the global RNG alone
+    )
 
 
 def _losses(detector: nn.Module, batch_images, targets, device: torch.device):
@@ -195,14 +200,9 @@ def _to(value, device: torch.device):
 
 
 def _resume(detector: nn.Module, optimizer: torch.optim.Optimizer, run: RunSettings) -> int:
-    state = load_latest_good(run.run_dir)
+    state = rundir.resume(run.run_dir)
     if state is None:
         return 0
-    if state.get("identity") != run.identity:
-        raise CheckpointError(
-            f"{run.run_dir} holds a different detection run (protocol, weights or seed differ); "
-            "pass another --run-dir or move that one away"
-        )
     detector.load_state_dict(state["model"], strict=True)
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])
@@ -216,9 +216,8 @@ def _save(detector: nn.Module, optimizer, iteration: int, run: RunSettings) -> N
         "optimizer": optimizer.state_dict(),
         "step": iteration,
         "rng": torch.get_rng_state(),
-        "identity": run.identity,
     }
-    save_checkpoint(run.run_dir, state)
+    rundir.save(run.run_dir, state)
 
 
 def _log_line(run_dir: Path, values: dict) -> None:
@@ -242,11 +241,7 @@ def precise_bn(detector: nn.Module, images: Dataset, protocol: Protocol, run: Ru
         return 0
     stop = min(run.max_iters or protocol.max_iters, protocol.max_iters)
     count = min(protocol.precise_bn_iters, run.max_iters or protocol.precise_bn_iters)
-    sampler = IterationBatches(len(images), protocol.batch_size, run.seed, stop, stop + count,
-                               protocol.flip)  # fmt: skip
-    loader = DataLoader(FlipView(images), batch_sampler=sampler, collate_fn=collate,
-                        num_workers=run.num_workers,
-                        generator=torch.Generator().manual_seed(run.seed))  # fmt: skip
+    loader = _loader(images, protocol, run, stop, stop + count)
     momenta = [norm.momentum for norm in norms]
     for norm in norms:
         norm.reset_running_stats()

@@ -1,4 +1,4 @@
-"""Semantic-segmentation data: VOC2012 (+ SBD "aug") and ADE20K readers, joint transforms, sampler.
+"""Semantic-segmentation data: VOC2012 (+ SBD "aug") and ADE20K readers and joint transforms.
 
 Readers return (uint8 image [3, H, W], int64 label [H, W]) with label values in
 [0, num_classes) or IGNORE (255: VOC's object boundaries, ADE20K's "other", padding).
@@ -13,25 +13,26 @@ ADE20K (`--data` = ADEChallengeData2016): images/{training,validation}/*.jpg and
 annotations/{training,validation}/*.png with 0 = "other" (ignored) and 1..150 the classes
 (mmseg's reduce_zero_label: 150 classes, label - 1).
 
-Training views (transfer/segmentation/augment.py) draw from pretrain.data.sample_seed(seed,
-position, 0), where `position` counts samples since the start of training, so a resumed run sees
-the same crops as an uninterrupted one.
+Training views (transfer/segmentation/augment.py) draw from pretrain.sampling.sample_seed(seed,
+position, 0), where `position` counts samples since the start of training (the (position, index)
+keys of pretrain/sampling.py's stream mode), so a resumed run sees the same crops as an
+uninterrupted one.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from pretrain.data import DataError, sample_seed
+from pretrain.data import DataError
+from pretrain.sampling import sample_seed
 from transfer.segmentation.augment import (
     IGNORE,
     Augmentation,
@@ -171,10 +172,12 @@ def _ade_pairs(root: Path, split: str) -> list[tuple[str, Path, Path]]:
     return [(s, image_dir / f"{s}.jpg", label_dir / f"{s}.png") for s in stems]
 
 
-def heldout_split(
+def hold_out_images(
     images: SegmentationSet, count: int, seed: int = 0
 ) -> tuple[SegmentationSet, SegmentationSet]:
-    """(train minus held-out, held-out of `count` images): a seeded draw by hashed id."""
+    """(train minus held-out, held-out of `count` images): a seeded draw by hashed id.
+
+    Segmentation's LR sweep set (evaluate/splits.py:heldout_split is the classification one)."""
     if not 0 < count < len(images):
         raise DataError(f"cannot hold out {count} of {len(images)} {images.split} images")
     key = [hashlib.sha256(f"{seed}:{i}".encode()).hexdigest() for i in images.ids]
@@ -184,8 +187,11 @@ def heldout_split(
     return images.subset(train, f"{images.split}-minus-{name}"), images.subset(heldout, name)
 
 
+heldout_split = hold_out_images  # compatibility name for transfer/segmentation/cli.py
+
+
 class TrainPairs(Dataset):
-    """Training views keyed by (position, index) from `IterationSampler`."""
+    """Training views keyed by (position, index) from pretrain/sampling.py's stream mode."""
 
     def __init__(self, images: SegmentationSet, aug: Augmentation, seed: int) -> None:
         self.images, self.aug, self.seed = images, aug, seed
@@ -213,30 +219,3 @@ class EvalPairs(Dataset):
         if self.test_crop is not None:
             image, label = centre_crop(image, label, self.test_crop)
         return eval_view(image, self.aug), label
-
-
-class IterationSampler(Sampler):
-    """Batches of (position, index) keys for iterations [start, total): a fresh seeded
-    permutation every pass over the data, so the order depends only on (seed, position)."""
-
-    def __init__(self, size: int, batch_size: int, seed: int, start: int, total: int) -> None:
-        self.size, self.batch_size, self.seed = size, batch_size, seed
-        self.start, self.total = start, total
-
-    def __len__(self) -> int:
-        return max(self.total - self.start, 0)
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        permutations: dict[int, list[int]] = {}
-        for iteration in range(self.start, self.total):
-            batch = []
-            for position in range(iteration * self.batch_size, (iteration + 1) * self.batch_size):
-                epoch, offset = divmod(position, self.size)
-                if epoch not in permutations:
-                    permutations = {epoch: self._permutation(epoch)}
-                batch.append((position, permutations[epoch][offset]))
-            yield batch
-
-    def _permutation(self, epoch: int) -> list[int]:
-        generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, 1))
-        return torch.randperm(self.size, generator=generator).tolist()

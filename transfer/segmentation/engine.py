@@ -3,10 +3,11 @@
 `run_job(job)` trains the protocol's segmenter for `job.iterations` steps of SGD, saving
 `<job.run_dir>/checkpoints/last.pt` every `ckpt_every` iterations (pretrain/checkpoint.py: atomic,
 tensors only, digest-checked), then evaluates mIoU on `job.eval_set` and writes
-`<job.run_dir>/result.json`. A run directory with a result is done; one with a checkpoint resumes
-at its iteration and refuses a different job (`job.json`). Data draws depend only on (seed,
-sample position) and dropout is re-seeded every iteration, so a resumed run equals an
-uninterrupted one.
+`<job.run_dir>/result.json`. The run directory (pretrain/rundir.py) holds the job's identity in
+config.json: a run dir with a result is done, one with a checkpoint resumes at its iteration, and
+one of a different job is refused with the differing fields named. Data draws depend only on
+(seed, sample position) (pretrain/sampling.py, stream mode) and dropout is re-seeded every
+iteration, so a resumed run equals an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -23,18 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from pretrain.checkpoint import CheckpointError, load_latest_good, save_checkpoint, write_atomic
-from pretrain.data import sample_seed
+from pretrain import rundir
+from pretrain.sampling import SeededBatches, sample_seed
+from results.atomic import write_atomic
 from transfer.segmentation.augment import IGNORE, Augmentation
-from transfer.segmentation.data import (
-    EvalPairs,
-    IterationSampler,
-    SegmentationSet,
-    TrainPairs,
-)
+from transfer.segmentation.data import EvalPairs, SegmentationSet, TrainPairs
 from transfer.segmentation.metrics import confusion, mean_iou, per_class_iou
 from transfer.segmentation.models import build_segmenter
-from transfer.segmentation.protocols import SegmentationProtocol, lr_at
+from transfer.segmentation.protocols import SegmentationProtocol
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +75,7 @@ def augmentation(job: Job) -> Augmentation:
 def run_job(job: Job, encoder: nn.Module) -> dict:
     """Train and evaluate `job` with a copy of `encoder`; returns (and stores) its result."""
     result_path = job.run_dir / "result.json"
-    _claim(job)
+    rundir.claim(job.run_dir, job.identity(), what="segmentation run")
     if result_path.is_file():
         log.info("%s is finished already; reusing its result", job.run_dir)
         return json.loads(result_path.read_text())
@@ -91,7 +88,7 @@ def run_job(job: Job, encoder: nn.Module) -> dict:
         parameter_groups(model, job.protocol), lr=job.lr, momentum=job.protocol.momentum
     )
     start, seconds = 0, 0.0
-    state = load_latest_good(job.run_dir)
+    state = rundir.resume(job.run_dir)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -116,20 +113,6 @@ def run_job(job: Job, encoder: nn.Module) -> dict:
     return result
 
 
-def _claim(job: Job) -> None:
-    """Write job.json in a new run dir; refuse a run dir that belongs to another job."""
-    path = job.run_dir / "job.json"
-    identity = json.loads(json.dumps(job.identity()))  # tuples -> lists, as stored
-    if path.is_file():
-        if json.loads(path.read_text()) != identity:
-            raise CheckpointError(
-                f"{job.run_dir} holds a different segmentation run (see its job.json); pass "
-                "another --run-dir or move it away to start over"
-            )
-        return
-    write_atomic(path, json.dumps(identity, indent=2).encode())
-
-
 def parameter_groups(model: nn.Module, protocol: SegmentationProtocol) -> list[dict]:
     """All parameters with the protocol's weight decay; BN's without it when norm_weight_decay
     is False (mmseg's norm_decay_mult=0)."""
@@ -150,12 +133,10 @@ def train(
     """SGD from iteration `start` to the end, checkpointing; returns the training seconds so far
     (`seconds`: those of the iterations before `start`)."""
     protocol, device = job.protocol, torch.device(job.device)
-    aug = augmentation(job)
-    sampler = IterationSampler(
-        len(job.train_set), protocol.batch_size, job.seed, start, protocol.iterations
-    )
+    sampler = SeededBatches(len(job.train_set), protocol.batch_size, job.seed, last="stream")
+    sampler.set_steps(start, protocol.iterations)
     loader = torch.utils.data.DataLoader(
-        TrainPairs(job.train_set, aug, job.seed),
+        TrainPairs(job.train_set, augmentation(job), job.seed),
         batch_sampler=sampler,
         num_workers=job.num_workers,
         pin_memory=device.type == "cuda",
@@ -164,25 +145,16 @@ def train(
     began = time.monotonic()
     bar = tqdm(loader, total=len(sampler), initial=0, desc=f"train lr {job.lr:g} seed {job.seed}")
     for iteration, (images, labels) in enumerate(bar, start=start):
-        lr = lr_at(protocol, job.lr, iteration)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = protocol.lr(iteration, job.lr)
         torch.manual_seed(sample_seed(job.seed, iteration, 2))  # dropout: exact resume
-        logits = model(images.to(device, non_blocking=True))  # [B, K, crop, crop]
-        loss = F.cross_entropy(logits, labels.to(device), ignore_index=IGNORE)
-        if not torch.isfinite(loss):
-            raise RuntimeError(
-                f"non-finite loss {loss.item()} at iteration {iteration} (lr {lr:g}); the last "
-                f"good checkpoint is kept in {job.run_dir / 'checkpoints'}"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        elapsed = time.monotonic() - began
-        done = iteration + 1
+        loss = train_step(model, optimizer, images.to(device), labels.to(device), lr)
+        rundir.check_finite(
+            loss, step=iteration, lr=lr, run_dir=job.run_dir, what="segmentation loss"
+        )
+        elapsed, done = time.monotonic() - began, iteration + 1
         bar.set_postfix(
             it=f"{done}/{protocol.iterations}",
-            loss=f"{loss.item():.4f}",
+            loss=f"{loss:.4f}",
             lr=f"{lr:.2e}",
             s_it=f"{elapsed / (done - start):.2f}",
         )
@@ -192,10 +164,30 @@ def train(
                 "optimizer": optimizer.state_dict(),
                 "step": done,
                 "train_seconds": seconds + elapsed,
-                "loss": float(loss.item()),
+                "loss": loss,
             }
-            save_checkpoint(job.run_dir, state)
+            rundir.save(job.run_dir, state)
     return seconds + time.monotonic() - began
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    lr: float,
+) -> float:
+    """One SGD step on per-pixel cross-entropy (IGNORE left out) at `lr`; returns the loss.
+    A non-finite loss is not stepped on: the caller stops before anything is saved."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    logits = model(images)  # [B, K, crop, crop]
+    loss = F.cross_entropy(logits, labels, ignore_index=IGNORE)
+    if torch.isfinite(loss):
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return loss.item()
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pretrain.schedule import poly, step_decay
 from results.published import SEGMENTATION_PROTOCOL
 
 
@@ -42,6 +43,16 @@ class SegmentationProtocol:
     heldout: int = 0  # training images held out to choose the LR (0: no sweep)
     cat_max_ratio: float = 1.0  # < 1: re-draw crops where one class covers that share (mmseg)
     photometric: bool = False  # mmseg's PhotoMetricDistortion on training crops
+
+    def lr(self, iteration: int, base_lr: float) -> float:
+        """The LR of `iteration` (0-based) under the protocol's schedule (pretrain/schedule.py)."""
+        total = self.iterations
+        if self.schedule == "step":
+            milestones = tuple(math.floor(m * total) for m in self.milestones)
+            return step_decay(iteration, total, base_lr, milestones=milestones)
+        if self.schedule == "poly":  # mmseg PolyLR
+            return poly(iteration, total, base_lr, power=self.poly_power, min_lr=self.min_lr)
+        raise ValueError(f"unknown LR schedule {self.schedule!r}; use step or poly")
 
 
 def voc12aug_fcn() -> SegmentationProtocol:
@@ -125,15 +136,3 @@ PROTOCOLS: dict[str, Callable[[], SegmentationProtocol]] = {
     SEGMENTATION_PROTOCOL: voc12aug_fcn,
     "ade20k-semfpn-80k/1": ade20k_semfpn_80k,
 }
-
-
-def lr_at(protocol: SegmentationProtocol, base_lr: float, iteration: int) -> float:
-    """The LR of `iteration` (0-based) under the protocol's schedule."""
-    total = protocol.iterations
-    if protocol.schedule == "step":
-        drops = sum(iteration >= math.floor(m * total) for m in protocol.milestones)
-        return base_lr * 0.1**drops
-    if protocol.schedule == "poly":  # mmseg PolyLR: eta_min + (base - eta_min)(1 - t/T)^power
-        fraction = (1 - min(iteration, total) / total) ** protocol.poly_power
-        return protocol.min_lr + (base_lr - protocol.min_lr) * fraction
-    raise ValueError(f"unknown LR schedule {protocol.schedule!r}; use step or poly")

@@ -11,7 +11,7 @@ from results.published import published_records
 from tests.transfer.detection.layouts import COCO_CATEGORIES, make_coco, make_voc
 from transfer.detection import cli as detection
 from transfer.detection.data import VOC_CLASSES, CocoDetection, VocDetection
-from transfer.detection.protocols import byol_paper_frcnn_c4, lr_at, moco_detectron2_c4_24k
+from transfer.detection.protocols import byol_paper_frcnn_c4, moco_detectron2_c4_24k
 
 
 def test_voc_reader_boxes_labels_difficult(tmp_path):
@@ -98,14 +98,12 @@ def test_protocol_names_pair_with_the_published_records():
 
 def test_lr_schedule_is_detectron2_warmup_multistep():
     moco = moco_detectron2_c4_24k()
-    assert lr_at(0, moco) == pytest.approx(0.02 * 0.001)
-    assert lr_at(50, moco) == pytest.approx(0.02 * (0.001 * 0.5 + 0.5))
-    assert lr_at(100, moco) == pytest.approx(0.02) and lr_at(17_999, moco) == pytest.approx(0.02)
-    assert lr_at(18_000, moco) == pytest.approx(0.002) and lr_at(22_000, moco) == pytest.approx(
-        2e-4
-    )
+    assert moco.lr(0) == pytest.approx(0.02 * 0.001)
+    assert moco.lr(50) == pytest.approx(0.02 * (0.001 * 0.5 + 0.5))
+    assert moco.lr(100) == pytest.approx(0.02) and moco.lr(17_999) == pytest.approx(0.02)
+    assert moco.lr(18_000) == pytest.approx(0.002) and moco.lr(22_000) == pytest.approx(2e-4)
     paper = byol_paper_frcnn_c4()  # BYOL v3 App. D.5: 1e-3, 1e-4 at 1M, 1e-5 at 1.2M, 1.5M steps
-    assert [lr_at(i, paper) for i in (0, 999_999, 1_000_000, 1_200_000)] == pytest.approx(
+    assert [paper.lr(i) for i in (0, 999_999, 1_000_000, 1_200_000)] == pytest.approx(
         [1e-3, 1e-3, 1e-4, 1e-5]
     )
     assert paper.max_iters == 1_500_000 and moco.max_iters == 24_000 and moco.batch_size == 16

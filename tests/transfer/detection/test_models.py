@@ -12,6 +12,7 @@ import torch
 from evaluate.features import load_encoder
 from pretrain.backbones import build_backbone
 from pretrain.checkpoint import CheckpointError, export_backbone
+from pretrain.rundir import NonFiniteLossError
 from results.record import read_records
 from tests.transfer.detection.layouts import make_coco, make_voc
 from transfer.detection import cli as detection
@@ -224,11 +225,9 @@ def test_non_finite_loss_stops_with_a_failed_record(voc, tmp_path):
     metadata = {"label": "nan-r18", "arch": "resnet18", "cifar_stem": False}
     broken = export_backbone(tmp_path / "nan", state, metadata)
     records = tmp_path / "records"
-    with pytest.raises(
-        FloatingPointError, match=r"non-finite loss nan at iteration 0 \(lr 0.001\)"
-    ):
+    with pytest.raises(NonFiniteLossError, match=r"non-finite \(nan\) at step 0 \(lr 0.001\)"):
         _run(["--ckpt", str(broken), "--data", str(voc), "--records", str(records),
               "--run-dir", str(tmp_path / "run"), "--max-steps", "2", *TINY])  # fmt: skip
     record = _only_record(records)
-    assert record.status == "failed" and "FloatingPointError" in record.error
+    assert record.status == "failed" and "NonFiniteLossError" in record.error
     assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()  # nothing bad was saved

@@ -15,10 +15,9 @@ from transfer.segmentation.augment import (
     train_view,
 )
 from transfer.segmentation.data import (
-    IterationSampler,
     build_segmentation_set,
     check_sizes,
-    heldout_split,
+    hold_out_images,
 )
 
 STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -93,21 +92,11 @@ def test_crop_is_redrawn_while_one_class_dominates():
     assert crop_window(label[:10, :10], 20, 0.75, torch.Generator()) == (0, 0)  # small image
 
 
-def test_sampler_resumes_where_it_stopped():
-    full = list(IterationSampler(size=5, batch_size=3, seed=1, start=0, total=6))
-    resumed = list(IterationSampler(size=5, batch_size=3, seed=1, start=4, total=6))
-    assert resumed == full[4:]
-    positions = [p for batch in full for p, _ in batch]
-    assert positions == list(range(18))
-    first_pass = sorted(i for batch in full for p, i in batch if p < 5)
-    assert first_pass == [0, 1, 2, 3, 4]  # every image once per pass
-
-
-def test_heldout_split_is_disjoint_and_seeded(tmp_path):
+def test_hold_out_images_is_disjoint_and_seeded(tmp_path):
     train = build_segmentation_set("voc2012", str(make_voc(tmp_path, train=6, val=1)), "train_aug")
-    rest, held = heldout_split(train, 2)
+    rest, held = hold_out_images(train, 2)
     assert len(held) == 2 and len(rest) == 4 and not set(rest.ids) & set(held.ids)
-    assert heldout_split(train, 2)[1].ids == held.ids and held.split == "heldout-2"
+    assert hold_out_images(train, 2)[1].ids == held.ids and held.split == "heldout-2"
 
 
 def test_voc_without_imagesets_is_refused(tmp_path):

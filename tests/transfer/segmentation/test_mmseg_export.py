@@ -145,11 +145,11 @@ def test_runner_config_holds_this_runs_split_lists(tmp_path):
     from evaluate.harness import EvalInputs
     from evaluate.transforms import Preprocessing
     from transfer.segmentation import mmseg_runner
-    from transfer.segmentation.data import build_segmentation_set, heldout_split
+    from transfer.segmentation.data import build_segmentation_set, hold_out_images
 
     voc = make_voc(tmp_path, train=5, val=1)
     train_aug = build_segmentation_set("voc2012", str(voc), "train_aug")
-    rest, held = heldout_split(train_aug, 2)
+    rest, held = hold_out_images(train_aug, 2)
     encoder, metadata = load_encoder("random:resnet18", seed=1)
     config = segmentation.parse_config(["--ckpt", "random:resnet18", "--max-steps", "7",
                                         "--batch-size", "4", "--num-workers", "0"])  # fmt: skip

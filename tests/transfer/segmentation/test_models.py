@@ -1,11 +1,15 @@
 """The segmenters: strict loading of every backbone tensor, shapes, a few training steps, eval."""
 
+import math
+
 import pytest
 import torch
 
 from evaluate.features import load_encoder
 from pretrain.checkpoint import CheckpointError
+from pretrain.rundir import NonFiniteLossError
 from tests.transfer.segmentation.layouts import make_export, make_voc
+from transfer.segmentation import engine
 from transfer.segmentation.data import build_segmentation_set
 from transfer.segmentation.engine import Job, parameter_groups, run_job
 from transfer.segmentation.models import (
@@ -13,7 +17,7 @@ from transfer.segmentation.models import (
     build_segmenter,
     resnet_stages,
 )
-from transfer.segmentation.protocols import ade20k_semfpn_80k, lr_at, voc12aug_fcn
+from transfer.segmentation.protocols import ade20k_semfpn_80k, voc12aug_fcn
 
 STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -52,14 +56,14 @@ def test_schedules_follow_the_presets():
     voc, ade = voc12aug_fcn(), ade20k_semfpn_80k()
     assert voc.name == "byol-paper-fcn/1" and len(voc.lrs) == 5 and len(voc.seeds) == 5
     assert voc.lrs[0] == 1e-3 and abs(voc.lrs[-1] - 0.1) < 1e-12 and voc.heldout == 2119
-    assert [lr_at(voc, 0.1, i) for i in (0, 20_999, 21_000, 26_999, 27_000)] == [
+    assert [voc.lr(i, 0.1) for i in (0, 20_999, 21_000, 26_999, 27_000)] == [
         0.1,
         0.1,
         0.1 * 0.1,
         0.1 * 0.1,
         0.1 * 0.1 * 0.1,
     ]
-    assert lr_at(ade, 0.01, 0) == 0.01 and abs(lr_at(ade, 0.01, 80_000) - 1e-4) < 1e-12
+    assert ade.lr(0, 0.01) == 0.01 and abs(ade.lr(80_000, 0.01) - 1e-4) < 1e-12
     model = build_segmenter("semfpn", load_encoder("random:resnet18")[0], 150)
     groups = parameter_groups(model, ade)
     assert groups[1]["weight_decay"] == 0.0 and groups[0]["weight_decay"] == 5e-4
@@ -113,3 +117,26 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
                  val, "run")  # fmt: skip
     with pytest.raises(CheckpointError, match="holds a different segmentation run"):
         run_job(other, encoder)
+
+
+def test_a_non_finite_loss_stops_naming_step_and_lr_and_keeps_the_last_checkpoint(
+    tmp_path, monkeypatch
+):
+    voc = make_voc(tmp_path, train=3, val=1)
+    train_set = build_segmentation_set("voc2012", str(voc), "train_aug")
+    val = build_segmentation_set("voc2012", str(voc), "val")
+    protocol = voc12aug_fcn().__class__(
+        **{**voc12aug_fcn().__dict__, "iterations": 4, "batch_size": 1, "crop": 48}
+    )
+    job = _job(tmp_path, protocol, train_set, val, "run")  # checkpoints at iterations 2 and 4
+    calls, real_step = [], engine.train_step
+
+    def nan_at_iteration_3(*args, **kwargs):
+        calls.append(1)
+        return math.nan if len(calls) == 4 else real_step(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_step", nan_at_iteration_3)
+    with pytest.raises(NonFiniteLossError, match=r"at step 3 \(lr [0-9.e-]+\)"):
+        run_job(job, load_encoder("random:resnet18")[0])
+    kept = torch.load(job.run_dir / "checkpoints" / "last.pt", weights_only=True)["state"]
+    assert kept["step"] == 2 and not (job.run_dir / "result.json").exists()
