@@ -22,8 +22,9 @@ import torch
 from evaluate.features import extract_features, load_encoder
 from evaluate.heads import fit_heads, tensor_batches
 from evaluate.knn import knn_accuracy
-from evaluate.transforms import EpochBatches, Preprocessing, ProbeTrainView
+from evaluate.transforms import Preprocessing, ProbeTrainView
 from pretrain.data import SyntheticDataset
+from pretrain.sampling import SeededBatches
 
 LRS = (0.4, 0.3, 0.2, 0.1, 0.05)  # BYOL v3, App. C.1
 
@@ -61,7 +62,7 @@ def _timed(device: torch.device, fn) -> float:
 def sweep_ratio_images(config: BenchConfig, encoder, images, device) -> tuple[float, float]:
     """(5-LR seconds, 1-LR seconds) of the paper path: augmented views through the encoder."""
     prep = Preprocessing(config.image_size, (0.5,) * 3, (0.25,) * 3)
-    sampler = EpochBatches(len(images), config.batch_size, seed=0)
+    sampler = SeededBatches(len(images), config.batch_size, 0, last="keep")
     loader = torch.utils.data.DataLoader(
         ProbeTrainView(images, prep, seed=0),
         batch_sampler=sampler,

@@ -26,7 +26,8 @@ import torch
 from evaluate.importers import FORMATS, load_foreign
 from evaluate.importers.load import NETWORKS
 from pretrain.backbones import BACKBONES
-from pretrain.checkpoint import EXPORT_FORMAT, weights_sha256, write_atomic
+from pretrain.checkpoint import EXPORT_FORMAT, weights_sha256
+from results.atomic import write_atomic
 from results.errors import ByolBenchError
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,9 @@
 `extract_features` runs a frozen encoder over a data set; `cached_features` keeps the result on
 disk, keyed by (weights_sha256, data set, split, transform id), so the fast probe and kNN reuse it.
 
-Loading is strict (STYLE 18): keys are mapped explicitly, compared with the model's, and any
-missing, unexpected or mis-shaped key raises CheckpointError naming them; then strict=True.
+Loading is strict (docs/architecture.md, Conventions, rule 18): keys are mapped explicitly,
+compared with the model's, and any missing, unexpected or mis-shaped key raises CheckpointError
+naming them; then strict=True.
 The encoder comes back in eval mode with requires_grad False: BN statistics and weights frozen, as
 the linear protocol requires (BYOL v3, App. C.1).
 """
@@ -102,7 +103,8 @@ def _torch_load(path: Path):
     except Exception as error:  # truncated zip, garbage bytes, pickled objects refused
         raise CheckpointError(
             f"{path} cannot be read as a weights file ({type(error).__name__}: {error}); it is "
-            "damaged or not a PyTorch state dict (foreign formats: see transfer/convert.py)"
+            "damaged or not a PyTorch state dict (another library's checkpoint: convert it with "
+            "python -m evaluate.convert)"
         ) from error
 
 

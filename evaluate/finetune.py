@@ -238,10 +238,8 @@ def train_cell(
             bar.update(1)
             rate = seen / max(time.monotonic() - started, 1e-9)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}", refresh=False)
-            if (
-                step % steps_per_epoch == 0
-                or time.monotonic() - last_save > setup.ckpt_every_min * 60
-            ):
+            due = rundir.checkpoint_due(last_save, setup.ckpt_every_min)
+            if step % steps_per_epoch == 0 or due:
                 save(cell_dir, model, optimizer, step, steps_per_epoch, setup.info)
                 last_save = time.monotonic()
     bar.close()

@@ -3,7 +3,8 @@
 BYOL v3, App. C.1: a linear classifier on the frozen representation, SGD with Nesterov momentum
 0.9, no weight decay, learning rate chosen among {0.4, 0.3, 0.2, 0.1, 0.05}. The paper states
 neither the schedule nor the initialisation; both follow the authors' code: cosine decay to 0
-without warm-up (byol/utils/schedules.py, as pretrain/schedule.py:lr_at) and haiku's Linear init,
+without warm-up (byol/utils/schedules.py, as pretrain/schedule.py:warmup_cosine) and haiku's
+Linear init,
 weights ~ truncated normal (std 1/sqrt(D), cut at 2 std), zero bias (byol/eval_experiment.py).
 
 The sweep costs about one run: every head sees the same features of each batch, so one backbone
@@ -25,8 +26,8 @@ from torch import nn
 from tqdm import tqdm
 
 from evaluate.metrics import percent, topk_correct
-from evaluate.transforms import epoch_order
-from pretrain.schedule import lr_at
+from pretrain.sampling import epoch_order
+from pretrain.schedule import warmup_cosine
 
 Batches = Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]]  # epoch -> (x [B,D], y [B])
 
@@ -91,7 +92,7 @@ def fit_heads(
     for epoch in range(epochs):
         for features, labels in batches(epoch):
             for group, lr in zip(optimizer.param_groups, lrs):
-                group["lr"] = lr_at(step, total_steps, 0, lr)
+                group["lr"] = warmup_cosine(step, total_steps, lr)
             logits = heads(features)  # [n, B, C]
             # Sum over heads of each head's mean cross-entropy: head i's gradient is its own.
             loss = (
@@ -139,7 +140,7 @@ def tensor_batches(
     """(batches, steps per epoch) over in-memory features, in `epoch_order` (last batch smaller).
 
     The features move to `device` once; each epoch's order depends only on (seed, epoch, N), the
-    same order the image path (transforms.EpochBatches) uses.
+    same order the image path (pretrain/sampling.py:SeededBatches) uses.
     """
     features, labels = features.to(device), labels.to(device)
 

@@ -19,8 +19,9 @@ from evaluate import harness
 from evaluate.heads import Batches, LinearHeads, evaluate_heads, fit_heads, tensor_batches
 from evaluate.sanity import assert_unchanged, snapshot
 from evaluate.splits import HeldoutSplit, heldout_split
-from evaluate.transforms import EpochBatches, ProbeTrainView
+from evaluate.transforms import ProbeTrainView
 from pretrain.data import SubsetDataset
+from pretrain.sampling import SeededBatches
 from results.record import Task
 from slurm import submit as slurm_submit
 
@@ -86,7 +87,7 @@ def train_batches(
             features[index], labels[index], config.batch_size, config.seed, inputs.device
         )
     images = SubsetDataset(inputs.train_set, indices)
-    sampler = EpochBatches(len(images), config.batch_size, config.seed)
+    sampler = SeededBatches(len(images), config.batch_size, config.seed, last="keep")
     loader = torch.utils.data.DataLoader(
         ProbeTrainView(images, inputs.preprocessing, config.seed),
         batch_sampler=sampler,

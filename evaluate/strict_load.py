@@ -1,4 +1,6 @@
-"""Strict loading of backbone weights (STYLE 18): explicit keys, compared, then strict=True.
+"""Strict loading of backbone weights: explicit keys, compared, then strict=True.
+
+docs/architecture.md, Conventions, rule 18.
 
 A state dict is compared with the registry model's keys and shapes before anything is loaded; any
 missing, unexpected or mis-shaped key raises CheckpointError naming them (the first 10 of each),

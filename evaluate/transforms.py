@@ -21,8 +21,6 @@ from torch.utils.data import Dataset
 from pretrain.augment import ViewDistribution, augment_view, normalize
 from pretrain.data import ImageDataset
 from pretrain.sampling import (
-    SeededBatches,
-    epoch_order,  # noqa: F401  (compatibility: evaluate/heads.py)
     sample_seed,
 )
 from pretrain.views import EvalView
@@ -97,11 +95,3 @@ class ProbeTrainView(Dataset):
         image, label = self.images.load(index)
         view = augment_view(image, self.view, self.preprocessing.image_size, generator)
         return normalize(view, self.preprocessing.mean, self.preprocessing.std), label
-
-
-def EpochBatches(num_samples: int, batch_size: int, seed: int) -> SeededBatches:  # noqa: N802
-    """The probe's batches in `epoch_order`, the last one smaller (pretrain/sampling.py).
-
-    Compatibility name for evaluate/linear.py: call `SeededBatches(..., last="keep")` instead.
-    """
-    return SeededBatches(num_samples, batch_size, seed, last="keep")

@@ -316,14 +316,3 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
         if getattr(args, f.name) is not None
     }
     return replace(config, **overrides)
-
-
-def config_differences(saved: dict, current: PretrainConfig) -> list[str]:
-    """Fields (other than runtime ones) where a saved config differs from ``current``."""
-    current_dict = dataclasses.asdict(current)
-    names = (set(saved) | set(current_dict)) - RUNTIME_FIELDS
-    return sorted(
-        f"{name}: run has {saved.get(name)!r}, now {current_dict.get(name)!r}"
-        for name in names
-        if saved.get(name) != current_dict.get(name)
-    )

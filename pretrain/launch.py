@@ -17,16 +17,18 @@ import os
 import socket
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from pretrain.config import (
     PRESETS,
+    RUNTIME_FIELDS,
     ConfigError,
     PretrainConfig,
     add_config_arguments,
-    config_differences,
     config_from_args,
 )
+from pretrain.identity import identity_differences
 from results.errors import ByolBenchError
 from slurm import status as slurm_status
 from slurm import submit as slurm_submit
@@ -150,7 +152,7 @@ def submit_to_slurm(args: argparse.Namespace, config: PretrainConfig) -> None:
     run_dir = Path(args.run_dir or Path(profile.shared_dir) / "runs" / args.preset).absolute()
     config_path = run_dir / "config.json"
     saved = json.loads(config_path.read_text()) if config_path.exists() else None
-    differences = config_differences(saved, config) if saved else []
+    differences = identity_differences(saved, asdict(config), RUNTIME_FIELDS) if saved else []
     if differences:  # refuse here, not minutes later on a node
         raise ConfigError(
             f"{run_dir} holds a run with a different config ({'; '.join(differences)}). "

@@ -2,7 +2,8 @@
 
 Used by pretraining (pretrain/train.py), fine-tuning (evaluate/finetune.py), detection
 (transfer/detection/train.py) and segmentation (transfer/segmentation/engine.py). Each loop keeps
-its own short step function; this module holds what they share (STYLE 14, 15 and 19):
+its own short step function; this module holds what they share (docs/architecture.md,
+Conventions, rules 14, 15 and 19):
 
     claim(run_dir, identity, what=...)   <run_dir>/config.json holds the run's identity (a dict
                                          of plain values); a run dir holding another identity is
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,6 +30,7 @@ import torch
 
 from pretrain import dist
 from pretrain.checkpoint import CheckpointError, load_latest_good, save_checkpoint
+from pretrain.identity import as_plain, identity_differences
 from results.atomic import write_atomic
 from results.errors import ByolBenchError
 
@@ -44,27 +47,6 @@ class NonFiniteLossError(ByolBenchError, FloatingPointError):
     def __init__(self, message: str, *, step: int, lr: float) -> None:
         super().__init__(message)
         self.step, self.lr = step, lr
-
-
-def as_plain(identity: dict) -> dict:
-    """The identity as stored (JSON types: tuples become lists)."""
-    return json.loads(json.dumps(identity))
-
-
-def identity_differences(saved: dict, current: dict, ignore: Iterable[str] = ()) -> list[str]:
-    """`name: run has A, now B` for every field (not in `ignore`) where the two differ."""
-    current = as_plain(current)
-    names = (set(saved) | set(current)) - set(ignore)
-    return sorted(
-        f"{name}: run has {_short(saved.get(name))}, now {_short(current.get(name))}"
-        for name in names
-        if saved.get(name) != current.get(name)
-    )
-
-
-def _short(value, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def claim(
@@ -113,6 +95,14 @@ def save(
         save_checkpoint(run_dir, state, keep_name=keep_name)
 
 
+def checkpoint_due(last_save: float, minutes: float) -> bool:
+    """True once `minutes` have passed since `last_save` (time.monotonic()); 0 saves every step.
+
+    The one checkpoint cadence of every loop (`--ckpt-every-min`): what a preemption can lose.
+    """
+    return time.monotonic() - last_save >= minutes * 60
+
+
 def check_finite(
     loss: float | torch.Tensor,
     *,
@@ -125,8 +115,9 @@ def check_finite(
 ) -> None:
     """Raise NonFiniteLossError if `loss` (at `step`, learning rate `lr`) is NaN or infinite.
 
-    STYLE 19: stop with step and lr in the message. Every loop calls this before it saves, so
-    nothing past the last good state reaches the run dir's checkpoints.
+    docs/architecture.md, Conventions, rule 19: stop with step and lr in the message. Every loop
+    calls this before it saves, so nothing past the last good state reaches the run dir's
+    checkpoints.
     """
     value = float(loss.item() if isinstance(loss, torch.Tensor) else loss)
     if math.isfinite(value):

@@ -57,8 +57,3 @@ def poly(
     """mmseg's PolyLR: min_lr + (peak - min_lr)(1 - step/total)^power."""
     fraction = (1 - min(step, total_steps) / total_steps) ** power
     return min_lr + (peak_lr - min_lr) * fraction
-
-
-def lr_at(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
-    """Compatibility name for evaluate/heads.py: `warmup_cosine` (to be removed)."""
-    return warmup_cosine(step, total_steps, peak_lr, warmup_steps=warmup_steps)

@@ -4,8 +4,8 @@
 and `restore_training_state(run, state)` puts it back: BYOL's online and target networks, the LARS
 state, the online probe and its optimiser, the step, the Python/NumPy/torch (and CUDA) RNG
 states, and the sampler's place (epoch, batches done). Tensors and plain types only, so
-`torch.load(weights_only=True)` reads it (STYLE 14). The config goes in too: evaluate/features.py
-reads a training checkpoint as an export.
+`torch.load(weights_only=True)` reads it (docs/architecture.md, Conventions, rule 14). The config
+goes in too: evaluate/features.py reads a training checkpoint as an export.
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
         bar.update(1)
         if run.step % run.config.log_every_steps == 0:
             bar.set_postfix(meter.postfix(run), refresh=False)
-        if time.monotonic() - run.last_save > run.config.ckpt_every_min * 60:
+        if rundir.checkpoint_due(run.last_save, run.config.ckpt_every_min):
             check_finite(run, (int(meter.first_bad_step.item()), meter.first_bad_loss.item()))
             save(run)
         if run.config.max_steps is not None and run.step >= run.config.max_steps:

@@ -3,9 +3,9 @@
 import pytest
 import torch
 import torchvision
+from evaluate.cli import checkpoint_ref
 
 from evaluate import features as features_lib
-from evaluate.cli import checkpoint_ref
 from evaluate.features import cached_features, load_encoder
 from evaluate.transforms import Preprocessing
 from pretrain.byol import BYOL

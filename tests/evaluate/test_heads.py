@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from evaluate.heads import LinearHeads, evaluate_heads, fit_heads, tensor_batches
-from evaluate.transforms import EpochBatches
+from pretrain.sampling import SeededBatches
 
 LRS = [0.4, 0.3, 0.2, 0.1, 0.05]
 
@@ -58,7 +58,7 @@ def test_a_diverged_head_is_reported_not_scored():
 
 
 def test_image_and_feature_paths_share_the_sample_order():
-    sampler = EpochBatches(10, batch_size=4, seed=3)
+    sampler = SeededBatches(10, 4, 3, last="keep")
     sampler.set_epoch(2)
     keys = [key for batch in sampler for key in batch]
     assert [len(batch) for batch in sampler] == [4, 4, 2]

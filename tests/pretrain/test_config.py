@@ -6,13 +6,14 @@ import pytest
 
 from pretrain.config import (
     PRESETS,
+    RUNTIME_FIELDS,
     ConfigError,
     PretrainConfig,
     byol_r50_in1k,
-    config_differences,
     config_from_args,
     preset,
 )
+from pretrain.identity import identity_differences
 from pretrain.launch import parse_args
 
 
@@ -72,12 +73,14 @@ def test_cli_flags_override_the_preset():
     assert config.dataset == "synthetic"  # untouched fields keep the preset's value
 
 
-def test_config_differences_ignore_runtime_fields():
+def test_config_identity_differences_ignore_runtime_fields():
     saved = dataclasses.asdict(PretrainConfig())
     changed = dataclasses.replace(PretrainConfig(), num_workers=1, max_steps=5, data="/elsewhere")
-    assert config_differences(saved, changed) == []
+    assert identity_differences(saved, dataclasses.asdict(changed), RUNTIME_FIELDS) == []
     changed = dataclasses.replace(PretrainConfig(), tau_base=0.99)
-    assert config_differences(saved, changed) == ["tau_base: run has 0.996, now 0.99"]
+    assert identity_differences(saved, dataclasses.asdict(changed), RUNTIME_FIELDS) == [
+        "tau_base: run has 0.996, now 0.99"
+    ]
 
 
 def test_every_field_carries_its_help_and_the_dataclass_stays_frozen():

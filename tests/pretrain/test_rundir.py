@@ -19,7 +19,7 @@ from pretrain.dist import DistInfo
 from pretrain.rundir import ConfigMismatchError, NonFiniteLossError
 from tests.transfer.segmentation.layouts import make_voc
 from transfer.detection.protocols import moco_detectron2_c4_24k
-from transfer.detection.train import RunSettings, identity_fields
+from transfer.detection.train import RunSettings
 from transfer.segmentation.data import build_segmentation_set
 from transfer.segmentation.engine import Job
 from transfer.segmentation.protocols import voc12aug_fcn
@@ -35,13 +35,13 @@ def finetune_identities(tmp_path: Path, tiny_config) -> tuple[dict, dict, str]:
 
 
 def detection_identities(tmp_path: Path, tiny_config) -> tuple[dict, dict, str]:
-    def settings(protocol) -> RunSettings:  # transfer/detection/cli.py passes JSON
-        identity = json.dumps({"protocol": dataclasses.asdict(protocol), "seed": 0})
+    def settings(protocol) -> RunSettings:  # as transfer/detection/cli.py builds it
+        identity = {"protocol": dataclasses.asdict(protocol), "seed": 0}
         return RunSettings(tmp_path, identity, torch.device("cpu"))
 
     protocol = moco_detectron2_c4_24k()
     shorter = dataclasses.replace(protocol, max_iters=100)
-    return identity_fields(settings(protocol)), identity_fields(settings(shorter)), "protocol"
+    return settings(protocol).identity, settings(shorter).identity, "protocol"
 
 
 def segmentation_identities(tmp_path: Path, tiny_config) -> tuple[dict, dict, str]:

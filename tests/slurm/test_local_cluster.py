@@ -177,7 +177,7 @@ def test_crashing_job_names_its_log_keeps_the_run_dir_and_never_starts_dependent
     )  # fmt: skip
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 1
-    assert f"SLURM job {pretrain_id} failed: pretrain.train.NonFiniteLossError: " in stderr
+    assert f"SLURM job {pretrain_id} failed: pretrain.rundir.NonFiniteLossError: " in stderr
     assert "the BYOL loss became non-finite at step 2" in stderr
     assert f"Full log: {run_dir}/slurm/{pretrain_id}_0_log.err" in stderr
     assert "The run dir is intact" in stderr

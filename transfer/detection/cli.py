@@ -205,7 +205,7 @@ def prepare(
     }
     run = detection_train.RunSettings(
         run_dir=inputs.work_dir,
-        identity=json.dumps(identity, sort_keys=True),
+        identity=identity,
         device=inputs.device,
         seed=config.seed,
         num_workers=config.num_workers,

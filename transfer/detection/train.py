@@ -40,24 +40,12 @@ class RunSettings:
     """Where and how one fine-tuning run goes (not part of the protocol)."""
 
     run_dir: Path
-    identity: dict | str  # everything that must match for a resume (protocol, weights, seed)
+    identity: dict  # everything that must match for a resume (protocol, weights, seed)
     device: torch.device
     seed: int = 0
     num_workers: int = 4
     ckpt_every_min: float = 10.0  # and at the last iteration
     max_iters: int | None = None  # stop early (smoke runs); None: the protocol's max_iters
-
-
-def identity_fields(run: RunSettings) -> dict:
-    """The run's identity as a dict; a string is accepted for transfer/detection/cli.py, which
-    passes JSON (compatibility: pass the dict itself)."""
-    if isinstance(run.identity, dict):
-        return run.identity
-    try:
-        fields = json.loads(run.identity)
-    except json.JSONDecodeError:
-        fields = None
-    return fields if isinstance(fields, dict) else {"identity": run.identity}
 
 
 def iteration_batches(size: int, protocol: Protocol, seed: int, start: int, stop: int):
@@ -121,7 +109,7 @@ def param_groups(detector: nn.Module, protocol: Protocol) -> list[dict]:
 def train(detector: nn.Module, images: Dataset, protocol: Protocol, run: RunSettings) -> dict:
     """Fine-tune `detector` in place up to max_iters (resuming); returns the record's summary."""
     stop = min(run.max_iters or protocol.max_iters, protocol.max_iters)
-    rundir.claim(run.run_dir, identity_fields(run), what="detection run")
+    rundir.claim(run.run_dir, run.identity, what="detection run")
     optimizer = torch.optim.SGD(
         param_groups(detector, protocol), lr=protocol.base_lr, momentum=protocol.momentum
     )
@@ -146,7 +134,7 @@ def train(detector: nn.Module, images: Dataset, protocol: Protocol, run: RunSett
         if done % LOG_EVERY == 0 or done == stop:
             line = {"iteration": done, "loss": loss, "lr": lr, **losses}
             _log_line(run.run_dir, {**line, "seconds_per_iter": timings[-1]})
-        if done == stop or now - last_save > 60 * run.ckpt_every_min:
+        if done == stop or rundir.checkpoint_due(last_save, run.ckpt_every_min):
             _save(detector, optimizer, done, run)
             last_save = time.monotonic()
     bar.close()

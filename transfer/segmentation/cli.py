@@ -27,8 +27,7 @@ from evaluate.transforms import Preprocessing
 from pretrain.data import dataset_stats
 from results.record import Task
 from slurm import submit as slurm_submit
-from transfer.segmentation.data import build_segmentation_set, check_sizes
-from transfer.segmentation.data import heldout_split as make_heldout
+from transfer.segmentation.data import build_segmentation_set, check_sizes, hold_out_images
 from transfer.segmentation.engine import Job, run_job
 from transfer.segmentation.protocols import PROTOCOLS, SegmentationProtocol
 
@@ -54,7 +53,7 @@ class SegmentationConfig:
     run_dir: str | None = None  # default: harness.work_dir, <runs>/evals/segmentation/...
     device: str | None = None
     num_workers: int = field(default_factory=harness.default_num_workers)  # CPUs, at most 8
-    ckpt_every: int = 1000  # iterations between checkpoints
+    ckpt_every_min: float = 10.0  # minutes between checkpoints: what a preemption can lose
     max_steps: int | None = None  # shorten: iterations per run
     batch_size: int | None = None
     crop: int | None = None
@@ -98,7 +97,7 @@ def run_protocol(config: SegmentationConfig, inputs: harness.EvalInputs) -> tupl
     run_one = _engine(config.engine)
     candidates = []
     if len(settings.lrs) > 1:
-        sweep_train, heldout = make_heldout(inputs.train_set, settings.heldout)
+        sweep_train, heldout = hold_out_images(inputs.train_set, settings.heldout)
         for lr in settings.lrs:
             result = run_one(config, inputs, lr, settings.seeds[0], sweep_train, heldout,
                              run_dir / f"sweep-lr{lr:g}-seed{settings.seeds[0]}")  # fmt: skip
@@ -159,7 +158,7 @@ def run_one_torchvision(config, inputs, lr, seed, train_set, eval_set, run_dir) 
         std=inputs.preprocessing.std,
         device=str(inputs.device),
         num_workers=config.num_workers,
-        ckpt_every=config.ckpt_every,
+        ckpt_every_min=config.ckpt_every_min,
     )
     return run_job(job, inputs.encoder)
 
@@ -219,7 +218,7 @@ def parse_config(argv: list[str] | None) -> SegmentationConfig:
         help="checkpoints and per-run results; an existing one resumes (default: "
         "<runs>/evals/segmentation/<protocol>/<sha8>)",
     )
-    add("--ckpt-every", type=int, help="iterations between checkpoints (default 1000)")
+    add("--ckpt-every-min", type=float, help="minutes between checkpoints (default 10)")
     add("--max-steps", type=int, help="shorten: training iterations per run")
     add("--batch-size", type=int, help="images per iteration (default: the protocol's)")
     add("--crop", type=int, help="training crop in px (default: the protocol's)")

@@ -187,9 +187,6 @@ def hold_out_images(
     return images.subset(train, f"{images.split}-minus-{name}"), images.subset(heldout, name)
 
 
-heldout_split = hold_out_images  # compatibility name for transfer/segmentation/cli.py
-
-
 class TrainPairs(Dataset):
     """Training views keyed by (position, index) from pretrain/sampling.py's stream mode."""
 

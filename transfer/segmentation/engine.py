@@ -1,11 +1,11 @@
 """One segmentation training run (one LR, one seed) on torchvision-style modules, resumable.
 
 `run_job(job)` trains the protocol's segmenter for `job.iterations` steps of SGD, saving
-`<job.run_dir>/checkpoints/last.pt` every `ckpt_every` iterations (pretrain/checkpoint.py: atomic,
-tensors only, digest-checked), then evaluates mIoU on `job.eval_set` and writes
-`<job.run_dir>/result.json`. The run directory (pretrain/rundir.py) holds the job's identity in
-config.json: a run dir with a result is done, one with a checkpoint resumes at its iteration, and
-one of a different job is refused with the differing fields named. Data draws depend only on
+`<job.run_dir>/checkpoints/last.pt` every `ckpt_every_min` minutes and at the end
+(pretrain/checkpoint.py: atomic, tensors only, digest-checked), then evaluates mIoU on
+`job.eval_set` and writes `<job.run_dir>/result.json`. The run directory (pretrain/rundir.py)
+holds the job's identity in config.json: a run dir with a result is done, one with a checkpoint
+resumes at its iteration, and one of a different job is refused with the differing fields named. Data draws depend only on
 (seed, sample position) (pretrain/sampling.py, stream mode) and dropout is re-seeded every
 iteration, so a resumed run equals an uninterrupted one.
 """
@@ -51,7 +51,7 @@ class Job:
     std: tuple[float, float, float]
     device: str
     num_workers: int = 4
-    ckpt_every: int = 1000  # iterations between checkpoints
+    ckpt_every_min: float = 10.0  # minutes between checkpoints (and at the last iteration)
 
     def identity(self) -> dict:
         """What must match for a run directory to resume this job."""
@@ -142,7 +142,7 @@ def train(
         pin_memory=device.type == "cuda",
     )
     model.train()
-    began = time.monotonic()
+    began = last_save = time.monotonic()
     bar = tqdm(loader, total=len(sampler), initial=0, desc=f"train lr {job.lr:g} seed {job.seed}")
     for iteration, (images, labels) in enumerate(bar, start=start):
         lr = protocol.lr(iteration, job.lr)
@@ -158,7 +158,7 @@ def train(
             lr=f"{lr:.2e}",
             s_it=f"{elapsed / (done - start):.2f}",
         )
-        if done % job.ckpt_every == 0 or done == protocol.iterations:
+        if done == protocol.iterations or rundir.checkpoint_due(last_save, job.ckpt_every_min):
             state = {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -167,6 +167,7 @@ def train(
                 "loss": loss,
             }
             rundir.save(job.run_dir, state)
+            last_save = time.monotonic()
     return seconds + time.monotonic() - began
 
 

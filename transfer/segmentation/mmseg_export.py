@@ -27,8 +27,9 @@ import torch
 
 from evaluate import harness
 from evaluate.features import load_encoder
-from pretrain.checkpoint import CheckpointError, write_atomic
+from pretrain.checkpoint import CheckpointError
 from pretrain.data import dataset_stats
+from results.atomic import write_atomic
 from transfer.segmentation.protocols import PROTOCOLS, SegmentationProtocol
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"

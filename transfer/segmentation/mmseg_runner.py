@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from evaluate import harness
-from pretrain.checkpoint import write_atomic
+from results.atomic import write_atomic
 from transfer.segmentation.data import SegmentationSet
 from transfer.segmentation.mmseg_export import export_encoder
 
@@ -85,7 +85,6 @@ def prepare_config(config, inputs, lr, seed, train_set, eval_set, run_dir: Path)
         loader.num_workers = config.num_workers
         loader.persistent_workers = config.num_workers > 0
     cfg.train_cfg.val_interval = settings.iterations + 1  # validate once, in run_one
-    cfg.default_hooks.checkpoint.interval = config.ckpt_every
     return cfg, config_path
 
 

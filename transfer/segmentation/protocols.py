@@ -67,7 +67,7 @@ def voc12aug_fcn() -> SegmentationProtocol:
     images are at most 500 px, so the whole image); mean of 5 seeds.
 
     Not stated in the paper, our choices: the sweep trains with the first seed on train_aug minus
-    the held-out images (a seeded draw, transfer/segmentation/data.py:heldout_split); each seed
+    the held-out images (a seeded draw, transfer/segmentation/data.py:hold_out_images); each seed
     then retrains on all of train_aug at the chosen LR. MoCo's SyncBN over the batch of 16 is
     plain BN over the same 16 images on one device (the built-in engine runs on one device).
     """

@@ -162,6 +162,7 @@ def test_resumed_training_equals_uninterrupted(export, voc, tmp_path):
         return detection_models.build_detector(encoder, spec)
 
     def settings(run_dir, stop, identity="run"):
+        identity = {"run": identity}
         return detection_train.RunSettings(run_dir, identity, torch.device("cpu"), seed=3,
                                            num_workers=0, max_iters=stop)  # fmt: skip
 

@@ -74,7 +74,7 @@ def _job(tmp_path, protocol, train_set, eval_set, name):
     return Job(
         protocol=protocol, lr=0.01, seed=0, train_set=train_set, eval_set=eval_set,
         run_dir=tmp_path / name, weights_sha256="0" * 64, mean=STATS[0], std=STATS[1],
-        device="cpu", num_workers=0, ckpt_every=2,
+        device="cpu", num_workers=0, ckpt_every_min=0,
     )  # fmt: skip
 
 
@@ -101,13 +101,13 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     protocol = voc12aug_fcn().__class__(
         **{**voc12aug_fcn().__dict__, "iterations": 4, "batch_size": 1, "crop": 48}
     )
-    job = _job(tmp_path, protocol, train_set, val, "run")  # checkpoints at iterations 2 and 4
+    job = _job(tmp_path, protocol, train_set, val, "run")  # a checkpoint every iteration
     straight = run_job(job, encoder)
     final = torch.load(job.run_dir / "checkpoints" / "last.pt", weights_only=True)["state"]
-    # An interruption between iterations 2 and 4: only the iteration-2 checkpoint is left.
+    # An interruption between iterations 3 and 4: only the iteration-3 checkpoint is left.
     (job.run_dir / "result.json").unlink()
     (job.run_dir / "checkpoints" / "last.pt").unlink()
-    assert torch.load(job.run_dir / "checkpoints" / "previous.pt")["state"]["step"] == 2
+    assert torch.load(job.run_dir / "checkpoints" / "previous.pt")["state"]["step"] == 3
     resumed = run_job(job, encoder)
     again = torch.load(job.run_dir / "checkpoints" / "last.pt", weights_only=True)["state"]
     assert again["step"] == 4 and resumed["miou"] == straight["miou"]
@@ -128,7 +128,7 @@ def test_a_non_finite_loss_stops_naming_step_and_lr_and_keeps_the_last_checkpoin
     protocol = voc12aug_fcn().__class__(
         **{**voc12aug_fcn().__dict__, "iterations": 4, "batch_size": 1, "crop": 48}
     )
-    job = _job(tmp_path, protocol, train_set, val, "run")  # checkpoints at iterations 2 and 4
+    job = _job(tmp_path, protocol, train_set, val, "run")  # a checkpoint every iteration
     calls, real_step = [], engine.train_step
 
     def nan_at_iteration_3(*args, **kwargs):
@@ -139,4 +139,4 @@ def test_a_non_finite_loss_stops_naming_step_and_lr_and_keeps_the_last_checkpoin
     with pytest.raises(NonFiniteLossError, match=r"at step 3 \(lr [0-9.e-]+\)"):
         run_job(job, load_encoder("random:resnet18")[0])
     kept = torch.load(job.run_dir / "checkpoints" / "last.pt", weights_only=True)["state"]
-    assert kept["step"] == 2 and not (job.run_dir / "result.json").exists()
+    assert kept["step"] == 3 and not (job.run_dir / "result.json").exists()

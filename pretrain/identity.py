@@ -1,0 +1,31 @@
+"""A run's identity (a dict of plain values) and how two of them differ; imports no torch.
+
+pretrain/rundir.py:claim refuses a run directory whose config.json holds another identity, and
+pretrain/launch.py refuses it before a SLURM submission (login nodes do not import torch).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+
+def as_plain(identity: dict) -> dict:
+    """The identity as stored (JSON types: tuples become lists)."""
+    return json.loads(json.dumps(identity))
+
+
+def identity_differences(saved: dict, current: dict, ignore: Iterable[str] = ()) -> list[str]:
+    """`name: run has A, now B` for every field (not in `ignore`) where the two differ."""
+    current = as_plain(current)
+    names = (set(saved) | set(current)) - set(ignore)
+    return sorted(
+        f"{name}: run has {_short(saved.get(name))}, now {_short(current.get(name))}"
+        for name in names
+        if saved.get(name) != current.get(name)
+    )
+
+
+def _short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
