@@ -5,9 +5,9 @@
 (pretrain/checkpoint.py: atomic, tensors only, digest-checked), then evaluates mIoU on
 `job.eval_set` and writes `<job.run_dir>/result.json`. The run directory (pretrain/rundir.py)
 holds the job's identity in config.json: a run dir with a result is done, one with a checkpoint
-resumes at its iteration, and one of a different job is refused with the differing fields named. Data draws depend only on
-(seed, sample position) (pretrain/sampling.py, stream mode) and dropout is re-seeded every
-iteration, so a resumed run equals an uninterrupted one.
+resumes at its iteration, and one of a different job is refused with the differing fields named.
+Data draws depend only on (seed, sample position) (pretrain/sampling.py, stream mode) and dropout
+is re-seeded every iteration, so a resumed run equals an uninterrupted one.
 """
 
 from __future__ import annotations
