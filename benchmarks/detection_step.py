@@ -35,15 +35,25 @@ def synthetic_batch(batch: int, size: int, device: torch.device):
         for k, (a, b, c, d) in enumerate(boxes.long().tolist()):
             masks[k, b:d, a:c] = 1
         images.append(torch.rand(3, height, width, device=device))
-        targets.append({"boxes": boxes.to(device), "labels": torch.tensor([1, 2, 3], device=device),
-                        "masks": masks.to(device)})  # fmt: skip
+        targets.append(
+            {
+                "boxes": boxes.to(device),
+                "labels": torch.tensor([1, 2, 3], device=device),
+                "masks": masks.to(device),
+            }
+        )
     return images, targets
 
 
 def seconds_per_iteration(model: str, args, device: torch.device) -> float:
     encoder, _ = load_encoder(f"random:{args.arch}")
-    spec = DetectorSpec(model=model, num_classes=20, train_sizes=(args.size,), test_size=args.size,
-                        roi_batch_per_image=args.rois)  # fmt: skip
+    spec = DetectorSpec(
+        model=model,
+        num_classes=20,
+        train_sizes=(args.size,),
+        test_size=args.size,
+        roi_batch_per_image=args.rois,
+    )
     detector = build_detector(encoder, spec).to(device).train()
     parameters = [p for p in detector.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, lr=1e-3, momentum=0.9)
@@ -87,8 +97,11 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     for model in args.models:
         results[model] = seconds_per_iteration(model, args, device)
-        print(f"{model:9s} {args.arch} {args.size}px batch {args.batch} rois {args.rois}: "
-              f"{results[model]:.3f} s/iteration", flush=True)  # fmt: skip
+        print(
+            f"{model:9s} {args.arch} {args.size}px batch {args.batch} rois {args.rois}: "
+            f"{results[model]:.3f} s/iteration",
+            flush=True,
+        )
     setting = {k: getattr(args, k) for k in ("device", "arch", "size", "batch", "rois", "iters")}
     print(json.dumps({**setting, "threads": torch.get_num_threads(), "s_per_iter": results}))
 

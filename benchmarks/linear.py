@@ -79,9 +79,15 @@ def sweep_ratio_images(config: BenchConfig, encoder, images, device) -> tuple[fl
 
     def run(lrs):
         fit_heads(
-            batches, lrs=lrs, feature_dim=encoder.feature_dim, num_classes=images.num_classes,
-            epochs=config.epochs, steps_per_epoch=len(sampler), device=device, desc=f"{len(lrs)}",
-        )  # fmt: skip
+            batches,
+            lrs=lrs,
+            feature_dim=encoder.feature_dim,
+            num_classes=images.num_classes,
+            epochs=config.epochs,
+            steps_per_epoch=len(sampler),
+            device=device,
+            desc=f"{len(lrs)}",
+        )
 
     run(LRS[:1])  # warm-up: allocator, kernels, loader
     return _timed(device, lambda: run(LRS)), _timed(device, lambda: run(LRS[:1]))
@@ -95,9 +101,15 @@ def sweep_ratio_cached(config: BenchConfig, device) -> tuple[float, float]:
 
     def run(lrs):
         fit_heads(
-            batches, lrs=lrs, feature_dim=512, num_classes=1000, epochs=config.epochs,
-            steps_per_epoch=steps, device=device, desc=f"cached {len(lrs)} LR",
-        )  # fmt: skip
+            batches,
+            lrs=lrs,
+            feature_dim=512,
+            num_classes=1000,
+            epochs=config.epochs,
+            steps_per_epoch=steps,
+            device=device,
+            desc=f"cached {len(lrs)} LR",
+        )
 
     run(LRS[:1])
     return _timed(device, lambda: run(LRS)), _timed(device, lambda: run(LRS[:1]))

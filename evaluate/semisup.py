@@ -330,9 +330,13 @@ def submit_grid_if_requested(argv: list[str] | None) -> bool:
     )
     single = slurm_submit.single_task(profile)  # reads the cells' results, scores one
     final = slurm_submit.submit(
-        single, slurm_submit.run_command, command, name="evaluate-semisup", folder=folder,
+        single,
+        slurm_submit.run_command,
+        command,
+        name="evaluate-semisup",
+        folder=folder,
         after=[job.job_id for job in array],
-    )  # fmt: skip
+    )
     lines = [f"  cells:   {len(cells)} array tasks {', '.join(job.job_id for job in array)}"]
     print(slurm_submit.describe(final, profile, [*lines, f"  command: {' '.join(command)}"]))
     if args.wait:

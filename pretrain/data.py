@@ -39,9 +39,17 @@ SPLITS = {  # valid splits per data set (folder: DIR/<split> if it exists, else 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"  # Debian's copy; override with --data
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 Stats = tuple[tuple[float, float, float], tuple[float, float, float]]
 _IMAGENET_STATS: Stats = (IMAGENET_MEAN, IMAGENET_STD)
@@ -179,10 +187,16 @@ class CifarDataset(ImageDataset):
 
     # num_classes: (directory, train files, test files, meta file, label key, class names key)
     _LAYOUT = {
-        10: ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],
-             "batches.meta", "labels", "label_names"),
+        10: (
+            "cifar-10-batches-py",
+            [f"data_batch_{i}" for i in range(1, 6)],
+            ["test_batch"],
+            "batches.meta",
+            "labels",
+            "label_names",
+        ),
         100: ("cifar-100-python", ["train"], ["test"], "meta", "fine_labels", "fine_label_names"),
-    }  # fmt: skip
+    }
 
     def __init__(self, root: str | os.PathLike, split: str = "train", num_classes: int = 10):
         if num_classes not in self._LAYOUT:

@@ -63,10 +63,29 @@ IMPORTED_PREFIX = "imported:"
 OWN_SOURCES = (None, "byol-bench", "random-init")  # rows of our pretraining and baselines
 METHOD_ORDER = ("byol", "simclr", "supervised", "random-init")
 COLUMNS = (
-    "row", "order", "kind", "method", "arch", "method_name", "arch_name", "params", "epochs",
-    "checkpoint", "weights", "family", "dataset", "split", "protocol", "metric", "value",
-    "status", "marker", "note", "record_id", "created_utc",
-)  # fmt: skip
+    "row",
+    "order",
+    "kind",
+    "method",
+    "arch",
+    "method_name",
+    "arch_name",
+    "params",
+    "epochs",
+    "checkpoint",
+    "weights",
+    "family",
+    "dataset",
+    "split",
+    "protocol",
+    "metric",
+    "value",
+    "status",
+    "marker",
+    "note",
+    "record_id",
+    "created_utc",
+)
 
 
 def row_key(record: Record) -> str:

@@ -17,10 +17,20 @@ LEGEND = (
     "missing: not evaluated; —: not published."
 )
 _LATEX_ESCAPES = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-    "—": "---", "†": r"\textsuperscript{\dag}", "±": r"$\pm$",
-}  # fmt: skip
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "—": "---",
+    "†": r"\textsuperscript{\dag}",
+    "±": r"$\pm$",
+}
 _HTML_CLASSES = {"failed": "failed", "missing": "missing", "—": "unpublished"}
 
 

@@ -79,9 +79,16 @@ def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 SLURM_ONLY_FLAGS = (
-    "profile", "nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task", "mem_gb", "time",
-    "after", "wait",
-)  # fmt: skip
+    "profile",
+    "nodes",
+    "gpus_per_node",
+    "tasks_per_node",
+    "cpus_per_task",
+    "mem_gb",
+    "time",
+    "after",
+    "wait",
+)
 
 
 def check_slurm_flags(args: argparse.Namespace) -> None:
@@ -314,8 +321,9 @@ def submit_cli_if_requested(module: str, argv: Sequence[str] | None = None) -> b
     command = [sys.executable, "-m", module, *rest]
     name = module.replace(".", "-")
     folder = Path(profile.shared_dir) / "logs" / name
-    job = submit(profile, run_command, command, name=name, folder=folder,
-                 after=after_from_args(args))  # fmt: skip
+    job = submit(
+        profile, run_command, command, name=name, folder=folder, after=after_from_args(args)
+    )
     print(describe(job, profile, [f"  command: {' '.join(command)}"]), flush=True)
     if args.wait:
         wait(job)

@@ -21,12 +21,16 @@ def tiny_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("tiny-run") / "tiny"
     run_cli(
         "pretrain.launch",
-        "--preset", "tiny_cpu",
-        "--dataset", "synthetic",
-        "--run-dir", str(run_dir),
-        "--max-steps", "20",
+        "--preset",
+        "tiny_cpu",
+        "--dataset",
+        "synthetic",
+        "--run-dir",
+        str(run_dir),
+        "--max-steps",
+        "20",
         check=True,
-    )  # fmt: skip
+    )
     return run_dir
 
 

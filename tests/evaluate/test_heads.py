@@ -21,9 +21,14 @@ def blobs(num: int, dim: int = 24, classes: int = 6, seed: int = 0):
 def fit(lrs, features, labels, seed=0):
     batches, steps = tensor_batches(features, labels, batch_size=32, seed=seed, device="cpu")
     return fit_heads(
-        batches, lrs=lrs, feature_dim=features.shape[1], num_classes=6, epochs=4,
-        steps_per_epoch=steps, seed=seed,
-    )  # fmt: skip
+        batches,
+        lrs=lrs,
+        feature_dim=features.shape[1],
+        num_classes=6,
+        epochs=4,
+        steps_per_epoch=steps,
+        seed=seed,
+    )
 
 
 def test_sweep_equals_separate_single_lr_runs():

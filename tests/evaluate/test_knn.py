@@ -41,14 +41,25 @@ def test_knn_matches_brute_force(temperature):
     test_y = torch.arange(40) % 8
     test_x = 3.0 * (centres[test_y] + 2.0 * torch.randn(40, 16, generator=generator))
     results = knn_accuracy(
-        train_x, train_y, test_x, test_y, num_classes=8, ks=(10, 20, 100, 200),
-        temperature=temperature, chunk_size=7,  # several chunks, the last one partial
-    )  # fmt: skip
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        num_classes=8,
+        ks=(10, 20, 100, 200),
+        temperature=temperature,
+        chunk_size=7,  # several chunks, the last one partial
+    )
     for k in (10, 20, 100, 200):
         expected = brute_force(
-            train_x.double().numpy(), train_y.numpy(), test_x.double().numpy(), test_y.numpy(),
-            k, temperature, 8,
-        )  # fmt: skip
+            train_x.double().numpy(),
+            train_y.numpy(),
+            test_x.double().numpy(),
+            test_y.numpy(),
+            k,
+            temperature,
+            8,
+        )
         assert (results[k]["top1"], results[k]["top5"]) == pytest.approx(expected), k
     if temperature == 0.5:  # at T = 0.07 the nearest few dominate every vote
         assert len({results[k]["top1"] for k in results}) > 1  # k matters on this data

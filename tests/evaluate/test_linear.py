@@ -34,9 +34,20 @@ def test_contract_quick_check_linear_fast(tiny_export, tmp_path):
 
 def test_paper_protocol_end_to_end(tiny_export, tmp_path):
     result = run_cli(
-        "evaluate.linear", "--ckpt", str(tiny_export), "--dataset", "synthetic",
-        "--epochs", "1", "--batch-size", "128", "--num-workers", "0", "--records", str(tmp_path),
-    )  # fmt: skip
+        "evaluate.linear",
+        "--ckpt",
+        str(tiny_export),
+        "--dataset",
+        "synthetic",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "128",
+        "--num-workers",
+        "0",
+        "--records",
+        str(tmp_path),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     record = only_record(tmp_path)
     assert record.task.protocol == "byol-paper/1" and record.config["epochs"] == 1

@@ -54,8 +54,18 @@ def test_record_holds_every_cell_and_the_split_files(tmp_path):
 
 def test_resume_after_a_kill_gives_the_same_result(tmp_path, monkeypatch):
     grid = ("--lrs", "0.1", "0.4", "--epochs", "2")  # two cells of 8 steps, 4 per epoch
-    semisup.main(["--ckpt", "random:resnet18", *SMALL, *grid, "--records", str(tmp_path / "a"),
-                  "--run-dir", str(tmp_path / "a" / "cells")])  # fmt: skip
+    semisup.main(
+        [
+            "--ckpt",
+            "random:resnet18",
+            *SMALL,
+            *grid,
+            "--records",
+            str(tmp_path / "a"),
+            "--run-dir",
+            str(tmp_path / "a" / "cells"),
+        ]
+    )
     calls, real_step = [], finetune.train_step
 
     def dies_at_call_15(*args, **kwargs):  # cell 2, epoch 2, after its epoch-1 checkpoint
@@ -64,8 +74,16 @@ def test_resume_after_a_kill_gives_the_same_result(tmp_path, monkeypatch):
             raise Killed
         return real_step(*args, **kwargs)
 
-    killed = ["--ckpt", "random:resnet18", *SMALL, *grid, "--records", str(tmp_path / "b"),
-              "--run-dir", str(tmp_path / "b" / "cells")]  # fmt: skip
+    killed = [
+        "--ckpt",
+        "random:resnet18",
+        *SMALL,
+        *grid,
+        "--records",
+        str(tmp_path / "b"),
+        "--run-dir",
+        str(tmp_path / "b" / "cells"),
+    ]
     monkeypatch.setattr(finetune, "train_step", dies_at_call_15)
     with pytest.raises(Killed):
         semisup.main(killed)
@@ -81,8 +99,10 @@ def test_resume_after_a_kill_gives_the_same_result(tmp_path, monkeypatch):
     assert resumed.metrics == uninterrupted.metrics
     assert resumed.selection["candidates"] == uninterrupted.selection["candidates"]
     for cell in ("lr0.1-ep2", "lr0.4-ep2"):
-        final = [load_checkpoint(tmp_path / run / "cells" / cell / "checkpoints" / "last.pt")
-                 for run in ("a", "b")]  # fmt: skip
+        final = [
+            load_checkpoint(tmp_path / run / "cells" / cell / "checkpoints" / "last.pt")
+            for run in ("a", "b")
+        ]
         assert final[0]["step"] == final[1]["step"] == 8
         for run in ("a", "b"):  # a finished cell keeps last.pt only (no fallback copy)
             checkpoints = tmp_path / run / "cells" / cell / "checkpoints"
@@ -98,8 +118,10 @@ def fmnist_2000_test(tmp_path):
     root.mkdir()
     for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
         (root / name).symlink_to(Path(FASHION_MNIST_ROOT) / name)
-    for name, header_size, item_size in (("t10k-images-idx3-ubyte", 16, 784),
-                                         ("t10k-labels-idx1-ubyte", 8, 1)):  # fmt: skip
+    for name, header_size, item_size in (
+        ("t10k-images-idx3-ubyte", 16, 784),
+        ("t10k-labels-idx1-ubyte", 8, 1),
+    ):
         with gzip.open(Path(FASHION_MNIST_ROOT) / f"{name}.gz", "rb") as handle:
             raw = handle.read()
         header = bytearray(raw[:header_size])
@@ -115,9 +137,24 @@ def test_byol_checkpoint_beats_random_init_on_1pct_fashion_mnist(
     metadata = torch.load(byol_fmnist_export, map_location="cpu", weights_only=True)["metadata"]
     arch = metadata["arch"] + (":cifar" if metadata.get("cifar_stem") else "")
     size = str(metadata["preprocessing"]["image_size"])
-    short = ("--dataset", "fmnist", "--data", fmnist_2000_test, "--fraction", "1",
-             "--lrs", "0.05", "--epochs", "3", "--batch-size", "128", "--heldout-max", "500",
-             "--num-workers", "0")  # fmt: skip
+    short = (
+        "--dataset",
+        "fmnist",
+        "--data",
+        fmnist_2000_test,
+        "--fraction",
+        "1",
+        "--lrs",
+        "0.05",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "128",
+        "--heldout-max",
+        "500",
+        "--num-workers",
+        "0",
+    )
     semisup.main(["--ckpt", byol_fmnist_export, *short, "--records", str(tmp_path / "byol")])
     baseline = ["--ckpt", f"random:{arch}", "--image-size", size, *short]
     semisup.main([*baseline, "--records", str(tmp_path / "random")])
@@ -179,8 +216,17 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
     imagenet_file = tmp_path / "1percent.txt"
     imagenet_file.write_text("".join(f"n01440764_{k}.JPEG\n" for k in range(51)))
     with pytest.raises(SystemExit) as error:
-        semisup.main(["--ckpt", "random:resnet18", *SMALL, "--split-file", str(imagenet_file),
-                      "--records", str(tmp_path)])  # fmt: skip
+        semisup.main(
+            [
+                "--ckpt",
+                "random:resnet18",
+                *SMALL,
+                "--split-file",
+                str(imagenet_file),
+                "--records",
+                str(tmp_path),
+            ]
+        )
     message = str(error.value.code)
     assert message.startswith("error: none of the 51 names") and "another data set" in message
     with pytest.raises(SystemExit) as error:

@@ -77,7 +77,7 @@ def linear_imagenet_records() -> list[Record]:
             error="RuntimeError: every candidate LR diverged",
             label="byol-r50x2",
             arch="resnet50x2",
-        ),  # fmt: skip
+        ),
     ]
 
 

@@ -39,8 +39,11 @@ def test_demo_defaults_and_paths(tmp_path, monkeypatch):
     assert config.evals == ("linear", "knn", "semisup1", "semisup10")  # issue 7: demo fine-tunes
     paper, _ = pipeline.parse_config(["--preset", "byol_r50_in1k", "--data", "/imagenet"])
     assert (paper.baseline, paper.fast, paper.run_dir, paper.evals) == (
-        "none", False, str(tmp_path / "runs" / "byol_r50_in1k"), ("linear", "knn")
-    )  # fmt: skip
+        "none",
+        False,
+        str(tmp_path / "runs" / "byol_r50_in1k"),
+        ("linear", "knn"),
+    )
     override, _ = pipeline.parse_config(
         ["--preset", "tiny_cpu", "--baseline", "none", "--no-fast", "--evals", "knn"]
     )
@@ -62,29 +65,58 @@ def test_commands_follow_the_run_config(tmp_path):
         ["--preset", "byol_r18_fmnist_demo", "--run-dir", str(tmp_path / "run"), "--max-steps", "7"]
     )
     assert pipeline.pretrain_command(config)[1:] == [
-        "-m", "pretrain.launch", "--preset", "byol_r18_fmnist_demo",
-        "--run-dir", str(tmp_path / "run"), "--max-steps", "7",
-    ]  # fmt: skip
+        "-m",
+        "pretrain.launch",
+        "--preset",
+        "byol_r18_fmnist_demo",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--max-steps",
+        "7",
+    ]
     assert pipeline.latest_export(tmp_path / "run") == export  # most pretraining steps
     assert pipeline.eval_plan(config)[:4] == [
-        ("linear", "export"), ("linear", "baseline"), ("knn", "export"), ("knn", "baseline"),
-    ]  # fmt: skip
+        ("linear", "export"),
+        ("linear", "baseline"),
+        ("knn", "export"),
+        ("knn", "baseline"),
+    ]
     assert pipeline.eval_plan(config)[4:] == [
-        ("semisup1", "export"), ("semisup1", "baseline"),
-        ("semisup10", "export"), ("semisup10", "baseline"),
-    ]  # fmt: skip
+        ("semisup1", "export"),
+        ("semisup1", "baseline"),
+        ("semisup10", "export"),
+        ("semisup10", "baseline"),
+    ]
     common = ["--dataset", "fmnist", "--records", config.records, "--num-workers", "2"]
     common += ["--data", "/data/fm"]
     assert pipeline.eval_command(config, "linear", "export")[1:] == [
-        "-m", "evaluate.linear", "--ckpt", str(export), *common, "--fast",
-    ]  # fmt: skip
+        "-m",
+        "evaluate.linear",
+        "--ckpt",
+        str(export),
+        *common,
+        "--fast",
+    ]
     # kNN has no cheaper recorded variant: no --fast (it refuses the flag)
     assert pipeline.eval_command(config, "knn", "baseline")[1:] == [
-        "-m", "evaluate.knn", "--ckpt", "random:resnet18:cifar", "--image-size", "32", *common,
-    ]  # fmt: skip
+        "-m",
+        "evaluate.knn",
+        "--ckpt",
+        "random:resnet18:cifar",
+        "--image-size",
+        "32",
+        *common,
+    ]
     assert pipeline.eval_command(config, "semisup10", "export")[1:] == [  # --fast: the demo grid
-        "-m", "evaluate.semisup", "--ckpt", str(export), *common, "--fraction", "10", "--fast",
-    ]  # fmt: skip
+        "-m",
+        "evaluate.semisup",
+        "--ckpt",
+        str(export),
+        *common,
+        "--fraction",
+        "10",
+        "--fast",
+    ]
 
 
 def test_results_modules_do_not_import_torch():
@@ -108,9 +140,13 @@ def test_pipeline_end_to_end_tiny(tmp_path, monkeypatch):
     out = result.stdout
     evals = [r for r in read_records(records) if r.kind == "eval"]
     assert sorted((r.task.family, r.checkpoint.method) for r in evals) == [
-        ("knn", "byol"), ("knn", "random-init"), ("linear", "byol"), ("linear", "random-init"),
-        ("semisup", "byol"), ("semisup", "random-init"),
-    ]  # fmt: skip
+        ("knn", "byol"),
+        ("knn", "random-init"),
+        ("linear", "byol"),
+        ("linear", "random-init"),
+        ("semisup", "byol"),
+        ("semisup", "random-init"),
+    ]
     assert {r.task.protocol for r in evals if r.task.family == "semisup"} == {"demo-1pct/1"}
     fine_tune = out[out.index("### Semi-supervised fine-tuning: synthetic (test)") :]
     random_row = r"\| random init \| ResNet-18 \| 11M \| 0 \| random-init resnet18 \| \w{8} \| \d"

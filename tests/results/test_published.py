@@ -30,8 +30,12 @@ def test_every_published_record_is_valid_cited_and_unique(tmp_path):
         assert record.provenance.source == f"{PAPER}, {record.config['table']}"
         write_record(tmp_path, record)  # ids are file-name safe
     assert Counter(record.config["table"] for record in records) == {
-        "Table 1": 4, "Table 2": 8, "Table 8": 1, "Table 3": 24, "Table 4": 4,
-    }  # fmt: skip
+        "Table 1": 4,
+        "Table 2": 8,
+        "Table 8": 1,
+        "Table 3": 24,
+        "Table 4": 4,
+    }
 
 
 @pytest.mark.parametrize(
@@ -60,8 +64,12 @@ def test_detection_baselines_and_transfer_metrics():
     assert supervised.checkpoint.pretrain_epochs is None
     # App. D.2: mean per-class accuracy for Aircraft, Pets, Caltech-101, Flowers; mAP for VOC07
     assert [name for name, metric in TRANSFER_METRICS.items() if metric != "top1"] == [
-        "aircraft", "voc07", "pets", "caltech101", "flowers",
-    ]  # fmt: skip
+        "aircraft",
+        "voc07",
+        "pets",
+        "caltech101",
+        "flowers",
+    ]
 
 
 def test_unconfirmed_numbers_stay_marked():

@@ -52,9 +52,19 @@ def test_round_trip_matches_the_documented_example():
     data = json.loads(to_json(record))
     assert list(data)[0] == "schema" and data["schema"] == SCHEMA
     assert set(data) == {
-        "schema", "record_id", "kind", "status", "created_utc", "checkpoint", "task",
-        "metrics", "selection", "config", "provenance", "error",
-    }  # fmt: skip
+        "schema",
+        "record_id",
+        "kind",
+        "status",
+        "created_utc",
+        "checkpoint",
+        "task",
+        "metrics",
+        "selection",
+        "config",
+        "provenance",
+        "error",
+    }
     assert from_json(to_json(record)) == record
     assert record.record_id.startswith(record.created_utc.replace("-", "").replace(":", ""))
     assert "-linear-imagenet-" in record.record_id

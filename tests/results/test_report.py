@@ -17,9 +17,15 @@ from results.record import write_record
 from tests.results.fixed import LINEAR_FMNIST, fixed_records, record
 
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 C0_BLUE = (31, 119, 180)  # matplotlib's first line colour: the plots were drawn
 
 
@@ -37,7 +43,7 @@ def report_inputs(tmp_path):
             label="demo",
             arch="resnet18",
             epochs=epochs,
-        )  # fmt: skip
+        )
         for sha, epochs, top1 in checkpoints
     ]
     for item in [*fixed_records(), *extra]:
@@ -55,7 +61,7 @@ def report_inputs(tmp_path):
                 "online_probe_train_top1": 50 + epoch,
                 "online_probe_test_top1": 48 + epoch,
                 "img_per_s": 200.0,
-            }  # fmt: skip
+            }
             for epoch in range(1, epochs + 1)
         ]
         (runs / name / "log.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
@@ -88,7 +94,7 @@ def test_accuracy_against_epochs_needs_two_checkpoints_of_a_run():
         created_utc="2026-11-22T17:00:00Z",
         checkpoint=dataclasses.replace(
             records[6].checkpoint, weights_sha256="3" * 64, pretrain_epochs=2
-        ),  # fmt: skip
+        ),
         metrics={"top1": 80.0, "top5": 99.0},
     )
     series = report.accuracy_series([*records, more])
@@ -123,7 +129,7 @@ def test_report_renders_in_headless_chromium(report_inputs, tmp_path):
             "--window-size=1400,3000",
             f"--screenshot={shot}",
             out.as_uri(),
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -67,9 +67,14 @@ def test_sbatch_not_found(tmp_path):
     empty_bin = tmp_path / "bin"
     empty_bin.mkdir()
     result = launch(
-        *QUICK, "--run-dir", str(tmp_path / "run"), "--slurm", "--profile", "local",
+        *QUICK,
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--slurm",
+        "--profile",
+        "local",
         path=str(empty_bin),
-    )  # fmt: skip
+    )
     assert result.returncode == 1
     assert "sbatch/srun not found on PATH" in result.stderr
     assert "slurm/local_cluster/start.sh" in result.stderr

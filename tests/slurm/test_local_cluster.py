@@ -95,9 +95,16 @@ def test_quick_check_submitted_to_local_profile_leaves_export(tmp_path):
     run_dir = tmp_path / "quick"
     args = ["--preset", "tiny_cpu", "--dataset", "synthetic", "--max-steps", "20"]
     result = run_cli(
-        "pretrain.launch", *args, "--run-dir", str(run_dir), "--slurm", "--profile", "local",
-        "--wait", check=True,
-    )  # fmt: skip
+        "pretrain.launch",
+        *args,
+        "--run-dir",
+        str(run_dir),
+        "--slurm",
+        "--profile",
+        "local",
+        "--wait",
+        check=True,
+    )
     job_id = re.search(r"submitted SLURM job (\d+)", result.stdout).group(1)
     for line in (f"stderr:  {run_dir}/slurm/{job_id}_0_log.err", "follow:  tail -f", "scancel"):
         assert line in result.stdout
@@ -118,9 +125,13 @@ def test_two_tasks_train_with_ddp_and_end_with_the_same_weights(tmp_path, tiny_c
     run_dir = tmp_path / "ddp"
     profile = load_profile("local", tasks_per_node=2)
     job = submit(
-        profile, jobs.train_and_digest, tiny_config(epochs=1), str(run_dir), name="ddp",
+        profile,
+        jobs.train_and_digest,
+        tiny_config(epochs=1),
+        str(run_dir),
+        name="ddp",
         folder=run_dir / "slurm",
-    )  # fmt: skip
+    )
     results = sorted(job.results(), key=lambda result: result["rank"])
     assert [(r["rank"], r["world_size"], r["step"]) for r in results] == [(0, 2, 5), (1, 2, 5)]
     assert {r["ddp"] for r in results} == {"DistributedDataParallel"}
@@ -148,9 +159,13 @@ def test_dependent_job_starts_only_after_pretraining_succeeds(tmp_path, monkeypa
     run_dir = tmp_path / "pretrain"
     pretrain_id = submit_cli(run_dir, *TINY, "--max-steps", "3")
     evaluation = submit(
-        load_profile("local"), jobs.list_exports, str(run_dir), name="after-ok",
-        folder=tmp_path / "evaluation", after=[pretrain_id],
-    )  # fmt: skip
+        load_profile("local"),
+        jobs.list_exports,
+        str(run_dir),
+        name="after-ok",
+        folder=tmp_path / "evaluation",
+        after=[pretrain_id],
+    )
     result = evaluation.result()
     assert len(result["exports"]) == 1  # it saw the export the pretraining job wrote
     pretrain, dependent = job_state(pretrain_id), job_state(evaluation.job_id)
@@ -166,15 +181,23 @@ def test_crashing_job_names_its_log_keeps_the_run_dir_and_never_starts_dependent
     command = [sys.executable, "-m", "pretrain.launch", *TINY, "--epochs", "3"]
     command += ["--base-lr", "1e30", "--run-dir", str(run_dir), "--slurm", "--profile", "local"]
     process = subprocess.Popen(
-        [*command, "--wait"], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-    )  # fmt: skip
+        [*command, "--wait"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
     first_line = process.stdout.readline()
     pretrain_id = re.search(r"submitted SLURM job (\d+)", first_line).group(1)
     dependent = submit(
-        load_profile("local"), jobs.list_exports, str(run_dir), name="after-crash",
-        folder=tmp_path / "evaluation", after=[pretrain_id],
-    )  # fmt: skip
+        load_profile("local"),
+        jobs.list_exports,
+        str(run_dir),
+        name="after-crash",
+        folder=tmp_path / "evaluation",
+        after=[pretrain_id],
+    )
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 1
     assert f"SLURM job {pretrain_id} failed: pretrain.rundir.NonFiniteLossError: " in stderr
@@ -254,10 +277,25 @@ def test_evaluation_cli_submitted_with_slurm_writes_its_record(tmp_path):
     """The evaluation CLIs take the same --slurm flags: the same command runs as a job."""
     records = tmp_path / "records"
     result = run_cli(
-        "evaluate.knn", "--ckpt", "random:resnet18", "--dataset", "synthetic", "--device", "cpu",
-        "--records", str(records), "--num-workers", "0", "--cache-dir", str(tmp_path / "cache"),
-        "--slurm", "--profile", "local", "--wait", check=True,
-    )  # fmt: skip
+        "evaluate.knn",
+        "--ckpt",
+        "random:resnet18",
+        "--dataset",
+        "synthetic",
+        "--device",
+        "cpu",
+        "--records",
+        str(records),
+        "--num-workers",
+        "0",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--slurm",
+        "--profile",
+        "local",
+        "--wait",
+        check=True,
+    )
     assert "submitted SLURM job" in result.stdout
     (record,) = read_records(records)
     assert record.task.family == "knn" and record.status == "complete"

@@ -38,8 +38,18 @@ from transfer.detection.voc_eval import Detections, GroundTruth, voc_detection_m
 
 ENGINES = ("torchvision", "detectron2")
 # Flags that change a protocol setting; giving one renames the recorded protocol "<name>-custom/v".
-OVERRIDES = ("model", "norm", "batch_size", "base_lr", "train_sizes", "test_size", "max_size",
-             "roi_batch_per_image", "rpn_post_nms_test", "detections_per_image")  # fmt: skip
+OVERRIDES = (
+    "model",
+    "norm",
+    "batch_size",
+    "base_lr",
+    "train_sizes",
+    "test_size",
+    "max_size",
+    "roi_batch_per_image",
+    "rpn_post_nms_test",
+    "detections_per_image",
+)
 
 
 @dataclass(frozen=True)
@@ -272,8 +282,10 @@ def main(argv: list[str] | None = None) -> None:
             from transfer.detection import detectron2_runner
 
             if changed:
-                raise harness.InputError("--engine detectron2 runs the protocol as published; drop "
-                                     f"the overrides {sorted(changed)}")  # fmt: skip
+                raise harness.InputError(
+                    "--engine detectron2 runs the protocol as published; drop "
+                    f"the overrides {sorted(changed)}"
+                )
             detectron2_runner.require_detectron2(protocol.name)
         inputs, run = prepare(config, protocol)
 
@@ -294,9 +306,11 @@ def main(argv: list[str] | None = None) -> None:
         task = Task("detection", config.dataset, inputs.eval_split, protocol.name)
         record, path = harness.record_run(inputs, config, task, run_engine)
     shown = " ".join(f"{k} {v:.2f}" for k, v in record.metrics.items())
-    print(f"detection {protocol.name} {record.task.dataset}/{record.task.split} "
-          f"[{record.checkpoint.label}, {record.checkpoint.weights_sha256[:8]}]: {shown} "
-          f"({config.engine}) -> {path}")  # fmt: skip
+    print(
+        f"detection {protocol.name} {record.task.dataset}/{record.task.split} "
+        f"[{record.checkpoint.label}, {record.checkpoint.weights_sha256[:8]}]: {shown} "
+        f"({config.engine}) -> {path}"
+    )
 
 
 def _plain(value):

@@ -75,8 +75,9 @@ def run(config, protocol, inputs, run_settings) -> tuple[dict, dict]:
         year, image_set = split.split("-")
         names[split] = f"byol_bench_voc_{year}_{image_set}"
         if names[split] not in DatasetCatalog.list():
-            register_pascal_voc(names[split], str(Path(config.data) / f"VOC{year}"), image_set,
-                                int(year))  # fmt: skip
+            register_pascal_voc(
+                names[split], str(Path(config.data) / f"VOC{year}"), image_set, int(year)
+            )
     cfg = get_cfg()
     cfg.merge_from_file(str(yaml_path))
     cfg.DATASETS.TRAIN = (names["2007-trainval"], names["2012-trainval"])

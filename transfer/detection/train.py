@@ -244,8 +244,13 @@ def precise_bn(detector: nn.Module, images: Dataset, protocol: Protocol, run: Ru
 
 
 @torch.no_grad()
-def predict(detector: nn.Module, images: Dataset, device: torch.device, num_workers: int = 0,
-            desc: str = "predict") -> list[dict]:  # fmt: skip
+def predict(
+    detector: nn.Module,
+    images: Dataset,
+    device: torch.device,
+    num_workers: int = 0,
+    desc: str = "predict",
+) -> list[dict]:
     """Per image: numpy "boxes" [N, 4] (input-image coordinates), "labels", "scores" (+ "masks"
     [N, H, W] bool at 0.5, Mask R-CNN)."""
     detector.to(device).eval()

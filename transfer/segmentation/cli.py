@@ -99,8 +99,15 @@ def run_protocol(config: SegmentationConfig, inputs: harness.EvalInputs) -> tupl
     if len(settings.lrs) > 1:
         sweep_train, heldout = hold_out_images(inputs.train_set, settings.heldout)
         for lr in settings.lrs:
-            result = run_one(config, inputs, lr, settings.seeds[0], sweep_train, heldout,
-                             run_dir / f"sweep-lr{lr:g}-seed{settings.seeds[0]}")  # fmt: skip
+            result = run_one(
+                config,
+                inputs,
+                lr,
+                settings.seeds[0],
+                sweep_train,
+                heldout,
+                run_dir / f"sweep-lr{lr:g}-seed{settings.seeds[0]}",
+            )
             candidates.append({"lr": lr, "heldout_miou": result["miou"]})
         best = max(candidates, key=lambda c: c["heldout_miou"])["lr"]
         chosen_on = heldout.split
@@ -115,7 +122,7 @@ def run_protocol(config: SegmentationConfig, inputs: harness.EvalInputs) -> tupl
             inputs.train_set,
             inputs.eval_set,
             run_dir / f"final-lr{best:g}-seed{seed}",
-        )  # fmt: skip
+        )
         for seed in settings.seeds
     ]
     mious = [run["miou"] for run in runs]
@@ -224,8 +231,12 @@ def parse_config(argv: list[str] | None) -> SegmentationConfig:
     add("--crop", type=int, help="training crop in px (default: the protocol's)")
     add("--lrs", type=float, nargs="+", help="candidate LRs; one value skips the sweep")
     add("--seeds", type=int, nargs="+", help="seeds whose mean is reported")
-    add("--heldout", type=int, help="training images held out to choose the LR (default: the "
-        "protocol's, 2,119 for byol-paper-fcn/1)")  # fmt: skip
+    add(
+        "--heldout",
+        type=int,
+        help="training images held out to choose the LR (default: the "
+        "protocol's, 2,119 for byol-paper-fcn/1)",
+    )
     slurm_submit.add_slurm_arguments(parser)
     args = parser.parse_args(argv)
     for name in ("lrs", "seeds"):

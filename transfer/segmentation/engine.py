@@ -68,8 +68,9 @@ class Job:
 def augmentation(job: Job) -> Augmentation:
     """The training/test transform settings of the job's protocol."""
     p = job.protocol
-    return Augmentation(p.crop, p.scale_range, p.base_size, job.mean, job.std,
-                        p.cat_max_ratio, p.photometric)  # fmt: skip
+    return Augmentation(
+        p.crop, p.scale_range, p.base_size, job.mean, job.std, p.cat_max_ratio, p.photometric
+    )
 
 
 def run_job(job: Job, encoder: nn.Module) -> dict:

@@ -147,8 +147,18 @@ def export_encoder(
 def _write_weights(encoder: torch.nn.Module, metadata: dict, path: Path) -> Path:
     """mmseg's tensor-only checkpoint: {"state_dict": mmseg names, "meta": provenance}."""
     state_dict = mmseg_state_dict(encoder.state_dict(), metadata["arch"])
-    meta = {key: metadata.get(key) for key in ("weights_sha256", "label", "arch", "method",
-                                              "source", "pretrain_epochs", "path")}  # fmt: skip
+    meta = {
+        key: metadata.get(key)
+        for key in (
+            "weights_sha256",
+            "label",
+            "arch",
+            "method",
+            "source",
+            "pretrain_epochs",
+            "path",
+        )
+    }
     meta = json.loads(json.dumps(meta))  # plain types only
     buffer = io.BytesIO()
     torch.save({"state_dict": state_dict, "meta": {**meta, "format": "byol-bench.mmseg/1"}}, buffer)

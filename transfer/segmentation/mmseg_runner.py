@@ -74,11 +74,20 @@ def prepare_config(config, inputs, lr, seed, train_set, eval_set, run_dir: Path)
     levels = 2 if train_set.name == "voc2012" else 3  # VOC2012/JPEGImages, ADE/images/training
     root = train_set.images[0].parents[levels - 1]
     _, config_path = export_encoder(
-        inputs.encoder, inputs.metadata, settings.name, run_dir, data_root=str(root), lr=lr,
-        seed=seed, gpus=1, iterations=settings.iterations, crop=settings.crop,
-        work_dir=str(run_dir / "mmseg"), ann_files=ann_files or None,
+        inputs.encoder,
+        inputs.metadata,
+        settings.name,
+        run_dir,
+        data_root=str(root),
+        lr=lr,
+        seed=seed,
+        gpus=1,
+        iterations=settings.iterations,
+        crop=settings.crop,
+        work_dir=str(run_dir / "mmseg"),
+        ann_files=ann_files or None,
         mean_std=(inputs.preprocessing.mean, inputs.preprocessing.std),
-    )  # fmt: skip
+    )
     cfg = Config.fromfile(str(config_path))
     cfg.train_dataloader.batch_size = settings.batch_size
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):

@@ -95,8 +95,10 @@ class SemanticFPN(nn.Module):
         )
         self.scale_heads = nn.ModuleList()
         for level in range(len(widths)):  # level i has stride 4 * 2**i: i upsampling stages
-            stages = [conv_bn_relu(fpn_channels if s == 0 else head_channels, head_channels)
-                      for s in range(max(level, 1))]  # fmt: skip
+            stages = [
+                conv_bn_relu(fpn_channels if s == 0 else head_channels, head_channels)
+                for s in range(max(level, 1))
+            ]
             self.scale_heads.append(nn.Sequential(*stages))
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(head_channels, num_classes, 1)

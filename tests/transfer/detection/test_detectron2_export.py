@@ -53,9 +53,13 @@ def r50_export(tmp_path_factory):
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.normal_()
             module.num_batches_tracked.fill_(3)
-    metadata = {"label": "r50-test", "arch": "resnet50", "cifar_stem": False, "method": "byol",
-                "preprocessing": {"image_size": 224, "mean": [0.5, 0.4, 0.3],
-                                  "std": [0.2, 0.2, 0.25]}}  # fmt: skip
+    metadata = {
+        "label": "r50-test",
+        "arch": "resnet50",
+        "cifar_stem": False,
+        "method": "byol",
+        "preprocessing": {"image_size": 224, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.25]},
+    }
     directory = tmp_path_factory.mktemp("r50")
     return export_backbone(directory, encoder.state_dict(), metadata), encoder.state_dict()
 

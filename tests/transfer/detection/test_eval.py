@@ -26,17 +26,29 @@ def _hand_made_case():
     d6 = a box of label 2 over B (0.95, another class: not counted for label 1).
     """
     ground_truth = [
-        GroundTruth(np.array([[0, 0, 10, 10], [20, 20, 30, 30.0]]), np.array([1, 1]),
-                    np.array([False, False])),
-        GroundTruth(np.array([[0, 0, 10, 10], [40, 40, 50, 50.0]]), np.array([1, 1]),
-                    np.array([False, True])),
-    ]  # fmt: skip
+        GroundTruth(
+            np.array([[0, 0, 10, 10], [20, 20, 30, 30.0]]),
+            np.array([1, 1]),
+            np.array([False, False]),
+        ),
+        GroundTruth(
+            np.array([[0, 0, 10, 10], [40, 40, 50, 50.0]]),
+            np.array([1, 1]),
+            np.array([False, True]),
+        ),
+    ]
     detections = [
-        Detections(np.array([[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30.0]]),
-                   np.array([1, 1, 2]), np.array([0.9, 0.7, 0.95])),
-        Detections(np.array([[60, 60, 70, 70], [40, 40, 50, 50], [0.5, 0, 10, 10]]),
-                   np.array([1, 1, 1]), np.array([0.8, 0.75, 0.6])),
-    ]  # fmt: skip
+        Detections(
+            np.array([[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30.0]]),
+            np.array([1, 1, 2]),
+            np.array([0.9, 0.7, 0.95]),
+        ),
+        Detections(
+            np.array([[60, 60, 70, 70], [40, 40, 50, 50], [0.5, 0, 10, 10]]),
+            np.array([1, 1, 1]),
+            np.array([0.8, 0.75, 0.6]),
+        ),
+    ]
     return detections, ground_truth
 
 

@@ -21,9 +21,22 @@ from transfer.detection import train as detection_train
 from transfer.detection.data import VocDetection
 from transfer.detection.protocols import byol_paper_frcnn_c4
 
-TINY = ["--device", "cpu", "--num-workers", "0", "--train-sizes", "96", "--test-size", "96",
-        "--roi-batch-per-image", "8", "--rpn-post-nms-test", "16",
-        "--detections-per-image", "10"]  # fmt: skip
+TINY = [
+    "--device",
+    "cpu",
+    "--num-workers",
+    "0",
+    "--train-sizes",
+    "96",
+    "--test-size",
+    "96",
+    "--roi-batch-per-image",
+    "8",
+    "--rpn-post-nms-test",
+    "16",
+    "--detections-per-image",
+    "10",
+]
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +93,11 @@ def test_every_backbone_tensor_lands_in_the_detector(export, model, norm):
     reference["layer2.0.conv1.weight"] += 1e-3  # a single different tensor is caught
     with pytest.raises(RuntimeError, match="layer2.0.conv1.weight"):
         detection_models.check_backbone_loaded(detector, reference, model)
-    trainable = {n.split(".")[2 if model != "c4" else 1] for n, p in detector.named_parameters()
-                 if p.requires_grad and n.startswith("backbone.")}  # fmt: skip
+    trainable = {
+        n.split(".")[2 if model != "c4" else 1]
+        for n, p in detector.named_parameters()
+        if p.requires_grad and n.startswith("backbone.")
+    }
     if norm == "frozen-bn":  # freeze_at 2: stem and layer1 stay fixed
         assert not trainable & {"conv1", "bn1", "layer1"} and "layer2" in trainable
     else:
@@ -99,8 +115,17 @@ def _only_record(records_dir):
 
 def test_c4_trains_evaluates_and_resumes(export, voc, tmp_path):
     records, run_dir = tmp_path / "records", tmp_path / "run"
-    argv = ["--ckpt", str(export), "--data", str(voc), "--records", str(records),
-            "--run-dir", str(run_dir), *TINY]  # fmt: skip
+    argv = [
+        "--ckpt",
+        str(export),
+        "--data",
+        str(voc),
+        "--records",
+        str(records),
+        "--run-dir",
+        str(run_dir),
+        *TINY,
+    ]
     _run([*argv, "--max-steps", "2"])
     first = _only_record(records)
     assert first.status == "complete" and first.task.family == "detection"
@@ -122,10 +147,29 @@ def test_c4_trains_evaluates_and_resumes(export, voc, tmp_path):
 
 
 def test_fpn_with_group_norm_trains_on_voc07_12(export, voc, tmp_path):
-    _run(["--ckpt", str(export), "--data", str(voc), "--records", str(tmp_path),
-          "--protocol", "moco-detectron2-c4-24k/1", "--model", "fpn", "--norm", "gn",
-          "--batch-size", "2", "--max-steps", "2", "--run-dir", str(tmp_path / "run"),
-          *TINY])  # fmt: skip
+    _run(
+        [
+            "--ckpt",
+            str(export),
+            "--data",
+            str(voc),
+            "--records",
+            str(tmp_path),
+            "--protocol",
+            "moco-detectron2-c4-24k/1",
+            "--model",
+            "fpn",
+            "--norm",
+            "gn",
+            "--batch-size",
+            "2",
+            "--max-steps",
+            "2",
+            "--run-dir",
+            str(tmp_path / "run"),
+            *TINY,
+        ]
+    )
     record = _only_record(tmp_path)
     assert record.task.protocol == "moco-detectron2-c4-24k-custom/1"
     assert record.selection["protocol_settings"]["train_sets"] == ["2007-trainval", "2012-trainval"]
@@ -138,9 +182,25 @@ def test_mask_rcnn_trains_and_reports_box_and_mask_ap(export, tmp_path):
     data = tmp_path / "coco"
     make_coco(data, "train2017", 4)
     make_coco(data, "val2017", 2, seed=1)
-    _run(["--ckpt", str(export), "--data", str(data), "--records", str(tmp_path),
-          "--protocol", "coco-maskrcnn-fpn-1x/1", "--batch-size", "2", "--max-steps", "2",
-          "--run-dir", str(tmp_path / "run"), *TINY])  # fmt: skip
+    _run(
+        [
+            "--ckpt",
+            str(export),
+            "--data",
+            str(data),
+            "--records",
+            str(tmp_path),
+            "--protocol",
+            "coco-maskrcnn-fpn-1x/1",
+            "--batch-size",
+            "2",
+            "--max-steps",
+            "2",
+            "--run-dir",
+            str(tmp_path / "run"),
+            *TINY,
+        ]
+    )
     record = _only_record(tmp_path)
     assert (record.task.dataset, record.task.split) == ("coco", "val2017")
     assert set(record.metrics) == {"ap", "ap50", "ap75", "mask_ap", "mask_ap50", "mask_ap75"}
@@ -150,9 +210,14 @@ def test_mask_rcnn_trains_and_reports_box_and_mask_ap(export, tmp_path):
 
 def test_resumed_training_equals_uninterrupted(export, voc, tmp_path):
     protocol = dataclasses.replace(
-        byol_paper_frcnn_c4(), model="fpn", train_sizes=(64, 96), test_size=64,
-        roi_batch_per_image=8, batch_size=1, base_lr=0.01,
-    )  # fmt: skip
+        byol_paper_frcnn_c4(),
+        model="fpn",
+        train_sizes=(64, 96),
+        test_size=64,
+        roi_batch_per_image=8,
+        batch_size=1,
+        base_lr=0.01,
+    )
     images = VocDetection(voc, [("2007", "trainval")])
 
     def fresh_detector():
@@ -163,8 +228,9 @@ def test_resumed_training_equals_uninterrupted(export, voc, tmp_path):
 
     def settings(run_dir, stop, identity="run"):
         identity = {"run": identity}
-        return detection_train.RunSettings(run_dir, identity, torch.device("cpu"), seed=3,
-                                           num_workers=0, max_iters=stop)  # fmt: skip
+        return detection_train.RunSettings(
+            run_dir, identity, torch.device("cpu"), seed=3, num_workers=0, max_iters=stop
+        )
 
     torch.manual_seed(5)
     straight = fresh_detector()
@@ -187,9 +253,12 @@ def test_resumed_training_equals_uninterrupted(export, voc, tmp_path):
 
 def test_precise_bn_sets_the_average_of_batch_statistics(export, voc, tmp_path):
     protocol = dataclasses.replace(
-        detection.PROTOCOLS["moco-detectron2-c4-24k/1"](), train_sizes=(64,), batch_size=1,
-        roi_batch_per_image=8, precise_bn_iters=3,
-    )  # fmt: skip
+        detection.PROTOCOLS["moco-detectron2-c4-24k/1"](),
+        train_sizes=(64,),
+        batch_size=1,
+        roi_batch_per_image=8,
+        precise_bn_iters=3,
+    )
     encoder, metadata = load_encoder(str(export))
     detector = detection_models.build_detector(
         encoder, detection.detector_spec(protocol, 20, metadata)
@@ -227,8 +296,21 @@ def test_non_finite_loss_stops_with_a_failed_record(voc, tmp_path):
     broken = export_backbone(tmp_path / "nan", state, metadata)
     records = tmp_path / "records"
     with pytest.raises(NonFiniteLossError, match=r"non-finite \(nan\) at step 0 \(lr 0.001\)"):
-        _run(["--ckpt", str(broken), "--data", str(voc), "--records", str(records),
-              "--run-dir", str(tmp_path / "run"), "--max-steps", "2", *TINY])  # fmt: skip
+        _run(
+            [
+                "--ckpt",
+                str(broken),
+                "--data",
+                str(voc),
+                "--records",
+                str(records),
+                "--run-dir",
+                str(tmp_path / "run"),
+                "--max-steps",
+                "2",
+                *TINY,
+            ]
+        )
     record = _only_record(records)
     assert record.status == "failed" and "NonFiniteLossError" in record.error
     assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()  # nothing bad was saved

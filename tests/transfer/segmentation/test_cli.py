@@ -14,15 +14,39 @@ from tests.conftest import run_cli
 from tests.transfer.segmentation.layouts import make_ade20k, make_export, make_voc
 from transfer.segmentation import cli as segmentation
 
-TINY = ["--device", "cpu", "--num-workers", "0", "--max-steps", "2", "--batch-size", "2",
-        "--crop", "48"]  # fmt: skip
+TINY = [
+    "--device",
+    "cpu",
+    "--num-workers",
+    "0",
+    "--max-steps",
+    "2",
+    "--batch-size",
+    "2",
+    "--crop",
+    "48",
+]
 
 
 def test_voc_protocol_sweep_seeds_and_one_record(tmp_path, capsys):
     voc = make_voc(tmp_path, train=5, val=2)
     export = make_export(tmp_path)
-    args = ["--ckpt", str(export), "--data", str(voc), *TINY, "--lrs", "0.01", "0.1",
-            "--seeds", "0", "--heldout", "2", "--records", str(tmp_path / "records")]  # fmt: skip
+    args = [
+        "--ckpt",
+        str(export),
+        "--data",
+        str(voc),
+        *TINY,
+        "--lrs",
+        "0.01",
+        "0.1",
+        "--seeds",
+        "0",
+        "--heldout",
+        "2",
+        "--records",
+        str(tmp_path / "records"),
+    ]
     segmentation.main(args)
     (record,) = read_records(tmp_path / "records")  # validated on read
     assert record.status == "complete" and record.kind == "eval"
@@ -48,9 +72,21 @@ def test_voc_protocol_sweep_seeds_and_one_record(tmp_path, capsys):
 
 def test_ade20k_semantic_fpn(tmp_path):
     ade = make_ade20k(tmp_path, train=2, val=1)
-    segmentation.main(["--ckpt", "random:resnet18", "--protocol", "ade20k-semfpn-80k/1",
-                       "--data", str(ade), *TINY, "--max-steps", "1",
-                       "--records", str(tmp_path / "records")])  # fmt: skip
+    segmentation.main(
+        [
+            "--ckpt",
+            "random:resnet18",
+            "--protocol",
+            "ade20k-semfpn-80k/1",
+            "--data",
+            str(ade),
+            *TINY,
+            "--max-steps",
+            "1",
+            "--records",
+            str(tmp_path / "records"),
+        ]
+    )
     (record,) = read_records(tmp_path / "records")
     assert (record.task.dataset, record.task.split) == ("ade20k", "val")
     assert (
@@ -62,8 +98,15 @@ def test_ade20k_semantic_fpn(tmp_path):
 def test_voc_dir_without_imagesets_exits_with_a_sentence(tmp_path):
     voc = make_voc(tmp_path, train=2, val=1)
     shutil.rmtree(voc / "ImageSets")
-    result = run_cli("transfer.segmentation", "--ckpt", "random:resnet18", "--data", str(voc),
-                     "--records", str(tmp_path / "records"))  # fmt: skip
+    result = run_cli(
+        "transfer.segmentation",
+        "--ckpt",
+        "random:resnet18",
+        "--data",
+        str(voc),
+        "--records",
+        str(tmp_path / "records"),
+    )
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "has no ImageSets/Segmentation" in result.stderr
     assert not (tmp_path / "records").exists()  # refused before the run: no record

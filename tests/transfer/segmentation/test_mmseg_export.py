@@ -70,8 +70,16 @@ def test_eight_gpu_config_uses_syncbn_and_splits_the_batch(tmp_path):
 def test_unsupported_backbones_and_bad_flags_are_refused(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="mmseg's ResNet has depths"):
         mmseg_export.export("random:resnet18:cifar", out=tmp_path)
-    result = run_cli("transfer.export", "mmseg", "--ckpt", "random:resnet50", "--nproc", "3",
-                     "--out", str(tmp_path))  # fmt: skip
+    result = run_cli(
+        "transfer.export",
+        "mmseg",
+        "--ckpt",
+        "random:resnet50",
+        "--nproc",
+        "3",
+        "--out",
+        str(tmp_path),
+    )
     assert result.returncode != 0 and "--nproc must divide the protocol's batch 16" in result.stderr
     old = run_cli("transfer.export", "mmseg", "--ckpt", "random:resnet50", "--gpus", "4")
     assert old.returncode == 2 and "--gpus is now --nproc" in old.stderr
@@ -82,8 +90,18 @@ def test_engine_mmseg_without_mmseg_says_how_to_install(tmp_path, monkeypatch, c
     monkeypatch.setitem(sys.modules, "mmseg", None)  # as if not installed
     monkeypatch.setitem(sys.modules, "mmseg.apis", None)
     with pytest.raises(SystemExit) as exit_info:
-        segmentation.main(["--ckpt", "random:resnet18", "--data", str(voc), "--engine", "mmseg",
-                           "--records", str(tmp_path / "records")])  # fmt: skip
+        segmentation.main(
+            [
+                "--ckpt",
+                "random:resnet18",
+                "--data",
+                str(voc),
+                "--engine",
+                "mmseg",
+                "--records",
+                str(tmp_path / "records"),
+            ]
+        )
     assert "run `make mm`" in str(exit_info.value.code)
     assert not (tmp_path / "records").exists()  # refused before any work, no record
 
@@ -116,8 +134,10 @@ def test_mmseg_builds_loads_every_backbone_tensor_and_trains_a_step(tmp_path):
     assert sum(torch.equal(backbone[k], v) for k, v in ours.items()) == len(ours) == 120
     sample = SegDataSample()
     sample.gt_sem_seg = PixelData(data=torch.randint(0, 21, (1, 64, 64)))
-    data = {"inputs": [torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)] * 2,
-            "data_samples": [sample, sample]}  # fmt: skip
+    data = {
+        "inputs": [torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)] * 2,
+        "data_samples": [sample, sample],
+    }
     model.data_preprocessor.size = (64, 64)
     losses = model.train_step(data, build_optim_wrapper(model, cfg.optim_wrapper))
     assert torch.isfinite(losses["loss"]) and losses["loss"] > 0
@@ -128,12 +148,32 @@ def test_mmseg_builds_loads_every_backbone_tensor_and_trains_a_step(tmp_path):
 def test_engine_mmseg_end_to_end_writes_the_same_record(tmp_path):
     _require_mm()
     voc = make_voc(tmp_path, train=3, val=2)
-    segmentation.main([
-        "--ckpt", "random:resnet18", "--data", str(voc), "--engine", "mmseg", "--max-steps", "2",
-        "--batch-size", "2", "--crop", "64", "--lrs", "0.01", "--seeds", "0",
-        "--num-workers", "0", "--records", str(tmp_path / "records"),
-        "--run-dir", str(tmp_path / "run"),
-    ])  # fmt: skip
+    segmentation.main(
+        [
+            "--ckpt",
+            "random:resnet18",
+            "--data",
+            str(voc),
+            "--engine",
+            "mmseg",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--crop",
+            "64",
+            "--lrs",
+            "0.01",
+            "--seeds",
+            "0",
+            "--num-workers",
+            "0",
+            "--records",
+            str(tmp_path / "records"),
+            "--run-dir",
+            str(tmp_path / "run"),
+        ]
+    )
     (record,) = read_records(tmp_path / "records")
     assert record.status == "complete" and record.task.protocol == "byol-paper-fcn/1"
     assert record.selection["engine"] == "mmseg" and 0 <= record.metrics["miou"] <= 100
@@ -151,8 +191,9 @@ def test_runner_config_holds_this_runs_split_lists(tmp_path):
     train_aug = build_segmentation_set("voc2012", str(voc), "train_aug")
     rest, held = hold_out_images(train_aug, 2)
     encoder, metadata = load_encoder("random:resnet18", seed=1)
-    config = segmentation.parse_config(["--ckpt", "random:resnet18", "--max-steps", "7",
-                                        "--batch-size", "4", "--num-workers", "0"])  # fmt: skip
+    config = segmentation.parse_config(
+        ["--ckpt", "random:resnet18", "--max-steps", "7", "--batch-size", "4", "--num-workers", "0"]
+    )
     config = segmentation.replace(config, settings=segmentation.resolve(config))
     inputs = EvalInputs(
         encoder,

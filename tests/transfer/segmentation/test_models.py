@@ -72,10 +72,19 @@ def test_schedules_follow_the_presets():
 
 def _job(tmp_path, protocol, train_set, eval_set, name):
     return Job(
-        protocol=protocol, lr=0.01, seed=0, train_set=train_set, eval_set=eval_set,
-        run_dir=tmp_path / name, weights_sha256="0" * 64, mean=STATS[0], std=STATS[1],
-        device="cpu", num_workers=0, ckpt_every_min=0,
-    )  # fmt: skip
+        protocol=protocol,
+        lr=0.01,
+        seed=0,
+        train_set=train_set,
+        eval_set=eval_set,
+        run_dir=tmp_path / name,
+        weights_sha256="0" * 64,
+        mean=STATS[0],
+        std=STATS[1],
+        device="cpu",
+        num_workers=0,
+        ckpt_every_min=0,
+    )
 
 
 def test_each_model_trains_with_finite_losses_and_evaluates(tmp_path):
@@ -113,8 +122,9 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     assert again["step"] == 4 and resumed["miou"] == straight["miou"]
     for key, value in final["model"].items():  # bit-exact: data draws and dropout are seeded
         assert torch.equal(value, again["model"][key]), key
-    other = _job(tmp_path, protocol.__class__(**{**protocol.__dict__, "crop": 40}), train_set,
-                 val, "run")  # fmt: skip
+    other = _job(
+        tmp_path, protocol.__class__(**{**protocol.__dict__, "crop": 40}), train_set, val, "run"
+    )
     with pytest.raises(CheckpointError, match="holds a different segmentation run"):
         run_job(other, encoder)
 
