@@ -52,14 +52,7 @@ OUTPUTS = {
 }
 # Modules issue 14 adds, named by the docs before they land; each entry must go once it exists
 # (test_planned_paths_are_not_there_yet fails then).
-PLANNED = {
-    "evaluate/harness.py": "the one evaluation harness (replaces evaluate/cli.py)",
-    "pretrain/sampling.py": "sample_seed and the one seeded batch sampler",
-    "pretrain/rundir.py": "the run-directory helper of the four resumable loops",
-    "pretrain/state.py": "pretraining's training state and RNG save/restore",
-    "pretrain/export_metadata.py": "export metadata and the pretrain record",
-    "results/atomic.py": "the one atomic file writer",
-}
+PLANNED: dict[str, str] = {}
 
 _SEGMENT = r"(?:[\w*\-]|\.(?!\s)|<[\w .\-]+>|\{[\w.\-,]+\})+"
 _PATH = re.compile(

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torchvision
-from evaluate.cli import checkpoint_ref
+from evaluate.harness import checkpoint_ref
 
 from evaluate import features as features_lib
 from evaluate.features import cached_features, load_encoder
