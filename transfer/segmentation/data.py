@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from pretrain.data import DataError
 from pretrain.sampling import sample_seed
+from transfer.detection.data import VOC_CLASSES as VOC_OBJECT_CLASSES
 from transfer.segmentation.augment import (
     IGNORE,
     Augmentation,
@@ -41,29 +42,7 @@ from transfer.segmentation.augment import (
     train_view,
 )
 
-VOC_CLASSES = (
-    "background",
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-)
+VOC_CLASSES = ("background", *VOC_OBJECT_CLASSES)  # label 0, then detection's 20 in order
 ADE20K_NUM_CLASSES = 150
 SEG_DATASETS = ("voc2012", "ade20k")
 VOC_AUG_LISTS = ("train_aug.txt", "aug.txt")  # DeepLab's name, mmseg's name
