@@ -45,6 +45,13 @@ def run_cli(module: str, *args: str, timeout: float = 600, check: bool = False):
     return result
 
 
+def run_quick_check(run_dir: Path, max_steps: int, *extra: str):
+    """The contract's quick check, `pretrain.launch --preset tiny_cpu --dataset synthetic
+    --run-dir DIR --max-steps N [extra]`, which must succeed; returns the CompletedProcess."""
+    quick = ["--preset", "tiny_cpu", "--dataset", "synthetic", "--run-dir", str(run_dir)]
+    return run_cli("pretrain.launch", *quick, "--max-steps", str(max_steps), *extra, check=True)
+
+
 @pytest.fixture(scope="session")
 def byol_fmnist_export(tmp_path_factory) -> str:
     """Path of a backbone export BYOL-pretrained on Fashion-MNIST for a few CPU minutes: the demo

@@ -3,7 +3,7 @@
 import pytest
 
 from results.record import read_records
-from tests.conftest import run_cli
+from tests.conftest import run_quick_check
 
 
 @pytest.fixture(autouse=True)
@@ -19,18 +19,7 @@ def tiny_run(tmp_path_factory):
     """The contract's quick check: `pretrain.launch --preset tiny_cpu --dataset synthetic
     --run-dir DIR --max-steps 20`; returns DIR (with exports/, checkpoints/last.pt)."""
     run_dir = tmp_path_factory.mktemp("tiny-run") / "tiny"
-    run_cli(
-        "pretrain.launch",
-        "--preset",
-        "tiny_cpu",
-        "--dataset",
-        "synthetic",
-        "--run-dir",
-        str(run_dir),
-        "--max-steps",
-        "20",
-        check=True,
-    )
+    run_quick_check(run_dir, 20)
     return run_dir
 
 

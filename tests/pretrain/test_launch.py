@@ -10,24 +10,13 @@ from pretrain.backbones import build_backbone
 from pretrain.checkpoint import load_checkpoint, weights_sha256
 from results.errors import ByolBenchError
 from results.record import read_records
-from tests.conftest import run_cli
+from tests.conftest import run_quick_check
 
 
 @pytest.mark.slow
 def test_quick_check_leaves_checkpoint_export_and_log(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli(
-        "pretrain.launch",
-        "--preset",
-        "tiny_cpu",
-        "--dataset",
-        "synthetic",
-        "--run-dir",
-        str(run_dir),
-        "--max-steps",
-        "20",
-        check=True,
-    )
+    result = run_quick_check(run_dir, 20)
     assert "export:" in result.stdout
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert state["step"] == 20
@@ -73,22 +62,7 @@ def test_quick_check_leaves_checkpoint_export_and_log(tmp_path):
 def test_two_local_processes_train_with_ddp(tmp_path):
     """--nproc 2 on CPU: two gloo ranks, each half of the global batch, rank 0 saves and exports."""
     run_dir = tmp_path / "ddp"
-    result = run_cli(
-        "pretrain.launch",
-        "--preset",
-        "tiny_cpu",
-        "--dataset",
-        "synthetic",
-        "--device",
-        "cpu",
-        "--run-dir",
-        str(run_dir),
-        "--max-steps",
-        "3",
-        "--nproc",
-        "2",
-        check=True,
-    )
+    result = run_quick_check(run_dir, 3, "--device", "cpu", "--nproc", "2")
     assert '"world_size": 2' in result.stderr
     assert "target networks identical on all 2 ranks" in result.stderr  # checked every epoch
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 3
