@@ -12,24 +12,14 @@ from pretrain.checkpoint import EXPORT_FORMAT, weights_sha256
 from tests.conftest import run_cli
 from tests.evaluate.importers.writers import (
     features_without_fc,
-    prefixed,
     reference_resnet,
-    trunk_state,
+    write_moco_v1,
 )
 
 
 def _moco_file(tmp_path):
     model = reference_resnet(seed=31)
-    state = {
-        **prefixed(trunk_state(model), "module.encoder_q."),
-        "module.encoder_q.fc.weight": torch.randn(128, 512),
-        "module.encoder_q.fc.bias": torch.randn(128),
-        "module.queue": torch.randn(128, 256),
-        "module.queue_ptr": torch.zeros(1, dtype=torch.long),
-    }
-    path = tmp_path / "moco_v1_200ep_pretrain.pth.tar"
-    torch.save({"epoch": 200, "arch": "resnet18", "state_dict": state}, path)
-    return path, model
+    return write_moco_v1(tmp_path, model, reference_resnet(seed=32)), model
 
 
 def test_convert_writes_a_standard_export_that_evaluations_load(tmp_path):

@@ -16,6 +16,7 @@ from tests.evaluate.importers.writers import (
     reference_resnet,
     save_with_attribute_dict,
     trunk_state,
+    write_moco_v1,
 )
 
 IMAGES = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -77,16 +78,7 @@ def test_moco_v2(tmp_path):
 
 def test_moco_v1(tmp_path):
     online = reference_resnet(seed=3)
-    state = {
-        **prefixed(trunk_state(online), "module.encoder_q."),
-        "module.encoder_q.fc.weight": torch.randn(128, 512),
-        "module.encoder_q.fc.bias": torch.randn(128),
-        **prefixed(trunk_state(reference_resnet(seed=4)), "module.encoder_k."),
-        "module.queue": torch.randn(128, 4096),
-        "module.queue_ptr": torch.zeros(1, dtype=torch.long),
-    }
-    path = tmp_path / "moco_v1_200ep_pretrain.pth.tar"
-    torch.save({"epoch": 200, "arch": "resnet18", "state_dict": state}, path)
+    path = write_moco_v1(tmp_path, online, reference_resnet(seed=4))
     assert assert_same_features(path, online)["method"] == "moco-v1"
 
 

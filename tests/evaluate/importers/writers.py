@@ -128,3 +128,19 @@ def mlp_state(prefix: str, sizes: list[int], batchnorm: bool = True) -> dict[str
                 state[f"{prefix}{index}.{buffer}"] = value
             index += 2  # BN, ReLU
     return state
+
+
+def write_moco_v1(directory, online: nn.Module, key_encoder: nn.Module):
+    """A MoCo v1 checkpoint as facebookresearch/moco main_moco.py saves it (DataParallel prefix,
+    query + key encoders, 128-d fc, the queue) in `directory`; returns its path."""
+    state = {
+        **prefixed(trunk_state(online), "module.encoder_q."),
+        "module.encoder_q.fc.weight": torch.randn(128, 512),
+        "module.encoder_q.fc.bias": torch.randn(128),
+        **prefixed(trunk_state(key_encoder), "module.encoder_k."),
+        "module.queue": torch.randn(128, 4096),
+        "module.queue_ptr": torch.zeros(1, dtype=torch.long),
+    }
+    path = directory / "moco_v1_200ep_pretrain.pth.tar"
+    torch.save({"epoch": 200, "arch": "resnet18", "state_dict": state}, path)
+    return path
