@@ -85,23 +85,18 @@ def test_unsupported_backbones_and_bad_flags_are_refused(tmp_path, capsys):
     assert old.returncode == 2 and "--gpus is now --nproc" in old.stderr
 
 
+def _segmentation_on_mmseg(voc: Path, records: Path, *flags: str) -> None:
+    """`python -m transfer.segmentation --engine mmseg` in process on a random ResNet-18."""
+    inputs = ["--ckpt", "random:resnet18", "--data", str(voc), "--records", str(records)]
+    segmentation.main([*inputs, "--engine", "mmseg", *flags])
+
+
 def test_engine_mmseg_without_mmseg_says_how_to_install(tmp_path, monkeypatch, capsys):
     voc = make_voc(tmp_path, train=2, val=1)
     monkeypatch.setitem(sys.modules, "mmseg", None)  # as if not installed
     monkeypatch.setitem(sys.modules, "mmseg.apis", None)
     with pytest.raises(SystemExit) as exit_info:
-        segmentation.main(
-            [
-                "--ckpt",
-                "random:resnet18",
-                "--data",
-                str(voc),
-                "--engine",
-                "mmseg",
-                "--records",
-                str(tmp_path / "records"),
-            ]
-        )
+        _segmentation_on_mmseg(voc, tmp_path / "records")
     assert "run `make mm`" in str(exit_info.value.code)
     assert not (tmp_path / "records").exists()  # refused before any work, no record
 
@@ -148,32 +143,9 @@ def test_mmseg_builds_loads_every_backbone_tensor_and_trains_a_step(tmp_path):
 def test_engine_mmseg_end_to_end_writes_the_same_record(tmp_path):
     _require_mm()
     voc = make_voc(tmp_path, train=3, val=2)
-    segmentation.main(
-        [
-            "--ckpt",
-            "random:resnet18",
-            "--data",
-            str(voc),
-            "--engine",
-            "mmseg",
-            "--max-steps",
-            "2",
-            "--batch-size",
-            "2",
-            "--crop",
-            "64",
-            "--lrs",
-            "0.01",
-            "--seeds",
-            "0",
-            "--num-workers",
-            "0",
-            "--records",
-            str(tmp_path / "records"),
-            "--run-dir",
-            str(tmp_path / "run"),
-        ]
-    )
+    short = ["--max-steps", "2", "--batch-size", "2", "--crop", "64", "--num-workers", "0"]
+    one_run = ["--lrs", "0.01", "--seeds", "0", "--run-dir", str(tmp_path / "run")]
+    _segmentation_on_mmseg(voc, tmp_path / "records", *short, *one_run)
     (record,) = read_records(tmp_path / "records")
     assert record.status == "complete" and record.task.protocol == "byol-paper-fcn/1"
     assert record.selection["engine"] == "mmseg" and 0 <= record.metrics["miou"] <= 100
