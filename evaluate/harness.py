@@ -131,11 +131,7 @@ def add_input_arguments(parser: argparse.ArgumentParser, ckpt_help: str) -> None
         "directory of --ckpt, else ./records)",
     )
     add("--device", choices=["cpu", "cuda"], help="default: cuda when available")
-    add(
-        "--num-workers",
-        type=int,
-        help="data-loader processes (default: the CPUs this process may use, at most 8)",
-    )
+    add("--num-workers", type=int, help="data-loader processes (default: usable CPUs, at most 8)")
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -150,16 +146,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     add("--data", help="root of the data set on disk (synthetic needs none)")
     add("--batch-size", type=int, help="images per batch")
     add("--seed", type=int, help="seed of the held-out split, sample order, head init, random:")
-    add(
-        "--image-size",
-        type=int,
-        help="input size (default: the checkpoint's, else 224; 32 "
-        "for CIFAR, Fashion-MNIST and synthetic)",
-    )
-    add(
-        "--cache-dir",
-        help="feature cache (default: $BYOL_BENCH_CACHE, else ~/.cache/byol-bench/features)",
-    )
+    sizes = "the checkpoint's, else 224; 32 for CIFAR, Fashion-MNIST and synthetic"
+    add("--image-size", type=int, help=f"input size (default: {sizes})")
+    add("--cache-dir", help="feature cache ($BYOL_BENCH_CACHE, else ~/.cache/byol-bench/features)")
     slurm_submit.add_slurm_arguments(parser)  # handled before parsing: submit_cli_if_requested
 
 

@@ -66,11 +66,8 @@ def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
     add("--profile", help="cluster profile: slurm/profiles/NAME.toml, or a path to a .toml file")
     add("--nodes", type=int, help="nodes of the job (default: the profile's)")
     add("--gpus-per-node", type=int, help="GPUs reserved on each node (default: the profile's)")
-    add(
-        "--tasks-per-node",
-        type=int,
-        help="processes on each node (default: the profile's, else one per GPU, 1 without GPUs)",
-    )
+    tasks = "the profile's, else one per GPU, 1 without GPUs"
+    add("--tasks-per-node", type=int, help=f"processes on each node (default: {tasks})")
     add("--cpus-per-task", type=int, help="CPU cores of each process (default: the profile's)")
     add("--mem-gb", type=float, help="memory per node in GB (default: the profile's)")
     add("--time", help="time limit per job: minutes, HH:MM:SS or D-HH:MM:SS (default: profile's)")

@@ -248,11 +248,7 @@ def parse_config(argv: list[str] | None) -> DetectionConfig:
     )
     add("--seed", type=int, help="data order, flips and new layers' initialisation (default 0)")
     add("--ckpt-every-min", type=float, help="minutes between checkpoints (default 10)")
-    add(
-        "--max-steps",
-        type=int,
-        help="stop after N iterations (smoke runs); the protocol's schedule is unchanged",
-    )
+    add("--max-steps", type=int, help="stop after N iterations (smoke runs); schedule unchanged")
     group = parser.add_argument_group("protocol overrides (recorded as '<protocol>-custom')")
     group.add_argument("--model", help=f"one of {detection_models.MODELS} (mask-fpn: COCO)")
     group.add_argument("--norm", help=f"one of {detection_models.NORMS}")
