@@ -221,18 +221,8 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if any(arg.split("=")[0] == "--gpus" for arg in argv):
         parser.error("--gpus is now --nproc: processes the exported config's batch is split over")
-    args = parser.parse_args(argv)
+    settings = vars(parser.parse_args(argv))  # export()'s keywords, two of them renamed here:
+    settings["gpus"], settings["iterations"] = settings.pop("nproc"), settings.pop("max_steps")
     with harness.error_boundary():
-        weights, config = export(
-            args.ckpt,
-            args.protocol,
-            args.out,
-            arch=args.arch,
-            data_root=args.data_root,
-            lr=args.lr,
-            seed=args.seed,
-            gpus=args.nproc,
-            iterations=args.max_steps,
-            work_dir=args.work_dir,
-        )
+        weights, config = export(**settings)
     print(f"mmseg checkpoint {weights}\nmmseg config     {config}")
