@@ -44,6 +44,12 @@ def submit_cli(run_dir: Path, *args: str) -> str:
     return re.search(r"submitted SLURM job (\d+)", result.stdout).group(1)
 
 
+def list_exports_after(pretrain_id: str, run_dir: Path, name: str, folder: Path) -> submitit.Job:
+    """jobs.list_exports(run_dir) on the local profile, submitted to start after `pretrain_id`."""
+    profile, after = load_profile("local"), [pretrain_id]
+    return submit(profile, jobs.list_exports, str(run_dir), name=name, folder=folder, after=after)
+
+
 def slurm_job(run_dir: Path, job_id: str) -> submitit.Job:
     return submitit.SlurmJob(folder=run_dir / "slurm", job_id=job_id)
 
@@ -158,14 +164,7 @@ def test_dependent_job_starts_only_after_pretraining_succeeds(tmp_path, monkeypa
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
     run_dir = tmp_path / "pretrain"
     pretrain_id = submit_cli(run_dir, *TINY, "--max-steps", "3")
-    evaluation = submit(
-        load_profile("local"),
-        jobs.list_exports,
-        str(run_dir),
-        name="after-ok",
-        folder=tmp_path / "evaluation",
-        after=[pretrain_id],
-    )
+    evaluation = list_exports_after(pretrain_id, run_dir, "after-ok", tmp_path / "evaluation")
     result = evaluation.result()
     assert len(result["exports"]) == 1  # it saw the export the pretraining job wrote
     pretrain, dependent = job_state(pretrain_id), job_state(evaluation.job_id)
@@ -190,14 +189,7 @@ def test_crashing_job_names_its_log_keeps_the_run_dir_and_never_starts_dependent
     )
     first_line = process.stdout.readline()
     pretrain_id = re.search(r"submitted SLURM job (\d+)", first_line).group(1)
-    dependent = submit(
-        load_profile("local"),
-        jobs.list_exports,
-        str(run_dir),
-        name="after-crash",
-        folder=tmp_path / "evaluation",
-        after=[pretrain_id],
-    )
+    dependent = list_exports_after(pretrain_id, run_dir, "after-crash", tmp_path / "evaluation")
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 1
     assert f"SLURM job {pretrain_id} failed: pretrain.rundir.NonFiniteLossError: " in stderr
