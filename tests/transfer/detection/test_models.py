@@ -37,6 +37,7 @@ TINY = [
     "--detections-per-image",
     "10",
 ]
+SHORT = ["--batch-size", "2", "--max-steps", "2"]  # the FPN and Mask R-CNN runs
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +105,12 @@ def test_every_backbone_tensor_lands_in_the_detector(export, model, norm):
         assert {"conv1", "bn1", "layer1", "layer3"} <= trainable
 
 
-def _run(argv: list[str]) -> None:
-    detection.main(argv)
+def _run(ckpt, data, records, run_dir, *flags: str) -> None:
+    """The detection CLI, in process, on TINY settings: `--ckpt --data --records --run-dir`, then
+    `flags`."""
+    inputs = ["--ckpt", str(ckpt), "--data", str(data)]
+    outputs = ["--records", str(records), "--run-dir", str(run_dir)]
+    detection.main([*inputs, *outputs, *TINY, *flags])
 
 
 def _only_record(records_dir):
@@ -115,18 +120,7 @@ def _only_record(records_dir):
 
 def test_c4_trains_evaluates_and_resumes(export, voc, tmp_path):
     records, run_dir = tmp_path / "records", tmp_path / "run"
-    argv = [
-        "--ckpt",
-        str(export),
-        "--data",
-        str(voc),
-        "--records",
-        str(records),
-        "--run-dir",
-        str(run_dir),
-        *TINY,
-    ]
-    _run([*argv, "--max-steps", "2"])
+    _run(export, voc, records, run_dir, "--max-steps", "2")
     first = _only_record(records)
     assert first.status == "complete" and first.task.family == "detection"
     assert (first.task.dataset, first.task.split) == ("voc07", "test")
@@ -141,35 +135,15 @@ def test_c4_trains_evaluates_and_resumes(export, voc, tmp_path):
     assert lines[-1]["iteration"] == 2 and (run_dir / "checkpoints" / "last.pt").is_file()
     for path in records.glob("*.json"):
         path.rename(tmp_path / path.name)
-    _run([*argv, "--max-steps", "3"])  # the same run directory: resumes at iteration 2
+    # the same run directory: resumes at iteration 2
+    _run(export, voc, records, run_dir, "--max-steps", "3")
     second = _only_record(records)
     assert second.selection["resumed_from"] == 2 and second.selection["iterations_run"] == 1
 
 
 def test_fpn_with_group_norm_trains_on_voc07_12(export, voc, tmp_path):
-    _run(
-        [
-            "--ckpt",
-            str(export),
-            "--data",
-            str(voc),
-            "--records",
-            str(tmp_path),
-            "--protocol",
-            "moco-detectron2-c4-24k/1",
-            "--model",
-            "fpn",
-            "--norm",
-            "gn",
-            "--batch-size",
-            "2",
-            "--max-steps",
-            "2",
-            "--run-dir",
-            str(tmp_path / "run"),
-            *TINY,
-        ]
-    )
+    protocol = ["--protocol", "moco-detectron2-c4-24k/1", "--model", "fpn", "--norm", "gn"]
+    _run(export, voc, tmp_path, tmp_path / "run", *protocol, *SHORT)
     record = _only_record(tmp_path)
     assert record.task.protocol == "moco-detectron2-c4-24k-custom/1"
     assert record.selection["protocol_settings"]["train_sets"] == ["2007-trainval", "2012-trainval"]
@@ -182,25 +156,7 @@ def test_mask_rcnn_trains_and_reports_box_and_mask_ap(export, tmp_path):
     data = tmp_path / "coco"
     make_coco(data, "train2017", 4)
     make_coco(data, "val2017", 2, seed=1)
-    _run(
-        [
-            "--ckpt",
-            str(export),
-            "--data",
-            str(data),
-            "--records",
-            str(tmp_path),
-            "--protocol",
-            "coco-maskrcnn-fpn-1x/1",
-            "--batch-size",
-            "2",
-            "--max-steps",
-            "2",
-            "--run-dir",
-            str(tmp_path / "run"),
-            *TINY,
-        ]
-    )
+    _run(export, data, tmp_path, tmp_path / "run", "--protocol", "coco-maskrcnn-fpn-1x/1", *SHORT)
     record = _only_record(tmp_path)
     assert (record.task.dataset, record.task.split) == ("coco", "val2017")
     assert set(record.metrics) == {"ap", "ap50", "ap75", "mask_ap", "mask_ap50", "mask_ap75"}
@@ -296,21 +252,7 @@ def test_non_finite_loss_stops_with_a_failed_record(voc, tmp_path):
     broken = export_backbone(tmp_path / "nan", state, metadata)
     records = tmp_path / "records"
     with pytest.raises(NonFiniteLossError, match=r"non-finite \(nan\) at step 0 \(lr 0.001\)"):
-        _run(
-            [
-                "--ckpt",
-                str(broken),
-                "--data",
-                str(voc),
-                "--records",
-                str(records),
-                "--run-dir",
-                str(tmp_path / "run"),
-                "--max-steps",
-                "2",
-                *TINY,
-            ]
-        )
+        _run(broken, voc, records, tmp_path / "run", "--max-steps", "2")
     record = _only_record(records)
     assert record.status == "failed" and "NonFiniteLossError" in record.error
     assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()  # nothing bad was saved
