@@ -86,6 +86,7 @@ def convert(config: ConvertConfig) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m evaluate.convert",
         description="Convert another library's checkpoint into a byol-bench export\n"
         "(backbone-<sha8>.pt: torchvision key names, weights_sha256, method, source format and\n"

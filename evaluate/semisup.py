@@ -234,6 +234,7 @@ def parse_config(argv: list[str] | None) -> tuple[SemiSupConfig, int | None]:
     """SemiSupConfig from the command line (the grid's values where no flag overrides them) and
     the `--cell` index (None: the whole grid)."""
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m evaluate.semisup",
         description=SemiSupConfig.__doc__.split("\n")[0],
         epilog="Protocol: see the SemiSupConfig docstring in evaluate/semisup.py.",
@@ -304,7 +305,7 @@ def check_config(config: SemiSupConfig, cell: int | None) -> None:
 def submit_grid_if_requested(argv: list[str] | None) -> bool:
     """`--slurm`: one array task per cell (`--cell K`), then this command again as a job that
     starts when they all succeed: it reads their results, picks one and writes the record."""
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     slurm_submit.add_slurm_arguments(parser)
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else list(argv))
     slurm_submit.check_slurm_flags(args)

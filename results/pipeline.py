@@ -162,10 +162,13 @@ def run_here(config: PipelineConfig) -> None:
     try:
         run_command(pretrain_command(config))
     except subprocess.CalledProcessError as error:
-        sys.exit(
-            f"error: pretraining failed (exit {error.returncode}; its message is above). The run "
-            "dir keeps its last good checkpoint: fix the cause and rerun to resume."
+        # The child printed its one `error:` sentence; this line only says what happens next.
+        print(
+            f"pipeline stopped: pretraining failed (exit {error.returncode}). The run dir keeps "
+            "its last good checkpoint: fix the cause and rerun to resume.",
+            file=sys.stderr,
         )
+        sys.exit(1)
     plan = eval_plan(config)
     failed = [f"{name} ({target})" for name, target in plan if run_eval(config, name, target)]
     finish(config)
@@ -209,6 +212,7 @@ def submit_jobs(config: PipelineConfig, profile) -> list:
 def parse_config(argv: list[str] | None) -> tuple[PipelineConfig, argparse.Namespace]:
     """PipelineConfig (paths made absolute, demo defaults applied) and the raw arguments."""
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m results.pipeline",
         description="pretrain -> evaluations (+ random-init baseline) -> tables and HTML report",
     )

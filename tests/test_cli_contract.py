@@ -44,6 +44,7 @@ CLIS = {
     "pretrain.launch": Cli(("pretrain.launch",), ("--status", "{missing}")),
     "evaluate.linear": Cli(("evaluate.linear",), (*CKPT, "--dataset", "synthetic"), True),
     "evaluate.knn": Cli(("evaluate.knn",), (*CKPT, "--dataset", "synthetic")),
+    "evaluate.convert": Cli(("evaluate.convert",), ("{missing}",)),
     "evaluate.semisup": Cli(
         ("evaluate.semisup",), (*CKPT, "--dataset", "synthetic", "--fraction", "1"), True
     ),

@@ -228,6 +228,7 @@ def prepare(
 def parse_config(argv: list[str] | None) -> DetectionConfig:
     """DetectionConfig from the command line."""
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m transfer.detection",
         description=__doc__.split("\n")[0],
         epilog="Protocols: see the presets in transfer/detection/protocols.py.",

@@ -207,6 +207,7 @@ def load_inputs(config: SegmentationConfig) -> harness.EvalInputs:
 def parse_config(argv: list[str] | None) -> SegmentationConfig:
     """SegmentationConfig from the command line (flags override the preset)."""
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m transfer.segmentation",
         description=__doc__.split("\n")[0],
         epilog="Protocols: transfer/segmentation/protocols.py (settings and sources).",

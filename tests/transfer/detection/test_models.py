@@ -12,7 +12,6 @@ import torch
 from evaluate.features import load_encoder
 from pretrain.backbones import build_backbone
 from pretrain.checkpoint import CheckpointError, export_backbone
-from pretrain.rundir import NonFiniteLossError
 from results.record import read_records
 from tests.transfer.detection.layouts import make_coco, make_voc
 from transfer.detection import cli as detection
@@ -251,7 +250,8 @@ def test_non_finite_loss_stops_with_a_failed_record(voc, tmp_path):
     metadata = {"label": "nan-r18", "arch": "resnet18", "cifar_stem": False}
     broken = export_backbone(tmp_path / "nan", state, metadata)
     records = tmp_path / "records"
-    with pytest.raises(NonFiniteLossError, match=r"non-finite \(nan\) at step 0 \(lr 0.001\)"):
+    # The CLI's error boundary: one `error:` sentence, exit status 1 (NonFiniteLossError).
+    with pytest.raises(SystemExit, match=r"^error: .*non-finite \(nan\) at step 0 \(lr 0.001\)"):
         _run(broken, voc, records, tmp_path / "run", "--max-steps", "2")
     record = _only_record(records)
     assert record.status == "failed" and "NonFiniteLossError" in record.error
