@@ -3,10 +3,10 @@
 import pytest
 import torch
 import torchvision
-from evaluate.cli import checkpoint_ref
 
 from evaluate import features as features_lib
 from evaluate.features import cached_features, load_encoder
+from evaluate.harness import checkpoint_ref
 from evaluate.transforms import Preprocessing
 from pretrain.byol import BYOL
 from pretrain.checkpoint import CheckpointError, weights_sha256
