@@ -204,7 +204,7 @@ def test_knn_reads_the_release_directly(haiku_release, tmp_path):
     path = haiku_release[0]
     records = tmp_path / "records"
     argv = ["--ckpt", str(path), "--dataset", "synthetic", "--image-size", "32"]
-    knn.main([*argv, "--records", str(records), "--batch-size", "128"])
+    knn.main([*argv, "--records", str(records), "--batch-size", "128", "--num-workers", "0"])
     record = only_record(records)
     checkpoint = record.checkpoint
     assert (checkpoint.source, checkpoint.method) == ("imported:byol-haiku", "byol")
