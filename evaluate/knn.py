@@ -132,6 +132,7 @@ def run_knn(config: KnnConfig, inputs: harness.EvalInputs) -> tuple[dict, dict]:
 def parse_config(argv: list[str] | None) -> KnnConfig:
     """KnnConfig from the command line."""
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m evaluate.knn",
         description="Weighted kNN on frozen, cached centre-crop features (Wu et al. 2018).",
         epilog="Protocol: see the KnnConfig docstring in evaluate/knn.py.",

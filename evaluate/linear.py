@@ -187,6 +187,7 @@ def run_probe(config: LinearConfig, inputs: harness.EvalInputs) -> tuple[dict, d
 def parse_config(argv: list[str] | None) -> LinearConfig:
     """LinearConfig from the command line (flags override the paper's defaults)."""
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m evaluate.linear",
         description=LinearConfig.__doc__.split("\n")[0],
         epilog="Protocol: see the LinearConfig docstring in evaluate/linear.py.",

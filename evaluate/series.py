@@ -100,7 +100,12 @@ def per_checkpoint_argvs(argv: Sequence[str]) -> list[list[str]]:
     """`argv` once per checkpoint of its --ckpt values: the other flags unchanged, then
     `--ckpt <one>`. Without --ckpt, `argv` itself (the CLI's parser names the missing flag)."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    parser.add_argument("--ckpt", nargs="+", action="extend")
+    parser.add_argument(
+        "--ckpt",
+        nargs="+",
+        action="extend",
+        help="checkpoints: files, globs, run directories or random:<arch>; one run each",
+    )
     args, rest = parser.parse_known_args(list(argv))
     if not args.ckpt:
         return [list(argv)]
