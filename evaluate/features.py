@@ -75,6 +75,12 @@ def load_encoder(spec: str, arch: str | None = None, *, seed: int = 0) -> tuple[
     if spec.startswith(RANDOM_PREFIX):
         return _random_encoder(spec[len(RANDOM_PREFIX) :], seed)
     path = Path(spec)
+    if path.is_dir():
+        raise CheckpointError(
+            f"--ckpt {path} is a directory: a run directory stands for its checkpoint series, "
+            "which evaluate.knn and evaluate.linear --fast take; here pass one file (e.g. "
+            f"{path}/exports/backbone-<sha8>.pt)"
+        )
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint {path} does not exist; pass --ckpt with an export "

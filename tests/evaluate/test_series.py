@@ -17,6 +17,8 @@ import pytest
 from PIL import Image
 
 from evaluate import knn, linear, series
+from evaluate.features import load_encoder
+from pretrain.checkpoint import CheckpointError
 from results import report
 from results.record import read_records
 from slurm import submit as slurm_submit
@@ -168,3 +170,33 @@ def test_slurm_submits_one_array_task_per_checkpoint(monkeypatch, capsys, tmp_pa
     assert submitted["name"] == cli.replace(".", "-")
     out = capsys.readouterr().out
     assert "job array of 3 one-task jobs" in out and "submitted SLURM job 42_2" in out
+
+
+def test_a_failed_checkpoint_does_not_stop_the_series(capsys):
+    seen = []
+
+    def run_one(argv):
+        seen.append(argv[-1])
+        if argv[-1] == "b.pt":
+            raise SystemExit("error: b.pt does not exist")
+
+    argvs = [["--ckpt", name] for name in ("a.pt", "b.pt", "c.pt")]
+    with pytest.raises(SystemExit, match=r"1 of 3 checkpoints failed: b\.pt"):
+        series.run_series(argvs, run_one)
+    assert seen == ["a.pt", "b.pt", "c.pt"]
+    assert "error: b.pt does not exist" in capsys.readouterr().err
+
+    def usage_error(argv):
+        seen.append(argv[-1])
+        raise SystemExit(2)
+
+    seen.clear()
+    with pytest.raises(SystemExit) as stopped:
+        series.run_series(argvs, usage_error)
+    assert stopped.value.code == 2 and seen == ["a.pt"]
+
+
+def test_one_file_clis_refuse_a_run_directory_with_a_sentence(tmp_path):
+    _touch(tmp_path / "run" / "checkpoints" / "epoch_0001.pt")
+    with pytest.raises(CheckpointError, match="is a directory: a run directory stands for"):
+        load_encoder(str(tmp_path / "run"))
