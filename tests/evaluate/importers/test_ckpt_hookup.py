@@ -2,12 +2,16 @@
 (issue 15, item 1): the record names the import (checkpoint.source "imported:<format>", the
 method), and the table labels the row so (results/frame.py)."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from evaluate import knn
 from evaluate.features import load_encoder
+from evaluate.finetune import build_classifier
 from evaluate.importers import ForeignCheckpointError
+from pretrain.backbones import TFSameConv2d, build_backbone
 from pretrain.checkpoint import CheckpointError
 from results.frame import method_name
 from tests.evaluate.conftest import only_record
@@ -60,3 +64,24 @@ def test_a_file_of_no_known_format_is_refused_with_the_formats(tmp_path):
         load_encoder(str(tmp_path / "odd.pt"))
     assert isinstance(error.value, CheckpointError)  # every --ckpt refusal is one
     assert "byol-haiku" in str(error.value) and "vissl" in str(error.value)
+
+
+def test_fine_tuning_builds_the_encoder_with_the_weights_padding():
+    """evaluate/finetune.py rebuilds the encoder from its metadata: tf-same stays tf-same."""
+    reference, _ = build_backbone("resnet18", padding="tf-same")
+    setup = SimpleNamespace(
+        arch="resnet18",
+        cifar_stem=False,
+        padding="tf-same",
+        stem_padding=None,
+        init_state=reference.state_dict(),
+        num_classes=3,
+        seed=0,
+        info=SimpleNamespace(world_size=1),
+        device=torch.device("cpu"),
+    )
+    model = build_classifier(setup).eval()
+    assert isinstance(model.encoder.conv1, TFSameConv2d)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.encoder(images), reference.eval()(images))
