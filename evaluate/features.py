@@ -8,9 +8,16 @@
     and compared (a damaged file is refused);
   - a full training checkpoint of ours (`byol-bench.checkpoint/1`): the online encoder, with the
     export's metadata computed on the fly (same weights_sha256 as the export of the same step);
-  - a torchvision / timm ResNet state dict, bare or under "state_dict" / "model", optionally with
-    a DDP "module." prefix; `fc.*` (the supervised classifier) is dropped; arch from `arch` or
-    inferred from the key shapes.
+  - anything else goes to the importers (evaluate/importers/load.py:load_foreign), one path for
+    every foreign file: the authors' BYOL release, MoCo, DINO, SwAV, solo-learn, lightly,
+    mmselfsup, VISSL and torchvision / timm ResNet state dicts (bare or under "state_dict" /
+    "model"; `fc.*`, the supervised classifier, dropped), auto-detected and read without
+    executing anything; a file matching no format is refused with the list of formats. The
+    network is the one the library's authors evaluate (choose another with python -m
+    evaluate.convert --network); arch from `arch` or inferred from the key shapes.
+The encoder is built with the padding mode and stem padding the metadata states (the authors'
+Haiku ResNet needs TF "SAME" padding); an export converted from a file and the file itself give
+the same weights_sha256 and the same features.
 `extract_features` runs a frozen encoder over a data set; `cached_features` keeps the result on
 disk, keyed by (weights_sha256, data set, split, transform id), so the fast probe and kNN reuse it.
 
@@ -36,6 +43,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from evaluate.importers import load_foreign, safe_load
 from evaluate.splits import data_fingerprint
 from evaluate.strict_load import build_strict, infer_arch, parse_arch
 from evaluate.transforms import Preprocessing
@@ -61,29 +69,45 @@ def load_encoder(spec: str, arch: str | None = None, *, seed: int = 0) -> tuple[
     """(frozen eval-mode encoder, metadata) for `spec` (see the module docstring).
 
     metadata has at least: weights_sha256, label, arch, cifar_stem, feature_dim, method, source,
-    pretrain_epochs, path and preprocessing ({image_size, mean, std} or None when unknown).
+    pretrain_epochs, path, padding, stem_padding and preprocessing ({image_size, mean, std, and
+    for imported files resize_interpolation, antialias} or None when unknown).
     """
     if spec.startswith(RANDOM_PREFIX):
         return _random_encoder(spec[len(RANDOM_PREFIX) :], seed)
     path = Path(spec)
+    if path.is_dir():
+        raise CheckpointError(
+            f"--ckpt {path} is a directory: a run directory stands for its checkpoint series, "
+            "which evaluate.knn and evaluate.linear --fast take; here pass one file (e.g. "
+            f"{path}/exports/backbone-<sha8>.pt)"
+        )
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint {path} does not exist; pass --ckpt with an export "
-            "(<run>/exports/backbone-*.pt), a training checkpoint, a torchvision state dict, or "
-            "random:<arch> for a random-initialisation baseline"
+            "(<run>/exports/backbone-*.pt), a training checkpoint, another library's checkpoint "
+            "(python -m evaluate.convert --help lists the formats), or random:<arch> for a "
+            "random-initialisation baseline"
         )
-    blob = _torch_load(path)
-    if isinstance(blob, dict) and blob.get("format") == EXPORT_FORMAT:
+    blob = _our_file(path)
+    if blob is not None and blob.get("format") == EXPORT_FORMAT:
         state_dict, metadata = _from_export(blob, path)
-    elif isinstance(blob, dict) and blob.get("format") == CHECKPOINT_FORMAT:
+    elif blob is not None and blob.get("format") == CHECKPOINT_FORMAT:
         state_dict, metadata = _from_training_checkpoint(path)
-    else:
-        state_dict, metadata = _from_foreign(blob, path)
+    else:  # another library's file (torchvision/timm included): the importers, one path
+        name = None if arch is None else parse_arch(arch)[0]
+        state_dict, metadata = load_foreign(path, arch=name)
     if arch is not None:
         metadata["arch"], metadata["cifar_stem"] = parse_arch(arch)
     elif metadata.get("arch") is None:
         metadata["arch"], metadata["cifar_stem"] = infer_arch(state_dict, path)
-    encoder = build_strict(metadata["arch"], bool(metadata.get("cifar_stem")), state_dict, path)
+    encoder = build_strict(
+        metadata["arch"],
+        bool(metadata.get("cifar_stem")),
+        state_dict,
+        path,
+        padding=metadata.setdefault("padding", "torchvision"),
+        stem_padding=metadata.setdefault("stem_padding", None),
+    )
     metadata.update(weights_sha256=weights_sha256(state_dict), path=str(path.resolve()))
     metadata["feature_dim"] = encoder.feature_dim
     return freeze(encoder), metadata
@@ -97,15 +121,16 @@ def freeze(encoder: nn.Module) -> nn.Module:
     return encoder
 
 
-def _torch_load(path: Path):
+def _our_file(path: Path) -> dict | None:
+    """The dict of a torch file that loads with weights_only=True, else None (a pickle, another
+    library's file with pickled objects, or a damaged file: load_foreign reads and judges it)."""
+    if safe_load.sniff(path) != "torch":
+        return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated zip, garbage bytes, pickled objects refused
-        raise CheckpointError(
-            f"{path} cannot be read as a weights file ({type(error).__name__}: {error}); it is "
-            "damaged or not a PyTorch state dict (another library's checkpoint: convert it with "
-            "python -m evaluate.convert)"
-        ) from error
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # truncated zip, garbage, pickled objects: the importers say which
+        return None
+    return blob if isinstance(blob, dict) else None
 
 
 def _random_encoder(arch: str, seed: int) -> tuple[nn.Module, dict]:
@@ -123,6 +148,8 @@ def _random_encoder(arch: str, seed: int) -> tuple[nn.Module, dict]:
         "pretrain_epochs": 0,
         "init_seed": seed,
         "preprocessing": None,
+        "padding": "torchvision",
+        "stem_padding": None,
         "weights_sha256": weights_sha256(encoder.state_dict()),
         "path": None,
     }
@@ -157,38 +184,6 @@ def _from_training_checkpoint(path: Path) -> tuple[dict, dict]:
         steps_per_epoch=(step - start_step) / epoch if epoch > 0 else None,
     )
     metadata["pretrain_num_classes"] = None if probe_weight is None else int(probe_weight.shape[0])
-    return state_dict, metadata
-
-
-def _from_foreign(blob, path: Path) -> tuple[dict, dict]:
-    """torchvision/timm key names: unwrap, strip a DDP prefix, drop the classifier."""
-    for wrapper in ("state_dict", "model"):
-        if isinstance(blob, dict) and isinstance(blob.get(wrapper), dict):
-            blob = blob[wrapper]
-            break
-    if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
-        raise CheckpointError(
-            f"{path} is neither a byol-bench file nor a state dict of tensors "
-            "(bare, or under 'state_dict' or 'model')"
-        )
-    if blob and all(
-        key.startswith("module.") for key in blob
-    ):  # saved from DistributedDataParallel
-        blob = {key[len("module.") :]: value for key, value in blob.items()}
-    state_dict = {k: v for k, v in blob.items() if k not in ("fc.weight", "fc.bias")}
-    if not any(key.endswith("num_batches_tracked") for key in state_dict):
-        # Files older than PyTorch 0.4 have no BN step counters (unused in eval mode): fill them.
-        for key in [k for k in state_dict if k.endswith(".running_mean")]:
-            state_dict[key.replace(".running_mean", ".num_batches_tracked")] = torch.tensor(0)
-    metadata = {
-        "label": path.stem,
-        "arch": None,
-        "cifar_stem": False,
-        "method": None,
-        "source": "state-dict",
-        "pretrain_epochs": None,
-        "preprocessing": None,
-    }
     return state_dict, metadata
 
 

@@ -88,6 +88,8 @@ class FinetuneSetup:
     device: torch.device
     info: dist.DistInfo
     key: dict = field(default_factory=dict)  # plain values naming these settings (resume check)
+    padding: str = "torchvision"  # the weights' padding mode (metadata["padding"]; tf-same: Haiku)
+    stem_padding: int | None = None  # metadata["stem_padding"] (solo-learn's CIFAR stem: 2)
 
 
 class Classifier(nn.Module):
@@ -103,7 +105,12 @@ class Classifier(nn.Module):
 
 def build_classifier(setup: FinetuneSetup) -> Classifier:
     """The encoder at its starting weights (strict) and a fresh head seeded like the probe's."""
-    encoder, feature_dim = build_backbone(setup.arch, cifar_stem=setup.cifar_stem)
+    encoder, feature_dim = build_backbone(
+        setup.arch,
+        cifar_stem=setup.cifar_stem,
+        padding=setup.padding,
+        stem_padding=setup.stem_padding,
+    )
     encoder.load_state_dict(setup.init_state, strict=True)
     head = LinearHeads(1, feature_dim, setup.num_classes, setup.seed).heads[0]
     model = Classifier(encoder, head)

@@ -114,11 +114,20 @@ def work_dir(
     return runs_root(ckpt, records) / "evals" / kind / protocol_slug(protocol) / leaf
 
 
-def add_input_arguments(parser: argparse.ArgumentParser, ckpt_help: str) -> None:
+def add_input_arguments(
+    parser: argparse.ArgumentParser, ckpt_help: str, *, series: bool = False
+) -> None:
     """The flags of every evaluation CLI: --ckpt, --arch, --label, --records, --device,
-    --num-workers (default None: the Config dataclass holds every default)."""
+    --num-workers (default None: the Config dataclass holds every default). `series`: --ckpt
+    takes several values (evaluate/series.py; the CLI runs once per checkpoint)."""
     add = parser.add_argument
-    add("--ckpt", required=True, help=ckpt_help)
+    if series:
+        ckpt_help += (
+            "; several files, a glob or a run directory (its checkpoints/epoch_*.pt keepers and "
+            "its last export) evaluate each checkpoint in turn, one record each (with --slurm: a "
+            "job array, one task per checkpoint)"
+        )
+    add("--ckpt", required=True, nargs="+" if series else None, help=ckpt_help)
     add(
         "--arch",
         help="architecture of foreign weights, e.g. resnet50 or resnet18:cifar "
@@ -134,13 +143,18 @@ def add_input_arguments(parser: argparse.ArgumentParser, ckpt_help: str) -> None
     add("--num-workers", type=int, help="data-loader processes (default: usable CPUs, at most 8)")
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of the image-classification evaluations (linear, kNN, semisup)."""
-    add_input_arguments(
-        parser,
-        "an export (<run>/exports/backbone-*.pt), a training checkpoint, a torchvision/timm "
-        "ResNet state dict, or random:<arch>[:cifar] for the random-initialisation baseline",
-    )
+CKPT_HELP = (
+    "an export (<run>/exports/backbone-*.pt), a training checkpoint, another library's "
+    "checkpoint (the authors' BYOL .pkl, MoCo, DINO, SwAV, solo-learn, lightly, mmselfsup, VISSL, "
+    "torchvision/timm: detected, see python -m evaluate.convert --help; its default network), or "
+    "random:<arch>[:cifar] for the random-initialisation baseline"
+)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, series: bool = False) -> None:
+    """The flags of the image-classification evaluations (linear, kNN, semisup); `series`: see
+    add_input_arguments."""
+    add_input_arguments(parser, CKPT_HELP, series=series)
     add = parser.add_argument
     add("--dataset", choices=DATASETS, help="data set name (default: imagenet)")
     add("--data", help="root of the data set on disk (synthetic needs none)")
@@ -154,6 +168,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(config_class: type, args: argparse.Namespace):
     """`config_class` with every flag that was given applied over its defaults."""
+    if isinstance(getattr(args, "ckpt", None), list):  # a series CLI's --ckpt (nargs="+")
+        if len(args.ckpt) != 1:
+            raise InputError(
+                f"one checkpoint per evaluation, not {len(args.ckpt)}: split the series with "
+                "evaluate/series.py:per_checkpoint_argvs"
+            )
+        args.ckpt = args.ckpt[0]
     given = {
         field.name: getattr(args, field.name)
         for field in dataclasses.fields(config_class)
@@ -227,6 +248,14 @@ def load_inputs(config) -> EvalInputs:
     mean, std = (known["mean"], known["std"]) if known else dataset_stats(config.dataset)
     image_size = config.image_size or known.get("image_size") or default_image_size(config.dataset)
     preprocessing = Preprocessing(int(image_size), tuple(mean), tuple(std))
+    resize = stated_resize(metadata)
+    if resize is not None and not resize["honoured"]:
+        log.warning(
+            "the checkpoint states a %s resize (antialias %s); the probe's test view resizes "
+            "bicubic with antialiasing: recorded in the record's config.checkpoint_resize",
+            resize["interpolation"],
+            resize["antialias"],
+        )
     log.info(
         "evaluating %s (%s, sha256 %s) on %s: train %d images, %s %d images, %s",
         metadata["label"],
@@ -272,6 +301,24 @@ def features(inputs: EvalInputs, images: ImageDataset, split: str, batch_size: i
     )
 
 
+PROBE_RESIZE = {"interpolation": "bicubic", "antialias": True}  # pretrain/augment.py:eval_view
+
+
+def stated_resize(metadata: dict) -> dict | None:
+    """The resize an imported checkpoint's preprocessing states (the authors' BYOL: bicubic
+    without antialiasing) and whether the probes' test view (PROBE_RESIZE, always bicubic with
+    antialiasing) honours it; None when the file states none. Recorded in the record's config,
+    since a mismatch can move accuracy by a few tenths of a point."""
+    known = metadata.get("preprocessing") or {}
+    if known.get("resize_interpolation") is None and known.get("antialias") is None:
+        return None
+    stated = {
+        "interpolation": known.get("resize_interpolation"),
+        "antialias": known.get("antialias"),
+    }
+    return {**stated, "honoured": stated == PROBE_RESIZE, "used": dict(PROBE_RESIZE)}
+
+
 def checkpoint_ref(metadata: dict, label: str | None = None) -> CheckpointRef:
     """The record's checkpoint block from an encoder's metadata (`label` overrides)."""
     arch = metadata["arch"] + (":cifar" if metadata.get("cifar_stem") else "")
@@ -294,6 +341,9 @@ def record_run(
     status "complete", or "failed" with the error, which is then re-raised."""
     fields = {"checkpoint": checkpoint_ref(inputs.metadata, config.label), "task": task}
     fields["config"] = dataclasses.asdict(config)
+    resize = stated_resize(inputs.metadata)
+    if resize is not None:
+        fields["config"]["checkpoint_resize"] = resize
     try:
         metrics, selection = run()
     except Exception as error:

@@ -2,6 +2,7 @@
 
     python -m evaluate.knn --ckpt RUN/exports/backbone-3f2a9c1d.pt --data /imagenet
     python -m evaluate.knn --ckpt RUN/exports/backbone-*.pt --dataset synthetic
+    python -m evaluate.knn --ckpt RUN --dataset cifar10      (every keeper of a run, in turn)
 
 The protocol is the KnnConfig docstring below. Every run ends with one result record.
 """
@@ -9,6 +10,7 @@ The protocol is the KnnConfig docstring below. Every run ends with one result re
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -16,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from evaluate import harness
+from evaluate import harness, series
 from evaluate.metrics import percent, topk_correct
 from evaluate.sanity import assert_unchanged, snapshot
 from results.record import Task
@@ -135,16 +137,27 @@ def parse_config(argv: list[str] | None) -> KnnConfig:
         description="Weighted kNN on frozen, cached centre-crop features (Wu et al. 2018).",
         epilog="Protocol: see the KnnConfig docstring in evaluate/knn.py.",
     )
-    harness.add_common_arguments(parser)  # no --fast: kNN has no cheaper recorded variant
+    harness.add_common_arguments(parser, series=True)  # no --fast: kNN has no cheaper variant
     return harness.config_from_args(KnnConfig, parser.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> None:
+    """kNN for each checkpoint of --ckpt (evaluate/series.py): here in sequence, or with --slurm
+    as one one-task job (several checkpoints: a job array, one task each)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     with harness.error_boundary():
-        if slurm_submit.submit_cli_if_requested("evaluate.knn", argv):  # --slurm: run as a job
+        if slurm_submit.submit_cli_if_requested(  # --slurm: run as a job (array)
+            "evaluate.knn", argv, tasks=series.per_checkpoint_argvs
+        ):
             return
-    config = parse_config(argv)
+        argvs = series.per_checkpoint_argvs(argv)
+    series.run_series(argvs, evaluate_one)
+
+
+def evaluate_one(argv: list[str]) -> None:
+    """kNN of one checkpoint and its record."""
     with harness.error_boundary():
+        config = parse_config(argv)
         if config.k not in config.ks or config.temperature <= 0:
             raise harness.InputError(f"k = {config.k} must be one of ks {config.ks}; T must be > 0")
         inputs = harness.load_inputs(config)

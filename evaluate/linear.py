@@ -11,11 +11,12 @@ The protocol is the LinearConfig docstring below. Every run ends with one result
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass, field
 
 import torch
 
-from evaluate import harness
+from evaluate import harness, series
 from evaluate.heads import Batches, LinearHeads, evaluate_heads, fit_heads, tensor_batches
 from evaluate.sanity import assert_unchanged, snapshot
 from evaluate.splits import HeldoutSplit, heldout_split
@@ -191,7 +192,7 @@ def parse_config(argv: list[str] | None) -> LinearConfig:
         description=LinearConfig.__doc__.split("\n")[0],
         epilog="Protocol: see the LinearConfig docstring in evaluate/linear.py.",
     )
-    harness.add_common_arguments(parser)
+    harness.add_common_arguments(parser, series=True)  # several checkpoints: --fast only
     parser.add_argument(
         "--fast",
         action="store_true",
@@ -208,12 +209,30 @@ def parse_config(argv: list[str] | None) -> LinearConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The probe for each checkpoint of --ckpt (evaluate/series.py; several need --fast): here in
+    sequence, or with --slurm as one one-task job (several checkpoints: a job array)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     with harness.error_boundary():
-        if slurm_submit.submit_cli_if_requested("evaluate.linear", argv):  # --slurm: run as a job
+        argvs = series.per_checkpoint_argvs(argv)
+        if len(argvs) > 1 and not parse_config(argvs[0]).fast:
+            raise harness.InputError(
+                f"--ckpt names {len(argvs)} checkpoints, but the paper's linear protocol "
+                f"({PAPER_PROTOCOL}: {LinearConfig.epochs} epochs on augmented images each) is too "
+                "expensive for a series: evaluate one checkpoint at a time, or pass --fast "
+                f"({FAST_PROTOCOL}) for the series"
+            )
+        if slurm_submit.submit_cli_if_requested(  # --slurm: run as a job (array)
+            "evaluate.linear", argv, tasks=series.per_checkpoint_argvs
+        ):
             return
-    config = parse_config(argv)
-    protocol = FAST_PROTOCOL if config.fast else PAPER_PROTOCOL
+    series.run_series(argvs, evaluate_one)
+
+
+def evaluate_one(argv: list[str]) -> None:
+    """The linear probe of one checkpoint and its record."""
     with harness.error_boundary():
+        config = parse_config(argv)
+        protocol = FAST_PROTOCOL if config.fast else PAPER_PROTOCOL
         if config.epochs < 1 or not config.lrs:
             raise harness.InputError("--epochs must be at least 1 and --lrs needs a value")
         inputs = harness.load_inputs(config)

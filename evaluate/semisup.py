@@ -157,6 +157,8 @@ def make_plan(config: SemiSupConfig, inputs: harness.EvalInputs, info: dist.Dist
         device=device,
         info=info,
         key=key,
+        padding=metadata.get("padding") or "torchvision",
+        stem_padding=metadata.get("stem_padding"),
     )
     return Plan(setup, grid_cells(config), work_dir(config, metadata), subset, heldout, held)
 

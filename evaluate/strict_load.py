@@ -85,10 +85,22 @@ def check_keys(
         )
 
 
-def build_strict(arch: str, cifar_stem: bool, state_dict: dict, path: Path | str) -> nn.Module:
-    """The registry model `arch` holding exactly `state_dict` (train mode, as built)."""
+def build_strict(
+    arch: str,
+    cifar_stem: bool,
+    state_dict: dict,
+    path: Path | str,
+    *,
+    padding: str = "torchvision",
+    stem_padding: int | None = None,
+) -> nn.Module:
+    """The registry model `arch` holding exactly `state_dict` (train mode, as built), with the
+    weights' padding mode ("tf-same" for the authors' Haiku ResNet) and stem padding (solo-learn's
+    CIFAR stem), as their export or import metadata states (pretrain/backbones.py)."""
     stem = " with the CIFAR stem" if cifar_stem else ""
     check_keys(_shapes(arch, cifar_stem), state_dict, f"{path} does not fit {arch}{stem}")
-    encoder, _ = build_backbone(arch, cifar_stem=cifar_stem)
+    encoder, _ = build_backbone(
+        arch, cifar_stem=cifar_stem, padding=padding, stem_padding=stem_padding
+    )
     encoder.load_state_dict(state_dict, strict=True)
     return encoder

@@ -3,7 +3,8 @@
     profile (slurm/profiles/NAME.toml) -> executor_from_profile() -> submitit.AutoExecutor
     submit(profile, fn, *args)          one job running fn(*args) in every task, resubmitted on
                                         preemption and time-out (Job.checkpoint)
-    submit_array(profile, fn, arg_list) a job array (sweeps), one task per argument tuple
+    submit_array(profile, fn, arg_list) a job array (sweeps, checkpoint series), one task per
+                                        argument tuple
     after=[job ids]                     starts only if those jobs succeed (afterok; pipelines)
 
 Preemption and time limits: SLURM sends USR2 `signal_delay_s` before the limit (or on preemption);
@@ -302,10 +303,17 @@ def one_process(profile: Profile, args: argparse.Namespace, module: str) -> Prof
     return single_task(profile)
 
 
-def submit_cli_if_requested(module: str, argv: Sequence[str] | None = None) -> bool:
+def submit_cli_if_requested(
+    module: str,
+    argv: Sequence[str] | None = None,
+    *,
+    tasks: Callable[[list[str]], list[list[str]]] | None = None,
+) -> bool:
     """`--slurm --profile NAME [...]` on a one-process CLI: submit `python -m module <its other
     flags>` as a one-task job (:func:`one_process`), print where it runs, and return True; without
-    --slurm return False (run here)."""
+    --slurm return False (run here). `tasks` splits the other flags into one argument list per
+    task (a checkpoint series, evaluate/series.py); more than one becomes a job array of one-task
+    jobs, one per argument list."""
     import sys
 
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # --gpus is not --gpus-*
@@ -315,13 +323,23 @@ def submit_cli_if_requested(module: str, argv: Sequence[str] | None = None) -> b
     if not args.slurm:
         return False
     profile = one_process(profile_from_args(args), args, module)
-    command = [sys.executable, "-m", module, *rest]
+    commands = [[sys.executable, "-m", module, *task] for task in (tasks or _one_task)(rest)]
     name = module.replace(".", "-")
     folder = Path(profile.shared_dir) / "logs" / name
-    job = submit(
-        profile, run_command, command, name=name, folder=folder, after=after_from_args(args)
-    )
-    print(describe(job, profile, [f"  command: {' '.join(command)}"]), flush=True)
+    after = after_from_args(args)
+    if len(commands) == 1:
+        jobs = [submit(profile, run_command, commands[0], name=name, folder=folder, after=after)]
+    else:
+        arg_list = [(command,) for command in commands]
+        jobs = submit_array(profile, run_command, arg_list, name=name, folder=folder, after=after)
+        print(f"submitted a SLURM job array of {len(jobs)} one-task jobs:", flush=True)
+    for job, command in zip(jobs, commands):
+        print(describe(job, profile, [f"  command: {' '.join(command)}"]), flush=True)
     if args.wait:
-        wait(job)
+        for job in jobs:
+            wait(job)
     return True
+
+
+def _one_task(rest: list[str]) -> list[list[str]]:
+    return [rest]

@@ -18,10 +18,10 @@ import torch
 from evaluate.importers import safe_load
 from evaluate.importers.errors import ForeignCheckpointError
 from evaluate.importers.formats import BY_NAME, FORMATS, Format, check_format, detect
+from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.backbones import BACKBONES, build_backbone
 
 NETWORKS = ("auto", "online", "target")
-IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 _SHOW = 10  # keys listed per kind in a mismatch message
 
 
@@ -75,7 +75,7 @@ def _read(path: Path):
     if kind == "pickle":
         return "pickle", safe_load.load_restricted_pickle(path)
     raise ForeignCheckpointError(
-        f"{path} is neither a torch file nor a pickle; the importers read: "
+        f"{path} cannot be read: it is neither a torch file nor a pickle; the importers read: "
         + "; ".join(f"{fmt.name} = {fmt.looks_like}" for fmt in FORMATS)
     )
 
@@ -114,10 +114,12 @@ def _check_arch(state_dict: dict, arch: str | None, path: Path, fmt: Format) -> 
     unexpected = sorted(set(shapes) - set(expected))
     reshaped = sorted(k for k in set(shapes) & set(expected) if shapes[k] != expected[k])
     target = arch or f"any registry architecture ({', '.join(BACKBONES)})"
+    advice = "pass the right --arch" if arch else "cannot infer the architecture: pass --arch"
     raise ForeignCheckpointError(
         f"{path} ({fmt.name}) does not fit {target}: {len(missing)} missing keys "
         f"{missing[:_SHOW]}, {len(unexpected)} unexpected keys {unexpected[:_SHOW]}, "
-        f"{len(reshaped)} keys with other shapes {reshaped[:_SHOW]}"
+        f"{len(reshaped)} keys with other shapes {reshaped[:_SHOW]}; {advice} (e.g. resnet50, "
+        "resnet18:cifar) if the file holds one of them"
     )
 
 
@@ -142,8 +144,8 @@ def _metadata(path, fmt, network, found, arch, cifar_stem, stem_padding) -> dict
         # torchvision's reference evaluation, used by MoCo, DINO, SwAV, solo-learn, lightly:
         # Resize(256) bilinear with antialiasing (PIL), CenterCrop(224), ImageNet mean/std.
         "image_size": 224,
-        "mean": IMAGENET_MEAN,
-        "std": IMAGENET_STD,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
         "resize_interpolation": "bilinear",
         "antialias": True,
     }

@@ -18,8 +18,13 @@ import numpy as np
 import pytest
 import torch
 
+from evaluate import knn
+from evaluate.convert import ConvertConfig, convert
+from evaluate.features import load_encoder
 from evaluate.importers import load_foreign
 from pretrain.backbones import build_backbone
+from results.frame import method_name
+from tests.evaluate.conftest import only_record
 from tests.evaluate.importers.writers import dump_dill_style
 
 pytestmark = pytest.mark.slow
@@ -178,3 +183,37 @@ def test_online_and_target_are_selectable(haiku_release):
             atol=0,
         )
         assert int(state_dict["layer4.2.bn3.num_batches_tracked"]) == 5004
+
+
+def test_evaluations_build_the_export_with_its_padding(haiku_release, tmp_path):
+    """An export converted from the release and the release itself, both through --ckpt's
+    load_encoder: the same weights_sha256, the TF "SAME" encoder, and Haiku's features."""
+    path, images, expected, _, _ = haiku_release
+    export = convert(ConvertConfig(str(path), out=str(tmp_path)))
+    direct, direct_meta = load_encoder(str(path))
+    exported, export_meta = load_encoder(str(export))
+    assert export_meta["weights_sha256"] == direct_meta["weights_sha256"]
+    assert export_meta["padding"] == direct_meta["padding"] == "tf-same"
+    with torch.no_grad():
+        from_file, from_export = direct(images).numpy(), exported(images).numpy()
+    assert np.array_equal(from_file, from_export)
+    assert np.abs(from_export - expected).max() < 1e-4
+
+
+def test_knn_reads_the_release_directly(haiku_release, tmp_path):
+    path = haiku_release[0]
+    records = tmp_path / "records"
+    argv = ["--ckpt", str(path), "--dataset", "synthetic", "--image-size", "32"]
+    knn.main([*argv, "--records", str(records), "--batch-size", "128", "--num-workers", "0"])
+    record = only_record(records)
+    checkpoint = record.checkpoint
+    assert (checkpoint.source, checkpoint.method) == ("imported:byol-haiku", "byol")
+    assert checkpoint.arch == "resnet50"
+    assert method_name(record) == "BYOL (authors' release)"
+    # The release's bicubic resize without antialiasing is recorded, and that the probe differs.
+    resize = record.config["checkpoint_resize"]
+    assert (resize["interpolation"], resize["antialias"], resize["honoured"]) == (
+        "bicubic",
+        False,
+        False,
+    )
