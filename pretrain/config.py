@@ -80,7 +80,8 @@ class PretrainConfig:
     probe_lr: float = cited(
         0.1,
         "learning rate of the online linear probe (monitoring only; SGD momentum 0.9 on "
-        "detached features); not stated in the paper",
+        "detached features; the authors train it jointly with LARS: "
+        "DEVIATION(online-probe-optimiser), pretrain/online_probe.py)",
     )
     # Run
     seed: int = cited(
