@@ -22,11 +22,12 @@ import torch
 from evaluate.features import extract_features, load_encoder
 from evaluate.heads import fit_heads, tensor_batches
 from evaluate.knn import knn_accuracy
+from evaluate.linear import LinearConfig
 from evaluate.transforms import Preprocessing, ProbeTrainView
 from pretrain.data import SyntheticDataset
 from pretrain.sampling import SeededBatches
 
-LRS = (0.4, 0.3, 0.2, 0.1, 0.05)  # BYOL v3, App. C.1
+LRS = LinearConfig.lrs  # byol-paper/2's grid (docs/protocols.md)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,12 @@
 """Linear probe heads: one classifier per candidate learning rate, all trained in one pass.
 
 BYOL v3, App. C.1: a linear classifier on the frozen representation, SGD with Nesterov momentum
-0.9, no weight decay, learning rate chosen among {0.4, 0.3, 0.2, 0.1, 0.05}. The paper states
+0.9, no weight decay, learning rate chosen among a grid (protocol byol-paper/2:
+{1.6, 1.2, 0.8, 0.4, 0.3, 0.2, 0.1, 0.05} at batch 1024, evaluate/linear.py). The paper states
 neither the schedule nor the initialisation; both follow the authors' code: cosine decay to 0
 without warm-up (byol/utils/schedules.py, as pretrain/schedule.py:warmup_cosine) and haiku's
-Linear init,
-weights ~ truncated normal (std 1/sqrt(D), cut at 2 std), zero bias (byol/eval_experiment.py).
+Linear init, weights ~ truncated normal (std 1/sqrt(D), cut at 2 std), zero bias
+(byol/eval_experiment.py).
 
 The sweep costs about one run: every head sees the same features of each batch, so one backbone
 forward serves every LR. The heads are separate nn.Linear modules, each in its own SGD parameter

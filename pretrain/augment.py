@@ -8,7 +8,13 @@ parameters: a batch-shared draw is a known bug in a popular port.
 The geometric half (`draw_crop`, `crop_resize`) runs per image on uint8 tensors in the data loader.
 The photometric half is split into a draw (`draw_photometric`, from a CPU generator only) and a
 batched apply (`apply_photometric`, plain tensor ops on CPU or CUDA), so that a GPU path can apply a
-whole batch on the device. Each photometric op matches torchvision.transforms.v2.functional's.
+whole batch on the device. The ops themselves live in pretrain/image_ops.py.
+
+Two semantics (`ViewDistribution.ops`, set from `PretrainConfig.augment_ops`): "authors" follows
+deepmind-research/byol (utils/augmentations.py for the colour ops and the blur, utils/dataset.py
+for the crop and the resize), the default for pretraining; "torchvision" follows
+torchvision.transforms.v2 (RandomResizedCrop, antialiased resize, ColorJitter, GaussianBlur). Both
+draw the same numbers in the same order from the generator, so the two differ only in the ops.
 """
 
 from __future__ import annotations
@@ -22,9 +28,12 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
+from pretrain import image_ops as ops_lib
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics; BYOL v3, App. C.1
 IMAGENET_STD = (0.229, 0.224, 0.225)
 JITTER_OPS = ("brightness", "contrast", "saturation", "hue")  # the ids in PhotometricParams.order
+AUGMENT_OPS = ("authors", "torchvision")  # the two semantics of the ops (module docstring)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,7 +44,7 @@ class ViewDistribution:
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # BYOL v3, App. B: aspect ratio, log-uniform
     flip_prob: float = 0.5  # BYOL v3, Table 6
     jitter_prob: float = 0.8  # BYOL v3, Table 6
-    brightness: float = 0.4  # BYOL v3, Table 6: factor uniform in [1 - 0.4, 1 + 0.4]
+    brightness: float = 0.4  # BYOL v3, Table 6; authors: delta U[-0.4, 0.4], tv: factor U[0.6, 1.4]
     contrast: float = 0.4  # BYOL v3, Table 6: factor uniform in [1 - 0.4, 1 + 0.4]
     saturation: float = 0.2  # BYOL v3, Table 6: factor uniform in [1 - 0.2, 1 + 0.2]
     hue: float = 0.1  # BYOL v3, Table 6: shift uniform in [-0.1, 0.1] of a full turn
@@ -44,6 +53,9 @@ class ViewDistribution:
     blur_sigma: tuple[float, float] = (0.1, 2.0)  # BYOL v3, App. B: sigma uniform in [0.1, 2.0]
     solarize_prob: float  # BYOL v3, Table 6: 0.0 in T, 0.2 in T'
     solarize_threshold: float = 0.5  # BYOL v3, App. B: x -> 1 - x where x >= 0.5, on [0, 1]
+    # "torchvision" here keeps the evaluation views (evaluate/transforms.py) as they were;
+    # byol_views gives pretraining the authors' ops by default (PretrainConfig.augment_ops).
+    ops: str = "torchvision"  # AUGMENT_OPS: whose crop, resize, colour ops and blur padding
 
     def __post_init__(self) -> None:
         probs = (self.flip_prob, self.jitter_prob, self.grayscale_prob)
@@ -52,12 +64,19 @@ class ViewDistribution:
             raise ValueError(f"Augmentation probabilities must lie in [0, 1]; got {probs}.")
         if not 0.0 <= self.hue <= 0.5:
             raise ValueError(f"hue must lie in [0, 0.5] (a fraction of a turn); got {self.hue}.")
+        if self.ops not in AUGMENT_OPS:
+            raise ValueError(f"ops must be one of {AUGMENT_OPS}; got {self.ops!r}.")
 
 
-def byol_views(small_images: bool = False) -> tuple[ViewDistribution, ViewDistribution]:
-    """BYOL's (T, T'): they differ only in blur and solarize probability (BYOL v3, Table 6)."""
-    view = ViewDistribution(blur_prob=1.0, solarize_prob=0.0)
-    view_prime = ViewDistribution(blur_prob=0.1, solarize_prob=0.2)
+def byol_views(
+    small_images: bool = False, ops: str = "authors"
+) -> tuple[ViewDistribution, ViewDistribution]:
+    """BYOL's (T, T'): they differ only in blur and solarize probability (BYOL v3, Table 6).
+
+    ops: "authors" (default) or "torchvision", the semantics of the ops (module docstring).
+    """
+    view = ViewDistribution(blur_prob=1.0, solarize_prob=0.0, ops=ops)
+    view_prime = ViewDistribution(blur_prob=0.1, solarize_prob=0.2, ops=ops)
     if small_images:
         # DEVIATION(small-images): for 28-32 px data (CIFAR-size) common practice, not in the paper,
         # drops the blur in both views (at that size it erases most of the content) and crops at
@@ -81,7 +100,41 @@ def draw_crop(
 ) -> tuple[int, int, int, int]:
     """Draw one random-resized-crop box (top, left, height, width) for an image of size image_hw.
 
-    torchvision's RandomResizedCrop.get_params, draw for draw, but from `generator`: up to ten tries
+    By `dist.ops`: the authors' one clipped draw (`draw_crop_authors`) or torchvision's
+    rejection loop (`draw_crop_torchvision`); BYOL v3, App. B.
+    """
+    if dist.ops == "authors":
+        return draw_crop_authors(image_hw, dist, generator)
+    return draw_crop_torchvision(image_hw, dist, generator)
+
+
+def draw_crop_authors(
+    image_hw: tuple[int, int], dist: ViewDistribution, generator: torch.Generator
+) -> tuple[int, int, int, int]:
+    """The authors' crop (deepmind-research/byol, utils/dataset.py, _decode_and_random_crop).
+
+    One draw: area ~ U(crop_scale) x image area, log ratio ~ U(log crop_ratio),
+    w = round(sqrt(area x ratio)), h = round(sqrt(area / ratio)), each clipped to the image (so a
+    crop wider than the image becomes a full-width band); then left ~ U{0..W - w}, top ~ U{0..H - h}
+    (drawn in that order).
+    """
+    height, width = image_hw
+    area = height * width
+    log_ratio = torch.log(torch.tensor(dist.crop_ratio))  # float32, as the authors' TF code
+    scale = torch.empty(1).uniform_(*dist.crop_scale, generator=generator).item()
+    log_aspect = torch.empty(1).uniform_(*log_ratio.tolist(), generator=generator)
+    aspect = torch.exp(log_aspect).item()
+    crop_w = min(max(1, int(round(math.sqrt(area * scale * aspect)))), width)
+    crop_h = min(max(1, int(round(math.sqrt(area * scale / aspect)))), height)
+    left = int(torch.randint(0, width - crop_w + 1, (1,), generator=generator))
+    top = int(torch.randint(0, height - crop_h + 1, (1,), generator=generator))
+    return top, left, crop_h, crop_w
+
+
+def draw_crop_torchvision(
+    image_hw: tuple[int, int], dist: ViewDistribution, generator: torch.Generator
+) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop.get_params, draw for draw, from `generator`: up to ten tries
     of area ~ U(crop_scale) x image area and log ratio ~ U(log crop_ratio); if none fits, the centre
     crop of the whole image with its ratio clamped into crop_ratio (BYOL v3, App. B).
     """
@@ -109,15 +162,21 @@ def draw_crop(
     return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
 
 
-def _resize_uint8(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bicubic antialiased resize of a uint8 [C, h, w] image to uint8 [3, *size], as torchvision."""
+def _resize_uint8(
+    image: torch.Tensor, size: tuple[int, int], antialias: bool = True
+) -> torch.Tensor:
+    """Bicubic resize of a uint8 [C, h, w] image to uint8 [3, *size].
+
+    antialias=True: torchvision's (PIL's) antialiased resize. antialias=False: the authors'
+    (tf.image.resize BICUBIC, no antialiasing), computed in float, clipped and rounded to uint8.
+    """
     if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] not in (1, 3):
         raise ValueError(
             f"Expected a uint8 [1 or 3, H, W] image; got {image.dtype} {tuple(image.shape)}."
         )
     resized = image.unsqueeze(0)  # [1, C, h, w]
-    bicubic = dict(mode="bicubic", align_corners=False, antialias=True)
-    if tuple(image.shape[-2:]) != size and image.device.type == "cpu":
+    bicubic = dict(mode="bicubic", align_corners=False, antialias=antialias)
+    if tuple(image.shape[-2:]) != size and image.device.type == "cpu" and antialias:
         # torch's native uint8 kernel (PIL's fixed-point resampling), what torchvision uses on CPU
         resized = F.interpolate(resized, size, **bicubic)
     elif tuple(image.shape[-2:]) != size:
@@ -127,14 +186,18 @@ def _resize_uint8(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def crop_resize(
-    image: torch.Tensor, crop: tuple[int, int, int, int], out_size: int
+    image: torch.Tensor, crop: tuple[int, int, int, int], out_size: int, antialias: bool = True
 ) -> torch.Tensor:
     """Cut `crop` (top, left, height, width) out of a uint8 [C, H, W] image; uint8 [3, out, out].
 
-    BYOL v3, App. B: bicubic resize to 224 (here out_size), antialiased; 1 channel is replicated.
+    BYOL v3, App. B: bicubic resize to 224 (here out_size); antialiased as torchvision, or not as
+    the authors' code (antialias=False); 1 channel is replicated.
     """
     top, left, height, width = crop
-    return _resize_uint8(image[:, top : top + height, left : left + width], (out_size, out_size))
+    cut = image[:, top : top + height, left : left + width]
+    # DEVIATION(resize-kernel): torch's bicubic uses a = -0.75 (TF's, the authors', a = -0.5), and
+    # the crop is rounded to uint8 (the authors keep float) so the device path copies 1/4 the bytes.
+    return _resize_uint8(cut, (out_size, out_size), antialias)
 
 
 @dataclass
@@ -148,9 +211,9 @@ class PhotometricParams:
     flip: torch.Tensor  # [B] bool
     jitter: torch.Tensor  # [B] bool
     order: torch.Tensor  # [B, 4] int64, each row a permutation of the JITTER_OPS ids 0..3
-    brightness: torch.Tensor  # [B] float, multiplicative factor
-    contrast: torch.Tensor  # [B] float, blend factor towards the image's mean grey
-    saturation: torch.Tensor  # [B] float, blend factor towards the image's grey version
+    brightness: torch.Tensor  # [B] float: authors an added delta, torchvision a factor
+    contrast: torch.Tensor  # [B] float, contrast factor (about channel means or the mean grey)
+    saturation: torch.Tensor  # [B] float, saturation factor (S in HSV, or blend with grey)
     hue: torch.Tensor  # [B] float, shift in turns
     grayscale: torch.Tensor  # [B] bool
     blur_sigma: torch.Tensor  # [B] float, 0 = no blur
@@ -176,7 +239,9 @@ def draw_photometric(
 ) -> PhotometricParams:
     """Draw each of `batch_size` images' own photometric parameters, from `generator` only.
 
-    Factor ranges follow torchvision's ColorJitter: [max(0, 1 - s), 1 + s] and [-hue, hue].
+    Ranges by `dist.ops`: authors (utils/augmentations.py) brightness delta U[-b, b], contrast
+    and saturation U[1 - s, 1 + s]; torchvision's ColorJitter factors U[max(0, 1 - s), 1 + s].
+    Hue U[-hue, hue] in both. Same draws, same order either way.
     """
 
     def coin(prob: float) -> torch.Tensor:
@@ -187,9 +252,13 @@ def draw_photometric(
 
     flip, jitter = coin(dist.flip_prob), coin(dist.jitter_prob)
     order = torch.rand(batch_size, 4, generator=generator).argsort(dim=1)  # uniform permutations
-    brightness = uniform(max(0.0, 1 - dist.brightness), 1 + dist.brightness)
-    contrast = uniform(max(0.0, 1 - dist.contrast), 1 + dist.contrast)
-    saturation = uniform(max(0.0, 1 - dist.saturation), 1 + dist.saturation)
+    authors = dist.ops == "authors"
+    low = (lambda s: 1 - s) if authors else (lambda s: max(0.0, 1 - s))
+    brightness_low = -dist.brightness if authors else max(0.0, 1 - dist.brightness)
+    brightness_high = dist.brightness if authors else 1 + dist.brightness
+    brightness = uniform(brightness_low, brightness_high)
+    contrast = uniform(low(dist.contrast), 1 + dist.contrast)
+    saturation = uniform(low(dist.saturation), 1 + dist.saturation)
     hue = uniform(-dist.hue, dist.hue)
     grayscale, blur = coin(dist.grayscale_prob), coin(dist.blur_prob)
     sigma = uniform(*dist.blur_sigma)
@@ -200,78 +269,6 @@ def draw_photometric(
     )
 
 
-def _per_image(values: torch.Tensor) -> torch.Tensor:
-    return values.view(-1, 1, 1, 1)  # [B] -> [B, 1, 1, 1], broadcasts over [B, C, H, W]
-
-
-def _luma(images: torch.Tensor) -> torch.Tensor:
-    red, green, blue = images.unbind(dim=1)
-    return (0.2989 * red + 0.587 * green + 0.114 * blue).unsqueeze(1)  # [B, 1, H, W]
-
-
-def _blend(images: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
-    ratio = _per_image(ratio)
-    return (images * ratio + other * (1.0 - ratio)).clamp(0.0, 1.0)
-
-
-def _brightness(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    return (images * _per_image(factor)).clamp(0.0, 1.0)
-
-
-def _contrast(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    return _blend(images, _luma(images).mean(dim=(1, 2, 3), keepdim=True), factor)
-
-
-def _saturation(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    return _blend(images, _luma(images), factor)
-
-
-def _hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """torchvision's adjust_hue (RGB -> HSV, shift H, -> RGB), with one shift per image."""
-    red, green, _ = images.unbind(dim=1)
-    max_c, min_c = images.amax(dim=1), images.amin(dim=1)  # [B, H, W]
-    grey = max_c == min_c  # H and S are 0 there; the where()s only avoid dividing by 0
-    ones = torch.ones_like(max_c)
-    sat = (max_c - min_c) / torch.where(grey, ones, max_c)
-    span = torch.where(grey, ones, max_c - min_c).unsqueeze(1)
-    rc, gc, bc = ((max_c.unsqueeze(1) - images) / span).unbind(dim=1)
-    h_red = (bc - gc) * (max_c == red)
-    h_green = (rc + 2.0 - bc) * ((max_c == green) & (max_c != red))
-    h_blue = (gc + 4.0 - rc) * ((max_c != green) & (max_c != red))
-    h = ((h_red + h_green + h_blue) * (1.0 / 6.0) + 1.0).fmod(1.0)
-    h = (h + shift.view(-1, 1, 1)).remainder(1.0)
-    # HSV -> RGB: pick each channel among (v, p, q, t) by the sector i of the hue circle.
-    h6 = h * 6.0
-    sector = torch.floor(h6)
-    frac = h6 - sector
-    p = ((1.0 - sat) * max_c).clamp(0.0, 1.0)
-    q = ((1.0 - sat * frac) * max_c).clamp(0.0, 1.0)
-    t = ((sat * frac + 1.0 - sat) * max_c).clamp(0.0, 1.0)
-    vpqt = torch.stack((max_c, p, q, t), dim=1)  # [B, 4, H, W]
-    select = torch.tensor([[0, 2, 1, 1, 3, 0], [3, 0, 0, 2, 1, 1], [1, 1, 3, 0, 0, 2]])
-    select = select.to(images.device)[:, sector.long().remainder(6)]  # [3, B, H, W]
-    return vpqt.gather(1, select.transpose(0, 1))
-
-
-def _gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """torchvision's gaussian_blur (its kernel, reflect padding), one sigma per image, separable."""
-    batch, channels, height, width = images.shape
-    lim = (kernel_size - 1) / (2.0 * math.sqrt(2.0))
-    grid = torch.linspace(-lim, lim, kernel_size, dtype=images.dtype, device=images.device)
-    kernel = (grid / sigma.view(-1, 1)).pow(2).neg().softmax(dim=1)  # [B, k]
-    kernel = kernel.repeat_interleave(channels, dim=0)  # [B*C, k]: one group per image channel
-    pad = kernel_size // 2
-    padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
-    padded = padded.reshape(1, batch * channels, height + 2 * pad, width + 2 * pad)
-    rows = F.conv2d(padded, kernel.view(-1, 1, 1, kernel_size), groups=batch * channels)
-    blurred = F.conv2d(rows, kernel.view(-1, 1, kernel_size, 1), groups=batch * channels)
-    return blurred.view(batch, channels, height, width)
-
-
-def _solarize(images: torch.Tensor, threshold: float) -> torch.Tensor:
-    return torch.where(images >= threshold, 1.0 - images, images)
-
-
 def _where(
     mask: torch.Tensor, images: torch.Tensor, op: Callable[[torch.Tensor], torch.Tensor]
 ) -> torch.Tensor:
@@ -279,34 +276,52 @@ def _where(
     # On CPU (the loader calls with B = 1) skip ops nobody needs; on a device, checking would sync.
     if images.device.type == "cpu" and not bool(mask.any()):
         return images
-    return torch.where(_per_image(mask), op(images), images)
+    return torch.where(ops_lib.per_image(mask), op(images), images)
 
 
 def apply_photometric(
-    images: torch.Tensor, params: PhotometricParams, solarize_threshold: float = 0.5
+    images: torch.Tensor,
+    params: PhotometricParams,
+    solarize_threshold: float = 0.5,
+    ops: str = "torchvision",
 ) -> torch.Tensor:
     """Apply each image's own flip, colour jitter, grayscale, blur and solarize; batched.
 
     images: float [B, 3, H, W] in [0, 1], square (the blur kernel scales with H); params on the same
-    device. Order as in the authors' code: flip, jitter (its four ops in each image's own order),
-    grayscale, blur, solarize (BYOL v3, App. B). Returns float [B, 3, H, W] in [0, 1].
+    device; ops: "authors" or "torchvision" (pretrain/image_ops.py). Order as in the authors' code:
+    flip, jitter (its four ops in each image's own order, each clipping to [0, 1]), grayscale,
+    blur, solarize (BYOL v3, App. B). Returns float [B, 3, H, W] in [0, 1].
     """
+    authors = ops == "authors"
     x = _where(params.flip, images, lambda batch: batch.flip(-1))
     jitter_ops = (
-        partial(_brightness, factor=params.brightness),
-        partial(_contrast, factor=params.contrast),
-        partial(_saturation, factor=params.saturation),
-        partial(_hue, shift=params.hue),
+        partial(ops_lib.brightness_add, delta=params.brightness)
+        if authors
+        else partial(ops_lib.brightness_scale, factor=params.brightness),
+        partial(
+            ops_lib.contrast_per_channel if authors else ops_lib.contrast_luma,
+            factor=params.contrast,
+        ),
+        partial(
+            ops_lib.saturation_hsv if authors else ops_lib.saturation_luma,
+            factor=params.saturation,
+        ),
+        partial(ops_lib.hue_shift, shift=params.hue),
     )
     for position in range(4):
         for op_id, op in enumerate(jitter_ops):
             x = _where(params.jitter & (params.order[:, position] == op_id), x, op)
-    x = _where(params.grayscale, x, lambda batch: _luma(batch).expand(-1, 3, -1, -1))
+    x = _where(params.grayscale, x, lambda batch: ops_lib.luma(batch).expand(-1, 3, -1, -1))
     blur = params.blur_sigma > 0
     sigma = torch.where(blur, params.blur_sigma, torch.ones_like(params.blur_sigma))  # no 0/0
-    kernel_size = blur_kernel_size(x.shape[-2])
-    x = _where(blur, x, partial(_gaussian_blur, sigma=sigma, kernel_size=kernel_size))
-    return _where(params.solarize, x, partial(_solarize, threshold=solarize_threshold))
+    blur_op = partial(
+        ops_lib.gaussian_blur,
+        sigma=sigma,
+        kernel_size=blur_kernel_size(x.shape[-2]),
+        padding="zeros" if authors else "reflect",
+    )
+    x = _where(blur, x, blur_op)
+    return _where(params.solarize, x, partial(ops_lib.solarize, threshold=solarize_threshold))
 
 
 def augment_view(
@@ -317,9 +332,10 @@ def augment_view(
     The CPU path of the data loader: draw_crop, crop_resize, then the photometric ops with B = 1.
     """
     crop = draw_crop((image.shape[-2], image.shape[-1]), dist, generator)
-    view = crop_resize(image, crop, out_size).float().div_(255.0).unsqueeze(0)  # [1, 3, out, out]
+    view = crop_resize(image, crop, out_size, antialias=dist.ops == "torchvision")
+    view = view.float().div_(255.0).unsqueeze(0)  # [1, 3, out, out]
     params = draw_photometric(dist, 1, generator)
-    return apply_photometric(view, params, dist.solarize_threshold)[0]
+    return apply_photometric(view, params, dist.solarize_threshold, dist.ops)[0]
 
 
 def eval_view(image: torch.Tensor, out_size: int, resize_ratio: float = 256 / 224) -> torch.Tensor:

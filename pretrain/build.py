@@ -126,7 +126,7 @@ def build_run(config: PretrainConfig, run_dir: Path, device: torch.device, info)
         probe_loader=probe_loader,
         schedule=schedule,
         augment_on=augment_on,
-        views=byol_views(small_images=config.small_image_augment),
+        views=byol_views(config.small_image_augment, config.augment_ops),
         stats=data_lib.dataset_stats(config.dataset),
     )
 
@@ -152,7 +152,7 @@ def build_data(config: PretrainConfig, info: dist.DistInfo, augment_on: str = "l
         )
         train_set = data_lib.SubsetDataset(train_set, indices)
     mean, std = data_lib.dataset_stats(config.dataset)
-    view_1, view_2 = byol_views(small_images=config.small_image_augment)
+    view_1, view_2 = byol_views(config.small_image_augment, config.augment_ops)
     per_rank_batch = config.batch_size // info.world_size
     if len(train_set) < config.batch_size:
         raise ValueError(

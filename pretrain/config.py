@@ -41,6 +41,13 @@ class PretrainConfig:
     small_image_augment: bool = cited(
         False, "28-32 px variant of the augmentations (no blur; see pretrain/augment.py)"
     )
+    augment_ops: str = cited(
+        "authors",
+        "augmentation semantics: authors (deepmind-research/byol: additive brightness, "
+        "per-channel contrast, HSV saturation, one clipped crop draw, resize without "
+        "antialiasing, zero-padded blur) | torchvision (transforms.v2: ColorJitter, "
+        "RandomResizedCrop, antialiased resize, reflect-padded blur); pretrain/augment.py",
+    )
     train_subset_per_class: int | None = cited(
         None, "class-balanced subset of the training set, images per class (demos; default: all)"
     )
@@ -73,7 +80,8 @@ class PretrainConfig:
     probe_lr: float = cited(
         0.1,
         "learning rate of the online linear probe (monitoring only; SGD momentum 0.9 on "
-        "detached features); not stated in the paper",
+        "detached features; the authors train it jointly with LARS: "
+        "DEVIATION(online-probe-optimiser), pretrain/online_probe.py)",
     )
     # Run
     seed: int = cited(
@@ -112,6 +120,7 @@ CHOICES = {  # fields that take one of a few words
     "precision": ("fp32", "bf16"),
     "compile": ("auto", "on", "off"),
     "augment_on": ("auto", "loader", "device"),
+    "augment_ops": ("authors", "torchvision"),
 }
 
 

@@ -3,7 +3,10 @@
 BYOL v3, Sec. 3.2 and App. A: after each optimiser step, xi <- tau xi + (1 - tau) theta, with
 tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2, k the current step and K the total steps,
 tau_base = 0.996 (0.9995 for batch 512, App. G). tau rises from tau_base at k = 0 to 1 at k = K.
-Buffers (BN running statistics) are copied from the online network, as in the authors' code.
+Buffers (BN running statistics) are copied from the online network. The authors' target keeps its
+own BN statistics (deepmind-research/byol, byol_experiment.py: the target's forward pass updates
+its own network state): see DEVIATION(target-bn) in `update_target`. The running statistics are
+used only by eval-mode forwards; both networks normalise training batches with batch statistics.
 """
 
 import math
@@ -30,4 +33,7 @@ def update_target(online: nn.Module, target: nn.Module, tau: float) -> None:
     if len(target_params) != len(online_params):
         raise ValueError("online and target networks differ in structure")
     torch._foreach_lerp_(target_params, online_params, 1.0 - tau)
+    # DEVIATION(target-bn): the target's BN running statistics are the online network's (copied),
+    # where the authors' target accumulates its own from its forward passes; the training step
+    # (batch statistics) is the same, only eval-mode use of the target's statistics differs.
     torch._foreach_copy_(list(target.buffers()), list(online.buffers()))

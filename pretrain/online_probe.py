@@ -4,7 +4,11 @@ As in the authors' code, a linear classifier is trained during pretraining on th
 representation of the online encoder, so its accuracy tracks representation quality without a
 separate evaluation job. It never sends a gradient into the encoder, so it does not change BYOL.
 It is NOT the linear-evaluation protocol (see evaluate/linear.py): its inputs are augmented views
-and the encoder moves under it. Its optimiser (SGD, momentum 0.9) is our choice (not stated).
+and the encoder moves under it.
+
+The authors (deepmind-research/byol, byol_experiment.py) train the classifier jointly with the
+network: its cross-entropy is added to the BYOL loss and LARS (the network's optimiser and learning
+rate schedule) updates both. Ours has its own optimiser: see DEVIATION(online-probe-optimiser).
 """
 
 import torch
@@ -16,6 +20,8 @@ from tqdm import tqdm
 def build_probe(feature_dim: int, num_classes: int, lr: float) -> tuple[nn.Linear, torch.optim.SGD]:
     """The probe head and its optimiser."""
     probe = nn.Linear(feature_dim, num_classes)
+    # DEVIATION(online-probe-optimiser): SGD (momentum 0.9, constant lr) of its own, not the
+    # authors' joint LARS step; it only monitors, so BYOL's updates are unchanged either way.
     optimizer = torch.optim.SGD(probe.parameters(), lr=lr, momentum=0.9)
     return probe, optimizer
 

@@ -12,6 +12,7 @@ Two places can finish BYOL's views (BYOL v3, App. B, Table 6), chosen by `augmen
 Both paths draw the same numbers in the same order from the generator seeded with
 `sample_seed(seed, epoch, index)` (crop of view 1, its photometric parameters, crop of view 2, its
 parameters), so they produce the same views up to float rounding, and exact resume holds either way.
+Both implement both semantics of the ops (`ViewDistribution.ops`: "authors" or "torchvision").
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ class TwoCrops(Dataset):
 
     def _crop(self, image: torch.Tensor, dist: ViewDistribution, generator: torch.Generator):
         box = draw_crop((image.shape[-2], image.shape[-1]), dist, generator)
-        crop = crop_resize(image, box, self.out_size)  # uint8 [3, out, out]
+        crop = crop_resize(image, box, self.out_size, antialias=dist.ops == "torchvision")
         params = draw_photometric(dist, 1, generator)  # after the crop, as in augment_view
         return crop, {f.name: getattr(params, f.name)[0] for f in dataclasses.fields(params)}
 
@@ -130,7 +131,8 @@ def finish_on_device(
         on_device = PhotometricParams(
             **{name: value.to(device, non_blocking=True) for name, value in params.items()}
         )
-        view = normalize(apply_photometric(images, on_device, dist.solarize_threshold), mean, std)
+        view = apply_photometric(images, on_device, dist.solarize_threshold, dist.ops)
+        view = normalize(view, mean, std)
         finished.append(view.contiguous(memory_format=memory_format))
     return finished[0], finished[1], labels.to(device, non_blocking=True)
 

@@ -46,7 +46,7 @@ EVALS = {  # name -> (module, extra flags)
     "semisup1": ("evaluate.semisup", ("--fraction", "1")),
     "semisup10": ("evaluate.semisup", ("--fraction", "10")),
 }
-# --fast: linear's cached-centercrop/1 protocol; semisup's demo grid (demo-{1,10}pct/1); kNN has
+# --fast: linear's cached-centercrop/2 protocol; semisup's demo grid (demo-{1,10}pct/1); kNN has
 # no cheaper variant (and refuses --fast)
 FAST_EVALS = ("linear", "semisup1", "semisup10")
 
@@ -55,8 +55,8 @@ FAST_EVALS = ("linear", "semisup1", "semisup10")
 class PipelineConfig:
     """pretrain -> evaluations (export and baseline) -> tables + report; see the module docstring.
 
-    `fast` runs the linear probe as protocol cached-centercrop/1 (features cached once; minutes on
-    a CPU) instead of byol-paper/1 (80 epochs of augmented views through the encoder), and the
+    `fast` runs the linear probe as protocol cached-centercrop/2 (features cached once; minutes on
+    a CPU) instead of byol-paper/2 (80 epochs of augmented views through the encoder), and the
     semi-supervised fine-tunes on the demo grid (demo-{1,10}pct/1) instead of the paper's ten cells.
     """
 

@@ -10,7 +10,9 @@ A number the sources do not agree on is kept but marked: `config["unconfirmed"]`
 to the reason, and tables print it with a dagger and the reason as a footnote.
 
 Protocol names (what our evaluation CLIs write in `task.protocol` for the same measurement):
-    linear        byol-paper/1            App. C.1 (evaluate/linear.py, PAPER_PROTOCOL)
+    linear        byol-paper/1, byol-paper/2  App. C.1 (evaluate/linear.py, PAPER_PROTOCOL): two
+                  readings of the paper's LR grid; Table 1's numbers are the paper's protocol, so
+                  they are the reference of each (LINEAR_PROTOCOLS; docs/protocols.md)
     semisup       byol-paper-1pct/1, byol-paper-10pct/1 (App. C.1, SimCLR's subsets),
                   byol-paper-100pct/1 (Table 8: fine-tuning on all labels)
     transfer-cls  byol-paper-logreg/1 (App. D.2), byol-paper-finetune/1 (App. D.3)
@@ -21,10 +23,15 @@ Table 4's depth estimation (NYU v2) has no record family yet and is not listed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from results.record import CheckpointRef, Provenance, Record, Task, validate
 
 PAPER = "Grill et al. 2020, BYOL v3 (arXiv 2006.07733)"
 PAPER_DATE = "2020-09-10T00:00:00Z"  # arXiv v3
+# Our two readings of App. C.1's linear protocol (they differ in the LR grid only); Table 1's
+# numbers are the reference of both, each reading in its own column (results/tables.py).
+LINEAR_PROTOCOLS = ("byol-paper/1", "byol-paper/2")
 SEMISUP_PROTOCOLS = {1: "byol-paper-1pct/1", 10: "byol-paper-10pct/1", 100: "byol-paper-100pct/1"}
 TRANSFER_PROTOCOLS = {"linear": "byol-paper-logreg/1", "finetune": "byol-paper-finetune/1"}
 DETECTION_PROTOCOL = "byol-paper-frcnn-c4/1"
@@ -106,12 +113,16 @@ def _record(table: str, method: str, arch: str, task: Task, metrics: dict) -> Re
     )
 
 
-def published_records() -> list[Record]:
-    """Every number of docs/protocols.md "Published numbers" (bar depth) as a record."""
+def published_records(linear_protocols: Sequence[str] = LINEAR_PROTOCOLS[:1]) -> list[Record]:
+    """Every number of docs/protocols.md "Published numbers" (bar depth) as a record.
+
+    Table 1's linear numbers come once per name in `linear_protocols` (default: byol-paper/1).
+    """
     records = []
-    for arch, (top1, top5) in _LINEAR.items():
-        task = Task("linear", "imagenet", "val", "byol-paper/1")
-        records.append(_record("Table 1", "byol", arch, task, {"top1": top1, "top5": top5}))
+    for protocol in linear_protocols:
+        for arch, (top1, top5) in _LINEAR.items():
+            task = Task("linear", "imagenet", "val", protocol)
+            records.append(_record("Table 1", "byol", arch, task, {"top1": top1, "top5": top5}))
     for fraction, by_arch in _SEMISUP.items():
         table = "Table 8" if fraction == 100 else "Table 2"
         for arch, (top1, top5) in by_arch.items():

@@ -9,8 +9,10 @@ visible) -> one pandas pivot per table -> results/render.py (md, LaTeX, CSV, HTM
 numbers (results/published.py) are added to whatever the directory holds.
 
 Rules the tables keep: a column holds exactly one `task.protocol` (the protocol is in its header, or
-the table is one protocol); the cached-feature probe (cached-centercrop/1) never lands in a
-byol-paper/1 column, nor MoCo's detectron2 detection in the paper's. A delta is ours minus the
+the table is one protocol); the cached-feature probe (cached-centercrop/*) never lands in a
+byol-paper/* column, a byol-paper/1 record never in a byol-paper/2 column (two readings of the
+paper's LR grid, each compared with Table 1's numbers), nor MoCo's detectron2 detection in the
+paper's. Fine-tune columns go in label-fraction order (1%, 10%, 100%). A delta is ours minus the
 paper's row of the same method and architecture in the same column. A table is printed when it
 holds at least one of our records (not only published numbers).
 """
@@ -28,7 +30,7 @@ import pandas as pd
 from results import render
 from results.errors import ByolBenchError
 from results.frame import records_frame
-from results.published import TRANSFER_METRICS, published_records
+from results.published import LINEAR_PROTOCOLS, TRANSFER_METRICS, published_records
 from results.record import METRICS, Record, read_records
 
 FORMATS = {"md": "md", "latex": "tex", "csv": "csv"}
@@ -46,7 +48,9 @@ METRIC_NAMES = {
 
 
 # The paper's protocols in its order (1%, 10%, 100% labels, ...); ours sort after them.
-PAPER_PROTOCOLS = list(dict.fromkeys(record.task.protocol for record in published_records()))
+PAPER_PROTOCOLS = list(
+    dict.fromkeys(record.task.protocol for record in published_records(LINEAR_PROTOCOLS))
+)
 
 
 class ProtocolMixError(ByolBenchError, ValueError):
@@ -156,9 +160,16 @@ def _column_order(spec: TableSpec, key: dict) -> tuple:
         datasets.index(dataset) if dataset in datasets else len(datasets),
         dataset,
         PAPER_PROTOCOLS.index(protocol) if protocol in PAPER_PROTOCOLS else len(PAPER_PROTOCOLS),
+        _label_fraction(protocol),  # fine-tunes in fraction order: 1% before 10%
         protocol,
         metric_names.index(key["metric"]) if key["metric"] in metric_names else len(metric_names),
     )
+
+
+def _label_fraction(protocol: str) -> float:
+    """The percentage of labels a semisup protocol names (`demo-10pct/1`: 10); others: inf."""
+    match = re.search(r"-(\d+(?:\.\d+)?)pct/", protocol)
+    return float(match.group(1)) if match else float("inf")
 
 
 def build_table(spec: TableSpec, frame: pd.DataFrame, group: dict) -> Table:
@@ -217,7 +228,10 @@ def slug(text: str) -> str:
 
 def build_tables(records: list[Record], specs: tuple[TableSpec, ...] = SPECS) -> list[Table]:
     """Every table of `specs` that holds at least one of our (non-published) records."""
-    frame = records_frame([*records, *published_records()])
+    ours = {record.task.protocol for record in records}
+    # Table 1's numbers join each reading of the linear protocol that our records use (/1 always)
+    readings = [p for p in LINEAR_PROTOCOLS if p == LINEAR_PROTOCOLS[0] or p in ours]
+    frame = records_frame([*records, *published_records(readings)])
     tables = []
     for spec in specs:
         part = frame[frame["family"].isin(spec.families)]

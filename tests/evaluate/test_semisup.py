@@ -252,3 +252,28 @@ def test_a_diverged_cell_records_its_step_and_keeps_its_last_good_checkpoint(tmp
     assert finished["heldout_top1"] is not None and finished["diverged_at_step"] is None
     kept = load_checkpoint(tmp_path / "cells" / "lr0.1-ep2" / "checkpoints" / "last.pt")
     assert kept["step"] == 4
+
+
+def test_the_held_out_winner_is_chosen_when_held_out_and_test_disagree(tmp_path, monkeypatch):
+    """Selection does not depend on luck: the cells' held-out and test rankings are forced to
+    disagree, and the record holds the held-out winner (0.4) with its own test score."""
+    heldout = {0.1: 30.0, 0.4: 70.0, 1.0: 50.0}  # held-out winner: 0.4
+    test = {0.1: 90.0, 0.4: 20.0, 1.0: 60.0}  # test winner: 0.1
+
+    def fake_cell(cell, setup, cell_dir):
+        top1 = heldout[cell.lr]
+        scores = {"heldout_top1": top1, "heldout_top5": top1, "steps": 4, "diverged_at_step": None}
+        return {"lr": cell.lr, "epochs": cell.epochs, **scores}
+
+    monkeypatch.setattr(semisup, "run_cell", fake_cell)
+    monkeypatch.setattr(semisup, "trained_classifier", lambda cell, setup, cell_dir: cell.lr)
+    monkeypatch.setattr(
+        semisup, "evaluate_classifier", lambda lr, *_: {"top1": test[lr], "top5": test[lr]}
+    )
+    grid = ("--lrs", "0.1", "0.4", "1.0", "--epochs", "1")
+    records = tmp_path / "records"
+    semisup.main(["--ckpt", "random:resnet18", *SMALL, *grid, "--records", str(records)])
+    (record,) = read_records(records)
+    assert record.selection["lr"] == 0.4
+    assert record.metrics == {"top1": 20.0, "top5": 20.0}
+    assert [c["heldout_top1"] for c in record.selection["candidates"]] == [30.0, 70.0, 50.0]

@@ -1,4 +1,5 @@
-"""Protocol tests for pretrain/augment.py: BYOL v3, App. B, Table 6, checked against torchvision."""
+"""Protocol tests for pretrain/augment.py: BYOL v3, App. B, Table 6; the "torchvision" ops checked
+against torchvision (the "authors" ops: tests/pretrain/test_augment_authors.py)."""
 
 import dataclasses
 import math
@@ -80,14 +81,14 @@ def _reference(image: torch.Tensor, params: PhotometricParams, i: int) -> torch.
 
 
 def test_byol_views_follow_table_6():
-    view, view_prime = byol_views()
+    view, view_prime = byol_views(ops="torchvision")
     for dist in (view, view_prime):
         assert (dist.crop_scale, dist.crop_ratio) == ((0.08, 1.0), (3 / 4, 4 / 3))
         assert (dist.brightness, dist.contrast, dist.saturation, dist.hue) == (0.4, 0.4, 0.2, 0.1)
         assert (dist.blur_sigma, dist.solarize_threshold) == ((0.1, 2.0), 0.5)
     for name, probs in TABLE_6.items():
         assert (getattr(view, f"{name}_prob"), getattr(view_prime, f"{name}_prob")) == probs
-    small, small_prime = byol_views(small_images=True)
+    small, small_prime = byol_views(small_images=True, ops="torchvision")
     assert small.blur_prob == small_prime.blur_prob == 0.0
     assert small.crop_scale == small_prime.crop_scale == (0.2, 1.0)
     assert small_prime.solarize_prob == 0.2
@@ -97,7 +98,7 @@ def test_byol_views_follow_table_6():
 
 @pytest.mark.parametrize("view_index", [0, 1])
 def test_draw_frequencies_match_table_6(view_index):
-    dist, n = byol_views()[view_index], 4000
+    dist, n = byol_views(ops="torchvision")[view_index], 4000
     params = draw_photometric(dist, n, _gen(view_index))
     observed = {
         "flip": params.flip,
@@ -121,7 +122,7 @@ def test_draw_frequencies_match_table_6(view_index):
 
 
 def test_every_image_draws_its_own_parameters():
-    view, _ = byol_views()
+    view, _ = byol_views(ops="torchvision")
     params = draw_photometric(view, 2, _gen(0))
     for name in ("brightness", "contrast", "saturation", "hue"):
         assert getattr(params, name)[0] != getattr(params, name)[1], name
@@ -131,7 +132,7 @@ def test_every_image_draws_its_own_parameters():
 
 
 def test_same_seed_reproduces_and_other_seed_differs():
-    view, view_prime = byol_views()
+    view, view_prime = byol_views(ops="torchvision")
     first, again, other = (draw_photometric(view_prime, 16, _gen(s)) for s in (7, 7, 8))
     for field in dataclasses.fields(PhotometricParams):
         assert torch.equal(getattr(first, field.name), getattr(again, field.name)), field.name
@@ -147,7 +148,7 @@ def test_same_seed_reproduces_and_other_seed_differs():
 
 
 def test_drawing_leaves_the_global_rng_alone():
-    view, _ = byol_views()
+    view, _ = byol_views(ops="torchvision")
     torch.manual_seed(0)
     before = torch.get_rng_state()
     draw_photometric(view, 8, _gen(1))
@@ -158,7 +159,7 @@ def test_drawing_leaves_the_global_rng_alone():
 
 @pytest.mark.parametrize("image_hw", [(224, 224), (375, 500), (500, 375), (10, 400)])
 def test_draw_crop_matches_torchvision_draw_for_draw(image_hw):
-    view, _ = byol_views()
+    view, _ = byol_views(ops="torchvision")
     reference = T.RandomResizedCrop(224, scale=view.crop_scale, ratio=view.crop_ratio)
     image = torch.empty(3, *image_hw)
     for seed in range(30):
@@ -169,7 +170,7 @@ def test_draw_crop_matches_torchvision_draw_for_draw(image_hw):
 
 
 def test_draw_crop_area_and_ratio_in_range():
-    view, _ = byol_views()
+    view, _ = byol_views(ops="torchvision")
     generator = _gen(0)
     for height, width in ((224, 224), (375, 500)):
         for _ in range(1000):
@@ -184,7 +185,7 @@ def test_draw_crop_area_and_ratio_in_range():
 
 
 def test_draw_crop_fallback_is_a_ratio_clamped_centre_crop():
-    view, _ = byol_views()
+    view, _ = byol_views(ops="torchvision")
     # no crop of 8% of a 10x400 strip with ratio <= 4/3 fits in 10 rows: always the fallback
     assert draw_crop((10, 400), view, _gen(0)) == (0, (400 - 13) // 2, 10, 13)
     assert draw_crop((400, 10), view, _gen(0)) == ((400 - 13) // 2, 0, 13, 10)
@@ -239,7 +240,7 @@ def test_grayscale_blur_solarize_flip_match_torchvision_per_image():
 
 def test_full_pipeline_matches_torchvision_and_batch_equals_one_by_one():
     images = torch.rand(8, 3, 48, 48, generator=_gen(3))
-    _, view_prime = byol_views()
+    _, view_prime = byol_views(ops="torchvision")
     forced = dataclasses.replace(view_prime, jitter_prob=1.0, blur_prob=0.5, solarize_prob=0.5)
     params = draw_photometric(forced, 8, _gen(4))
     for flags in (params.flip, params.grayscale, params.blur_sigma > 0, params.solarize):
@@ -255,7 +256,7 @@ def test_full_pipeline_matches_torchvision_and_batch_equals_one_by_one():
 
 
 def test_jitter_order_is_a_random_permutation_per_image_and_matters():
-    view, _ = byol_views()
+    view, _ = byol_views(ops="torchvision")
     order = draw_photometric(view, 1000, _gen(5)).order
     assert order.dtype == torch.int64 and order.shape == (1000, 4)
     assert torch.equal(order.sort(dim=1).values, torch.arange(4).expand(1000, 4))
@@ -277,7 +278,7 @@ def test_jitter_order_is_a_random_permutation_per_image_and_matters():
 
 
 def test_params_cat_and_to():
-    view, _ = byol_views()
+    view, _ = byol_views(ops="torchvision")
     singles = [draw_photometric(view, 1, _gen(s)) for s in range(3)]
     batch = PhotometricParams.cat(singles)
     assert len(batch) == 3 and batch.order.shape == (3, 4)
@@ -298,7 +299,7 @@ def test_blur_kernel_size_scales_with_image_size():
 )
 def test_augment_view_shape_dtype_range(shape, out_size, small):
     image = torch.randint(0, 256, shape, dtype=torch.uint8, generator=_gen(8))
-    for dist in byol_views(small_images=small):
+    for dist in byol_views(small_images=small, ops="torchvision"):
         view = augment_view(image, dist, out_size, _gen(9))
         assert view.shape == (3, out_size, out_size) and view.dtype == torch.float32
         assert view.min() >= 0.0 and view.max() <= 1.0
@@ -326,7 +327,7 @@ def test_normalize_single_and_batched():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_apply_photometric_on_cuda_matches_cpu():
-    _, view_prime = byol_views()
+    _, view_prime = byol_views(ops="torchvision")
     images = torch.rand(16, 3, 64, 64, generator=_gen(11))
     params = draw_photometric(view_prime, 16, _gen(12))
     on_cpu = apply_photometric(images, params)

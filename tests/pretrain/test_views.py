@@ -17,11 +17,13 @@ from pretrain.views import TwoCrops, TwoViews, build_pretrain_loader, finish_on_
 MEAN, STD = dataset_stats("imagenet")
 
 
+@pytest.mark.parametrize("ops", ["authors", "torchvision"])
 @pytest.mark.parametrize("small_images", [False, True])
-def test_device_path_draws_the_views_of_the_loader_path(small_images):
-    # Full T / T' (blur, solarize) at 40 px and the small-image variant; 48 samples, 2 epochs.
+def test_device_path_draws_the_views_of_the_loader_path(small_images, ops):
+    # Full T / T' (blur, solarize) at 40 px and the small-image variant; 48 samples, 2 epochs;
+    # both semantics of the ops (pretrain/augment.py).
     dataset = SyntheticDataset(num_images=24, image_size=56, num_classes=3, seed=1)
-    views = byol_views(small_images=small_images)
+    views = byol_views(small_images=small_images, ops=ops)
     two_views = TwoViews(dataset, *views, 40, 7, MEAN, STD)
     two_crops = TwoCrops(dataset, *views, 40, 7)
     keys = [(epoch, index) for epoch in (0, 1) for index in range(len(dataset))]

@@ -152,7 +152,7 @@ def test_pipeline_end_to_end_tiny(tmp_path, monkeypatch):
     random_row = r"\| random init \| ResNet-18 \| 11M \| 0 \| random-init resnet18 \| \w{8} \| \d"
     assert re.search(random_row, fine_tune)
     assert {r.status for r in evals} == {"complete"}
-    assert {r.task.protocol for r in evals if r.task.family == "linear"} == {"cached-centercrop/1"}
+    assert {r.task.protocol for r in evals if r.task.family == "linear"} == {"cached-centercrop/2"}
     table = out[out.index("### Frozen features, linear probe and kNN: synthetic (test)") :]
     assert re.search(r"\| BYOL \| ResNet-18 \| 11M \| [0-9.]+ \| tiny \| [0-9a-f]{8} \| \d", table)
     assert re.search(r"\| random init \| ResNet-18 \| 11M \| 0 \| random-init resnet18 \|", table)

@@ -9,10 +9,12 @@ import pandas as pd
 import pytest
 
 from results import render, tables
-from results.frame import select_latest
-from results.record import RecordError, write_record
+from results.frame import records_frame, select_latest
+from results.published import LINEAR_PROTOCOLS, published_records
+from results.record import RecordError, Task, write_record
 from results.tables import ProtocolMixError, TableSpec, build_table, build_tables
 from tests.results.fixed import DEMO, R50, R50X2, RANDOM_R18, fixed_records
+from tests.results.fixed import record as make_record
 
 GOLDEN = Path(__file__).parent / "golden"
 EXPECTED_IDS = [
@@ -152,3 +154,46 @@ def test_cli_explains_empty_or_missing_records_dir(tmp_path):
         tables.main(["--records", str(tmp_path / "nope")])
     with pytest.raises(SystemExit, match="no evaluation records"):
         tables.main(["--records", str(tmp_path)])
+
+
+def test_paper_v1_and_v2_records_land_in_separate_columns_each_against_table_1():
+    """byol-paper/1 (old records) and byol-paper/2 never share a column; Table 1's number is the
+    reference of both readings, so each column gets its own delta."""
+    v2 = Task("linear", "imagenet", "val", "byol-paper/2")
+    ours = [*fixed_records(), make_record("16:00:00", R50, v2, {"top1": 74.5, "top5": 91.7})]
+    table = {t.id: t for t in build_tables(ours)}["linear-imagenet-val"]
+    v1_top1, v2_top1 = "linear top-1 [byol-paper/1]", "linear top-1 [byol-paper/2]"
+    assert table.headers.index(v1_top1) < table.headers.index(v2_top1)
+    assert table.values.at[R50, v1_top1] == 74.1 and table.values.at[R50, v2_top1] == 74.5
+    assert table.deltas.at[R50, v1_top1] == pytest.approx(74.1 - 74.3)
+    assert table.deltas.at[R50, v2_top1] == pytest.approx(74.5 - 74.3)
+    assert table.status.at[R50X2, v2_top1] == "missing"  # its /1 failure stays in the /1 column
+    frame = records_frame([*ours, *published_records(LINEAR_PROTOCOLS)])
+    frame = frame[(frame["family"] == "linear") & (frame["dataset"] == "imagenet")]
+    careless = TableSpec("careless", "linear", ("linear",), ("family", "metric"), ("dataset",))
+    paper_only = frame[frame["protocol"].str.startswith("byol-paper/")]
+    with pytest.raises(ProtocolMixError, match="byol-paper/1.*byol-paper/2"):
+        build_table(careless, paper_only, {"dataset": "imagenet"})
+
+
+def test_fine_tune_columns_go_in_label_fraction_order():
+    """Golden: demo-1pct/1 before demo-10pct/1 (a string sort puts 10pct first)."""
+    demo = dict(label="demo", arch="resnet18", epochs=4)
+    ten = Task("semisup", "fmnist", "test", "demo-10pct/1")
+    one = Task("semisup", "fmnist", "test", "demo-1pct/1")
+    ours = [
+        make_record("17:00:00", DEMO, ten, {"top1": 80.5, "top5": 99.0}, **demo),
+        make_record("17:01:00", DEMO, one, {"top1": 62.6, "top5": 95.0}, **demo),
+    ]
+    (table,) = build_tables(ours)
+    assert table.headers == [
+        "top-1 [demo-1pct/1]",
+        "top-5 [demo-1pct/1]",
+        "top-1 [demo-10pct/1]",
+        "top-5 [demo-10pct/1]",
+    ]
+    text = render.to_markdown(table)
+    path = GOLDEN / "semisup-fmnist-test.md"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text, encoding="utf-8")
+    assert text == path.read_text(encoding="utf-8")
