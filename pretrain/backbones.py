@@ -218,3 +218,23 @@ def build_backbone(
 def count_parameters(module: nn.Module) -> int:
     """Number of parameters (trainable or not; buffers such as BN statistics excluded)."""
     return sum(p.numel() for p in module.parameters())
+
+
+def external_engine_problem(metadata: dict) -> str | None:
+    """Why an external engine's ResNet (detectron2's, mmseg's: symmetric padding, the standard
+    stem) would silently compute other features from these weights, or None if it would not.
+
+    The authors' BYOL release needs TF "SAME" padding and solo-learn's CIFAR runs a stem padded
+    by 2 (evaluate/importers/): only our own encoder reproduces them.
+    """
+    if metadata.get("padding", "torchvision") != "torchvision":
+        return (
+            f"these weights expect {metadata['padding']} padding (the authors' release), which "
+            "detectron2's and mmseg's ResNets do not have; evaluate them with --engine torchvision"
+        )
+    if metadata.get("stem_padding") is not None:
+        return (
+            f"these weights expect a stem padded by {metadata['stem_padding']}, which detectron2's "
+            "and mmseg's ResNets do not have; evaluate them with --engine torchvision"
+        )
+    return None

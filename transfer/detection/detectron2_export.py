@@ -28,6 +28,8 @@ import torch
 from evaluate import harness
 from evaluate.features import load_encoder
 from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
+from pretrain.backbones import external_engine_problem
+from pretrain.checkpoint import CheckpointError
 from transfer.detection.protocols import moco_detectron2_c4_24k
 
 AUTHOR = "byol-bench"
@@ -149,6 +151,9 @@ def export(ckpt: str, out_dir: str | Path | None = None, arch: str | None = None
     """Write the .pkl (always) and the YAML (if `yaml_unsupported` is None); returns
     (pkl path, yaml path or the reason there is none)."""
     encoder, metadata = load_encoder(ckpt, arch)
+    problem = external_engine_problem(metadata)
+    if problem:
+        raise CheckpointError(problem)
     state_dict = encoder.state_dict()
     stem = Path(ckpt).stem
     directory = Path(out_dir) if out_dir else Path(ckpt).resolve().parent

@@ -27,6 +27,7 @@ import torch
 
 from evaluate import harness
 from evaluate.features import load_encoder
+from pretrain.backbones import external_engine_problem
 from pretrain.checkpoint import CheckpointError
 from pretrain.data import dataset_stats
 from results.atomic import write_atomic
@@ -108,6 +109,9 @@ def export_encoder(
     settings: SegmentationProtocol = PROTOCOLS[protocol]()
     if gpus < 1 or settings.batch_size % gpus:
         raise harness.InputError(f"--nproc must divide the protocol's batch {settings.batch_size}")
+    problem = external_engine_problem(metadata)
+    if problem:
+        raise CheckpointError(problem)
     if metadata["arch"] not in MMSEG_DEPTHS or metadata.get("cifar_stem"):
         stem = " (CIFAR stem)" if metadata.get("cifar_stem") else ""
         raise CheckpointError(

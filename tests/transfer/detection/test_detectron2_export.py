@@ -138,3 +138,20 @@ def test_export_command_line(r50_export, tmp_path, capsys):
     with pytest.raises(SystemExit) as missing:
         export.main(["detectron2", "--ckpt", str(tmp_path / "nope.pt")])
     assert "nope.pt does not exist" in str(missing.value.code)
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [({"padding": "tf-same"}, "tf-same padding"), ({"stem_padding": 2}, "stem padded by 2")],
+)
+def test_weights_that_need_our_padding_are_refused_by_both_engine_exports(tmp_path, extra, words):
+    """The authors' release (TF SAME) and solo-learn's CIFAR stem: detectron2's and mmseg's
+    ResNets would compute other features from them, so neither export writes anything."""
+    encoder, _ = build_backbone("resnet50")
+    metadata = {"label": "imported", "arch": "resnet50", "cifar_stem": False, **extra}
+    path = export_backbone(tmp_path, encoder.state_dict(), metadata)
+    for engine in ("detectron2", "mmseg"):
+        with pytest.raises(SystemExit) as refused:
+            export.main([engine, "--ckpt", str(path), "--out", str(tmp_path / engine)])
+        assert str(refused.value.code).startswith("error: ") and words in str(refused.value.code)
+        assert not (tmp_path / engine).exists() or not any((tmp_path / engine).iterdir())
