@@ -25,28 +25,13 @@ from pretrain.augment import (
 )
 from pretrain.config import PretrainConfig
 from pretrain.identity import identity_differences
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+from tests.pretrain.test_augment import _gen
+from tests.pretrain.test_augment import _params as torchvision_identity
 
 
 def _params(batch: int, **overrides: torch.Tensor) -> PhotometricParams:
-    """Authors' identity parameters (delta 0, factors 1), jitter on in fixed order, overrides."""
-    false = torch.zeros(batch, dtype=torch.bool)
-    fields = dict(
-        flip=false,
-        jitter=~false,
-        order=torch.arange(4).repeat(batch, 1),
-        brightness=torch.zeros(batch),
-        contrast=torch.ones(batch),
-        saturation=torch.ones(batch),
-        hue=torch.zeros(batch),
-        grayscale=false,
-        blur_sigma=torch.zeros(batch),
-        solarize=false,
-    )
-    return PhotometricParams(**(fields | overrides))
+    """Authors' identity parameters (brightness delta 0, factors 1), jitter on, then overrides."""
+    return torchvision_identity(batch, **({"brightness": torch.zeros(batch)} | overrides))
 
 
 def test_byol_views_default_to_the_authors_ops_and_config_records_them():
