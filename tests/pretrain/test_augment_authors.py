@@ -12,17 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from pretrain.augment import (
-    PhotometricParams,
-    ViewDistribution,
-    apply_photometric,
-    augment_view,
-    blur_kernel_size,
-    byol_views,
-    crop_resize,
-    draw_crop,
-    draw_photometric,
-)
+from pretrain import augment
+from pretrain.augment import PhotometricParams
 from pretrain.config import PretrainConfig
 from pretrain.identity import identity_differences
 from tests.pretrain.test_augment import _gen
@@ -35,8 +26,8 @@ def _params(batch: int, **overrides: torch.Tensor) -> PhotometricParams:
 
 
 def test_byol_views_default_to_the_authors_ops_and_config_records_them():
-    assert all(view.ops == "authors" for view in byol_views())
-    assert all(view.ops == "torchvision" for view in byol_views(ops="torchvision"))
+    assert all(view.ops == "authors" for view in augment.byol_views())
+    assert all(view.ops == "torchvision" for view in augment.byol_views(ops="torchvision"))
     assert PretrainConfig().augment_ops == "authors"
     saved = dataclasses.asdict(PretrainConfig(augment_ops="torchvision"))
     # part of the run's identity: a run dir made with the other semantics is refused on resume
@@ -48,7 +39,7 @@ def test_byol_views_default_to_the_authors_ops_and_config_records_them():
 def test_brightness_adds_a_delta_and_clips():
     images = torch.rand(3, 3, 8, 8, generator=_gen(1))
     delta = torch.tensor([-0.4, 0.1, 0.4])
-    out = apply_photometric(images, _params(3, brightness=delta), ops="authors")
+    out = augment.apply_photometric(images, _params(3, brightness=delta), ops="authors")
     for i in range(3):
         expected = torch.clamp(images[i] + float(delta[i]), 0.0, 1.0)
         torch.testing.assert_close(out[i], expected, atol=1e-6, rtol=0)
@@ -58,7 +49,7 @@ def test_contrast_scales_each_channel_about_its_own_mean():
     images = torch.rand(2, 3, 8, 8, generator=_gen(2))
     images[:, 0] *= 0.3  # channel means that differ a lot
     factor = torch.tensor([0.6, 1.4])
-    out = apply_photometric(images, _params(2, contrast=factor), ops="authors")
+    out = augment.apply_photometric(images, _params(2, contrast=factor), ops="authors")
     for i in range(2):
         for c in range(3):
             channel = images[i, c]
@@ -70,7 +61,7 @@ def test_contrast_scales_each_channel_about_its_own_mean():
 def test_saturation_scales_s_in_hsv_and_clips_it():
     images = torch.rand(2, 3, 5, 5, generator=_gen(3))
     factor = torch.tensor([0.8, 1.2])
-    out = apply_photometric(images, _params(2, saturation=factor), ops="authors")
+    out = augment.apply_photometric(images, _params(2, saturation=factor), ops="authors")
     for i in range(2):
         for y in range(5):
             for x in range(5):
@@ -85,7 +76,7 @@ def test_each_jitter_op_clips_before_the_next():
     image[..., :2] = 0.1
     order = torch.tensor([[0, 1, 2, 3]])
     params = _params(1, order=order, brightness=torch.tensor([0.4]), contrast=torch.tensor([0.6]))
-    out = apply_photometric(image, params, ops="authors")
+    out = augment.apply_photometric(image, params, ops="authors")
     bright = torch.clamp(image + 0.4, 0.0, 1.0)  # 0.5 and 1.0 (clipped from 1.2)
     mean = bright.mean(dim=(2, 3), keepdim=True)  # 0.75
     torch.testing.assert_close(out, torch.clamp(0.6 * (bright - mean) + mean, 0, 1))
@@ -94,8 +85,10 @@ def test_each_jitter_op_clips_before_the_next():
 def test_blur_pads_with_zeros():
     image = torch.ones(1, 3, 9, 9)
     sigma = 1.5
-    out = apply_photometric(image, _params(1, blur_sigma=torch.tensor([sigma])), ops="authors")
-    size = blur_kernel_size(9)
+    out = augment.apply_photometric(
+        image, _params(1, blur_sigma=torch.tensor([sigma])), ops="authors"
+    )
+    size = augment.blur_kernel_size(9)
     radius = size // 2
     taps = torch.tensor([math.exp(-(k**2) / (2 * sigma**2)) for k in range(-radius, radius + 1)])
     taps = taps / taps.sum()
@@ -106,14 +99,14 @@ def test_blur_pads_with_zeros():
 
 
 def test_photometric_ranges_are_the_authors():
-    params = draw_photometric(byol_views()[0], 4000, _gen(4))
+    params = augment.draw_photometric(augment.byol_views()[0], 4000, _gen(4))
     assert -0.4 <= params.brightness.min() < -0.39 and 0.39 < params.brightness.max() <= 0.4
     assert 0.6 <= params.contrast.min() and params.contrast.max() <= 1.4
     assert 0.8 <= params.saturation.min() and params.saturation.max() <= 1.2
 
 
 def test_crop_is_one_draw_clipped_to_the_image():
-    view = byol_views()[0]
+    view = augment.byol_views()[0]
     height, width = 30, 40
     for seed in range(50):
         generator = _gen(seed)
@@ -124,28 +117,30 @@ def test_crop_is_one_draw_clipped_to_the_image():
         crop_h = min(round(math.sqrt(height * width * scale / aspect)), height)
         left = int(torch.randint(0, width - crop_w + 1, (1,), generator=generator))
         top = int(torch.randint(0, height - crop_h + 1, (1,), generator=generator))
-        assert draw_crop((height, width), view, _gen(seed)) == (top, left, crop_h, crop_w)
+        assert augment.draw_crop((height, width), view, _gen(seed)) == (top, left, crop_h, crop_w)
     # a very wide image: the crop is clipped to its height, never a centre-crop fallback
-    boxes = [draw_crop((10, 400), view, _gen(seed)) for seed in range(20)]
+    boxes = [augment.draw_crop((10, 400), view, _gen(seed)) for seed in range(20)]
     assert any(box[2] == 10 and box[3] > 13 for box in boxes)
 
 
 def test_resize_has_no_antialiasing():
     image = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=_gen(5))
-    out = crop_resize(image, (0, 0, 64, 64), 16, antialias=False)
+    out = augment.crop_resize(image, (0, 0, 64, 64), 16, antialias=False)
     expected = F.interpolate(image[None].float(), (16, 16), mode="bicubic", align_corners=False)
     expected = expected.clamp(0, 255).round().to(torch.uint8)[0]
     assert torch.equal(out, expected)
-    assert not torch.equal(out, crop_resize(image, (0, 0, 64, 64), 16))  # antialiased differs
+    assert not torch.equal(
+        out, augment.crop_resize(image, (0, 0, 64, 64), 16)
+    )  # antialiased differs
 
 
 def test_authors_and_torchvision_views_share_draws_but_differ():
     image = torch.randint(0, 256, (3, 48, 40), dtype=torch.uint8, generator=_gen(6))
-    authors = ViewDistribution(blur_prob=1.0, solarize_prob=0.0, ops="authors")
+    authors = augment.ViewDistribution(blur_prob=1.0, solarize_prob=0.0, ops="authors")
     torchvision = dataclasses.replace(authors, ops="torchvision")
     one, other = (
-        augment_view(image, authors, 32, _gen(7)),
-        augment_view(image, torchvision, 32, _gen(7)),
+        augment.augment_view(image, authors, 32, _gen(7)),
+        augment.augment_view(image, torchvision, 32, _gen(7)),
     )
     assert one.shape == other.shape == (3, 32, 32) and 0 <= one.min() and one.max() <= 1
     assert (one - other).abs().max() > 1e-3
