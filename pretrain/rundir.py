@@ -124,7 +124,7 @@ def check_finite(
         return
     extra = f", {details}" if details else ""
     raise NonFiniteLossError(
-        f"the {what} became non-finite ({value}) at step {step} (lr {lr:.4g}{extra}). The last "
+        f"the {what} became non-finite at step {step} (lr {lr:.4g}{extra}): {value}. The last "
         f"good checkpoint in {Path(run_dir) / 'checkpoints'} is kept; {hint}, then rerun the "
         "same command to resume from it",
         step=step,

@@ -251,7 +251,7 @@ def test_non_finite_loss_stops_with_a_failed_record(voc, tmp_path):
     broken = export_backbone(tmp_path / "nan", state, metadata)
     records = tmp_path / "records"
     # The CLI's error boundary: one `error:` sentence, exit status 1 (NonFiniteLossError).
-    with pytest.raises(SystemExit, match=r"^error: .*non-finite \(nan\) at step 0 \(lr 0.001\)"):
+    with pytest.raises(SystemExit, match=r"^error: .*non-finite at step 0 \(lr 0.001\): nan"):
         _run(broken, voc, records, tmp_path / "run", "--max-steps", "2")
     record = _only_record(records)
     assert record.status == "failed" and "NonFiniteLossError" in record.error
