@@ -84,6 +84,28 @@ def export(
     return export_encoder(encoder, metadata, protocol, out, **settings)
 
 
+def _checked_settings(metadata: dict, protocol: str, gpus: int) -> SegmentationProtocol:
+    """The protocol's settings, once the protocol, the process count and the weights fit mmseg."""
+    if protocol not in TEMPLATES:
+        raise harness.InputError(
+            f"unknown protocol {protocol!r}; use one of {', '.join(TEMPLATES)}"
+        )
+    settings: SegmentationProtocol = PROTOCOLS[protocol]()
+    if gpus < 1 or settings.batch_size % gpus:
+        raise harness.InputError(f"--nproc must divide the protocol's batch {settings.batch_size}")
+    problem = external_engine_problem(metadata)
+    if problem:
+        raise CheckpointError(problem)
+    if metadata["arch"] not in MMSEG_DEPTHS or metadata.get("cifar_stem"):
+        stem = " (CIFAR stem)" if metadata.get("cifar_stem") else ""
+        raise CheckpointError(
+            f"{metadata.get('path') or metadata['label']} is a {metadata['arch']}{stem}; mmseg's "
+            f"ResNet has depths {sorted(MMSEG_DEPTHS.values())} with the 7x7 stem only (use "
+            "--engine torchvision for this backbone)"
+        )
+    return settings
+
+
 def export_encoder(
     encoder: torch.nn.Module,
     metadata: dict,
@@ -102,23 +124,7 @@ def export_encoder(
 ) -> tuple[Path, Path]:
     """Write the checkpoint and config of a loaded backbone for `protocol`; returns (checkpoint
     path, config path). `metadata` is load_encoder's (arch, weights_sha256, preprocessing...)."""
-    if protocol not in TEMPLATES:
-        raise harness.InputError(
-            f"unknown protocol {protocol!r}; use one of {', '.join(TEMPLATES)}"
-        )
-    settings: SegmentationProtocol = PROTOCOLS[protocol]()
-    if gpus < 1 or settings.batch_size % gpus:
-        raise harness.InputError(f"--nproc must divide the protocol's batch {settings.batch_size}")
-    problem = external_engine_problem(metadata)
-    if problem:
-        raise CheckpointError(problem)
-    if metadata["arch"] not in MMSEG_DEPTHS or metadata.get("cifar_stem"):
-        stem = " (CIFAR stem)" if metadata.get("cifar_stem") else ""
-        raise CheckpointError(
-            f"{metadata.get('path') or metadata['label']} is a {metadata['arch']}{stem}; mmseg's "
-            f"ResNet has depths {sorted(MMSEG_DEPTHS.values())} with the 7x7 stem only (use "
-            "--engine torchvision for this backbone)"
-        )
+    settings = _checked_settings(metadata, protocol, gpus)
     sha8 = metadata["weights_sha256"][:8]
     out_dir = Path(out)
     weights_path = _write_weights(encoder, metadata, out_dir / f"backbone-{sha8}-mmseg.pth")
