@@ -284,23 +284,32 @@ def run_command(command: Sequence[str]) -> None:
 
 
 def single_task(profile: Profile) -> Profile:
-    """The profile cut to what one process uses: one node, one task, at most one GPU.
+    """The profile cut to what one process uses: one node, one task, at most one GPU, and that
+    task's share of the node's memory; `exclusive` is dropped.
 
-    A profile made for DDP pretraining (e.g. 8 GPUs, so 8 tasks) would otherwise run a one-process
-    command once per task.
+    A profile made for DDP pretraining (e.g. 8 GPUs, so 8 tasks, the whole node) would otherwise
+    run a one-process command once per task, or block a whole node for one GPU's work.
     """
+    share = max(profile.gpus_per_node, profile.tasks_per_node or 0, 1)  # tasks the node was cut in
     return dataclasses.replace(
-        profile, nodes=1, tasks_per_node=1, gpus_per_node=min(profile.gpus_per_node, 1)
+        profile,
+        nodes=1,
+        tasks_per_node=1,
+        gpus_per_node=min(profile.gpus_per_node, 1),
+        mem_gb=None if profile.mem_gb is None else profile.mem_gb / share,
+        extra={key: value for key, value in profile.extra.items() if key != "exclusive"},
     )
 
 
 def one_process(profile: Profile, args: argparse.Namespace, module: str) -> Profile:
-    """:func:`single_task`; --nodes / --tasks-per-node above 1 are refused, not dropped."""
+    """:func:`single_task`; --nodes / --tasks-per-node above 1 are refused, not dropped, and an
+    explicit --mem-gb is taken as given."""
     if (args.nodes or 1) > 1 or (args.tasks_per_node or 1) > 1:
         raise ProfileError(
             f"{module} runs in one process: leave out --nodes / --tasks-per-node (or give 1)"
         )
-    return single_task(profile)
+    task = single_task(profile)
+    return task if args.mem_gb is None else dataclasses.replace(task, mem_gb=args.mem_gb)
 
 
 def submit_cli_if_requested(

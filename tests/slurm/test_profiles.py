@@ -101,6 +101,9 @@ def test_one_process_clis_submit_one_task_on_a_multi_gpu_profile(monkeypatch, ca
     profile = _submitted_profile(monkeypatch, main)
     assert (profile.nodes, profile.tasks, profile.gpus_per_node) == (1, 1, 1)
     assert profile.partition == "gpu"  # the rest of the profile is kept
+    # one GPU's share of the node (480 GB / 8), and not the whole node (`exclusive` dropped)
+    assert profile.mem_gb == 60 and "exclusive" not in profile.extra
+    assert _submitted_profile(monkeypatch, main, "--mem-gb", "100").mem_gb == 100
     assert "submitted SLURM job 42" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="runs in one process"):
         _submitted_profile(monkeypatch, main, "--tasks-per-node", "8")
