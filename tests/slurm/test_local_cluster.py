@@ -30,10 +30,11 @@ pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
 # tiny_cpu on 80 synthetic images: 5 steps per epoch; a checkpoint after every step
 TINY = ["--preset", "tiny_cpu", "--train-subset-per-class", "8", "--ckpt-every-min", "0"]
-# 50 steps (> 55 s on one core): outlasts the first time-limit signal, which comes 25-55 s into a
-# 1-minute job (slurm/profiles/local.toml)
-LONG = [*TINY, "--epochs", "10"]
-TOTAL_STEPS = 50
+# 100 steps (about 2 minutes on one core; 50 steps ran out before the signal on a quiet machine):
+# outlasts the first time-limit signal, which comes 25-55 s into a 1-minute job
+# (slurm/profiles/local.toml)
+LONG = [*TINY, "--epochs", "20"]
+TOTAL_STEPS = 100
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"}
 
 
