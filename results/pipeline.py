@@ -6,7 +6,8 @@
         --run-dir /shared/runs/r50 --slurm --profile mysite
 
 Steps: `python -m pretrain.launch` (an existing run dir resumes) -> for each of --evals, the
-evaluation CLI on the run's newest export and, with --baseline random, on `random:<arch>` at the
+evaluation CLI on the run's newest export (with --series, the default for demo presets: linear and
+kNN on the run directory, i.e. each keeper checkpoints/epoch_*.pt and then the export) and, with --baseline random, on `random:<arch>` at the
 run's image size (same data set, same records dir) -> results.tables (markdown in <run dir>/tables)
 and results.report (<run dir>/report.html). It ends by printing the linear and semi-supervised
 tables and the report's path. Other CLIs run as commands (subprocesses here, SLURM jobs with
@@ -46,6 +47,9 @@ EVALS = {  # name -> (module, extra flags)
     "semisup1": ("evaluate.semisup", ("--fraction", "1")),
     "semisup10": ("evaluate.semisup", ("--fraction", "10")),
 }
+# --series: the run directory (each keeper checkpoints/epoch_*.pt, then the export: evaluate/series.py)
+# instead of the export alone, for the report's accuracy against pretraining epochs
+SERIES_EVALS = ("linear", "knn")
 # --fast: linear's cached-centercrop/2 protocol; semisup's demo grid (demo-{1,10}pct/1); kNN has
 # no cheaper variant (and refuses --fast)
 FAST_EVALS = ("linear", "semisup1", "semisup10")
@@ -68,6 +72,7 @@ class PipelineConfig:
     evals: tuple[str, ...] = DEFAULT_EVALS  # the demo preset's: DEMO_EVALS
     baseline: str = "none"  # random | none; default random for DEMO_PRESETS
     fast: bool = False  # default True for DEMO_PRESETS
+    series: bool = False  # linear and kNN on every keeper too; default True for DEMO_PRESETS
     max_steps: int | None = None
     device: str | None = None
     after: tuple[str, ...] = ()  # SLURM job ids the pretraining job waits for (afterok)
@@ -109,7 +114,9 @@ def eval_command(config: PipelineConfig, name: str, target: str) -> list[str]:
     """The evaluation CLI for `target`, on the data set and image size of the run's config.json."""
     pretrain = json.loads((Path(config.run_dir) / "config.json").read_text(encoding="utf-8"))
     module, extra = EVALS[name]
-    if target == "export":
+    if target == "export" and config.series and name in SERIES_EVALS:
+        ckpt = [config.run_dir]  # its keepers, then its newest export (evaluate/series.py)
+    elif target == "export":
         ckpt = [str(latest_export(config.run_dir))]
     else:  # the same architecture at its seeded initialisation, at the run's image size
         arch = pretrain["backbone"] + (":cifar" if pretrain.get("cifar_stem") else "")
@@ -228,6 +235,12 @@ def parse_config(argv: list[str] | None) -> tuple[PipelineConfig, argparse.Names
     )
     add("--baseline", choices=["random", "none"], help="default: random for " + str(DEMO_PRESETS))
     add("--fast", action=argparse.BooleanOptionalAction, help="default: on for demo presets")
+    add(
+        "--series",
+        action=argparse.BooleanOptionalAction,
+        help="linear and kNN also on every keeper checkpoints/epoch_*.pt of the run (the report "
+        "plots top-1 against pretraining epochs); default: on for demo presets",
+    )
     add("--records", help="records directory (default: records/ beside the run dir)")
     add("--max-steps", type=int, help="stop pretraining early (the schedule is unchanged)")
     add("--device", choices=["cpu", "cuda"], help="default: cuda when available")
@@ -255,6 +268,7 @@ def parse_config(argv: list[str] | None) -> tuple[PipelineConfig, argparse.Names
         evals=evals,
         baseline=args.baseline or ("random" if demo else "none"),
         fast=demo if args.fast is None else args.fast,
+        series=demo if args.series is None else args.series,
         max_steps=args.max_steps,
         device=args.device,
         after=tuple(slurm_submit.after_from_args(args)),

@@ -8,34 +8,17 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from pretrain import dist
 from pretrain.augment import byol_views
 from pretrain.config import tiny_cpu
 from pretrain.data import SyntheticDataset, dataset_stats
-from pretrain.train import batch_to_device, build_run, train_step
 from pretrain.views import TwoCrops, TwoViews, finish_on_device
+from tests.pretrain.loss_curves import assert_same_course, loss_curve
 
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 STEPS = 50
-
-
-def loss_curve(config, run_dir) -> torch.Tensor:
-    """The loss of each of the first STEPS steps of `config` on cuda (one host sync at the end)."""
-    run = build_run(config, run_dir, torch.device("cuda"), dist.DistInfo())
-    run.model.train()
-    losses = []
-    for epoch in range(config.epochs):
-        run.sampler.set_epoch(epoch)
-        for batch in run.loader:
-            loss, _ = train_step(run, *batch_to_device(run, batch))
-            run.step += 1
-            losses.append(loss.float())
-            if len(losses) == STEPS:
-                return torch.stack(losses).cpu()
-    raise AssertionError("the config has fewer than STEPS steps")
 
 
 def test_bf16_compiled_device_path_follows_the_fp32_eager_curve(tmp_path):
@@ -49,16 +32,10 @@ def test_bf16_compiled_device_path_follows_the_fp32_eager_curve(tmp_path):
     )
     plain = dataclasses.replace(base, precision="fp32", compile="off", augment_on="loader")
     fast = dataclasses.replace(base, precision="bf16", compile="on", augment_on="device")
-    plain_curve = loss_curve(plain, tmp_path / "plain")
-    fast_curve = loss_curve(fast, tmp_path / "fast")
-    relative = (fast_curve - plain_curve).abs() / plain_curve.abs()
-    print("fp32 eager :", [round(v, 4) for v in plain_curve.tolist()])
-    print("bf16 fast  :", [round(v, 4) for v in fast_curve.tolist()])
-    print(f"relative difference: median {relative.median():.4f}, max {relative.max():.4f}")
-    assert torch.isfinite(fast_curve).all()
-    assert relative[:10].max() < 0.02  # the same start, to bf16 rounding
-    assert relative.median() < 0.03 and relative.max() < 0.10  # and the same course
-    assert plain_curve[-10:].mean() < plain_curve[:10].mean()  # the curve is really learning
+    assert_same_course(
+        loss_curve(plain, tmp_path / "plain", "cuda", STEPS),
+        loss_curve(fast, tmp_path / "fast", "cuda", STEPS),
+    )
 
 
 def test_device_views_on_cuda_equal_loader_views():

@@ -89,11 +89,12 @@ def test_commands_follow_the_run_config(tmp_path):
     ]
     common = ["--dataset", "fmnist", "--records", config.records, "--num-workers", "2"]
     common += ["--data", "/data/fm"]
+    # --series (on for demo presets): linear and kNN take the run dir (its keepers, then export)
     assert pipeline.eval_command(config, "linear", "export")[1:] == [
         "-m",
         "evaluate.linear",
         "--ckpt",
-        str(export),
+        str(tmp_path / "run"),
         *common,
         "--fast",
     ]
@@ -107,6 +108,10 @@ def test_commands_follow_the_run_config(tmp_path):
         "32",
         *common,
     ]
+    plain, _ = pipeline.parse_config(
+        ["--preset", "byol_r18_fmnist_demo", "--run-dir", str(tmp_path / "run"), "--no-series"]
+    )
+    assert pipeline.eval_command(plain, "knn", "export")[4] == str(export)
     assert pipeline.eval_command(config, "semisup10", "export")[1:] == [  # --fast: the demo grid
         "-m",
         "evaluate.semisup",
