@@ -7,12 +7,13 @@
 
 Steps: `python -m pretrain.launch` (an existing run dir resumes) -> for each of --evals, the
 evaluation CLI on the run's newest export (with --series, the default for demo presets: linear and
-kNN on the run directory, i.e. each keeper checkpoints/epoch_*.pt and then the export) and, with --baseline random, on `random:<arch>` at the
-run's image size (same data set, same records dir) -> results.tables (markdown in <run dir>/tables)
-and results.report (<run dir>/report.html). It ends by printing the linear and semi-supervised
-tables and the report's path. Other CLIs run as commands (subprocesses here, SLURM jobs with
---slurm), never as imports, so results/ stays torch-free. A failed evaluation leaves a "failed"
-record and the pipeline goes on (the tables say "failed"); it exits non-zero at the end.
+kNN on the run directory, i.e. each keeper checkpoints/epoch_*.pt and then the export) and, with
+--baseline random, on `random:<arch>` at the run's image size (same data set, same records dir)
+-> results.tables (markdown in <run dir>/tables) and results.report (<run dir>/report.html). It
+ends by printing the linear and semi-supervised tables and the report's path. Other CLIs run as
+commands (subprocesses here, SLURM jobs with --slurm), never as imports, so results/ stays
+torch-free. A failed evaluation leaves a "failed" record and the pipeline goes on (the tables say
+"failed"); it exits non-zero at the end.
 
 With --slurm (slurm/submit.py, profile slurm/profiles/NAME.toml): pretraining is one job with the
 profile's resources (every task runs pretrain.launch in the torch.distributed environment the job
@@ -47,8 +48,8 @@ EVALS = {  # name -> (module, extra flags)
     "semisup1": ("evaluate.semisup", ("--fraction", "1")),
     "semisup10": ("evaluate.semisup", ("--fraction", "10")),
 }
-# --series: the run directory (each keeper checkpoints/epoch_*.pt, then the export: evaluate/series.py)
-# instead of the export alone, for the report's accuracy against pretraining epochs
+# --series: the run directory (each keeper checkpoints/epoch_*.pt, then the export;
+# evaluate/series.py) instead of the export alone, for the report's accuracy against epochs
 SERIES_EVALS = ("linear", "knn")
 # --fast: linear's cached-centercrop/2 protocol; semisup's demo grid (demo-{1,10}pct/1); kNN has
 # no cheaper variant (and refuses --fast)
