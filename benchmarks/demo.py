@@ -7,8 +7,8 @@ the demo's numbers, BYOL vs random initialisation, printed as one JSON line (not
 1. Throughput, back to back on the same machine: the demo preset for `--steps` steps twice, through
    the real entry point (`python -m pretrain.launch`): "before" with the views augmented one image
    at a time in two loader workers, in fp32 (the path of the demo until issue 20), "after" with
-   the preset's own settings (bf16 autocast, views finished as batched ops on the main process, no
-   workers). Each figure is the run's own img/s (log.jsonl), so start-up is not counted.
+   the preset's own settings (views finished as batched ops in the training process, no workers).
+   Each figure is the run's own img/s (log.jsonl), so start-up is not counted.
 2. The demo itself: `python -m results.pipeline --preset byol_r18_fmnist_demo` in a fresh run dir
    (what `make demo` runs after its set-up); its wall time, the pretraining's wall time and img/s,
    and the test top-1 of every evaluation for the export and for `random:resnet18`.
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
             "before (loader workers, fp32)": round(
                 pretrain_img_per_s(work / "before", args.steps, BEFORE), 1
             ),
-            "after (preset: bf16, batched views, no workers)": round(
+            "after (preset: batched views, no workers)": round(
                 pretrain_img_per_s(work / "after", args.steps), 1
             ),
         },

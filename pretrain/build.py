@@ -19,8 +19,9 @@ from pretrain import data as data_lib
 from pretrain import dist
 from pretrain import views as views_lib
 from pretrain.augment import byol_views
+from pretrain.backbones import build_backbone
 from pretrain.byol import BYOL
-from pretrain.config import PretrainConfig
+from pretrain.config import ConfigError, PretrainConfig
 from pretrain.ema import tau_at
 from pretrain.lars import LARS, param_groups
 from pretrain.online_probe import build_probe
@@ -78,6 +79,7 @@ def build_run(config: PretrainConfig, run_dir: Path, device: torch.device, info)
         raise ValueError(
             f"batch size {config.batch_size} is not divisible by {info.world_size} ranks"
         )
+    check_cpu_bf16(config, device)
     augment_on = resolve_augment_on(config, device)
     loader, sampler, probe_loader, num_classes = build_data(config, info, augment_on)
     seed_everything(config.seed)  # same initial weights on every rank and every restart
@@ -129,6 +131,50 @@ def build_run(config: PretrainConfig, run_dir: Path, device: torch.device, info)
         views=byol_views(config.small_image_augment, config.augment_ops),
         stats=data_lib.dataset_stats(config.dataset),
     )
+
+
+def bf16_cpu_hazards(encoder: nn.Module, image_size: int) -> list[str]:
+    """Convolutions of `encoder` that see a 1x1 input with a kernel > 1 and stride > 1 at
+    `image_size`: on CPU, bf16 autocast computes their weight gradients wrong (torch 2.14's oneDNN
+    kernel writes garbage, up to NaN, into the taps that only ever see padding, where fp32 gives 0;
+    measured on layer4.0.conv1 of ResNet-18 at 16 px)."""
+    found: list[str] = []
+    hooks = [
+        module.register_forward_pre_hook(
+            lambda module, args, name=name: (
+                found.append(name)
+                if args[0].shape[-2:] == (1, 1)
+                and max(module.kernel_size) > 1
+                and max(module.stride) > 1
+                else None
+            )
+        )
+        for name, module in encoder.named_modules()
+        if isinstance(module, nn.Conv2d)
+    ]
+    try:
+        encoder.eval()
+        with torch.no_grad():
+            encoder(torch.zeros(1, 3, image_size, image_size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        encoder.train()
+    return found
+
+
+def check_cpu_bf16(config: PretrainConfig, device: torch.device) -> None:
+    """Refuse bf16 autocast on CPU where the encoder hits the oneDNN bug of `bf16_cpu_hazards`."""
+    if config.precision != "bf16" or device.type != "cpu":
+        return
+    encoder, _ = build_backbone(config.backbone, cifar_stem=config.cifar_stem)
+    hazards = bf16_cpu_hazards(encoder, config.image_size)
+    if hazards:
+        raise ConfigError(
+            f"--precision bf16 on CPU computes wrong weight gradients for {', '.join(hazards)} "
+            f"(a 1x1 input to a strided 3x3 convolution at {config.image_size} px, a oneDNN "
+            "bug): use --precision fp32, or a larger --image-size"
+        )
 
 
 def resolve_compile(config: PretrainConfig, device: torch.device) -> bool:
