@@ -10,6 +10,7 @@ exclusions (pretrain/lars.py), the online probe, and the `Schedule` of derived q
 import dataclasses
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -21,7 +22,7 @@ from pretrain import views as views_lib
 from pretrain.augment import byol_views
 from pretrain.backbones import build_backbone
 from pretrain.byol import BYOL
-from pretrain.config import ConfigError, PretrainConfig
+from pretrain.config import PretrainConfig
 from pretrain.ema import tau_at
 from pretrain.lars import LARS, param_groups
 from pretrain.online_probe import build_probe
@@ -67,6 +68,7 @@ class Run:
     augment_on: str = "loader"  # resolved: loader | device (pretrain/views.py)
     views: tuple = ()  # (T, T'), for the device path
     stats: tuple = ()  # (mean, std), for the device path
+    fp32_convs: tuple[str, ...] = ()  # bf16 on CPU: online convolutions kept in fp32
     step: int = 0
     started: float = dataclasses.field(default_factory=time.monotonic)
     last_save: float = 0.0
@@ -79,7 +81,6 @@ def build_run(config: PretrainConfig, run_dir: Path, device: torch.device, info)
         raise ValueError(
             f"batch size {config.batch_size} is not divisible by {info.world_size} ranks"
         )
-    check_cpu_bf16(config, device)
     augment_on = resolve_augment_on(config, device)
     loader, sampler, probe_loader, num_classes = build_data(config, info, augment_on)
     seed_everything(config.seed)  # same initial weights on every rank and every restart
@@ -90,6 +91,7 @@ def build_run(config: PretrainConfig, run_dir: Path, device: torch.device, info)
         projection_dim=config.projection_dim,
         predictor_hidden_dim=config.predictor_hidden_dim,
     )
+    fp32_convs = fp32_where_bf16_fails(byol, config, device)
     model = distribute(byol, device, info, memory_format(config))
     if resolve_compile(config, device):
         model = torch.compile(model)  # the BYOL forward; backward and optimiser stay eager
@@ -130,51 +132,56 @@ def build_run(config: PretrainConfig, run_dir: Path, device: torch.device, info)
         augment_on=augment_on,
         views=byol_views(config.small_image_augment, config.augment_ops),
         stats=data_lib.dataset_stats(config.dataset),
+        fp32_convs=tuple(fp32_convs),
     )
+
+
+class Float32Conv2d(nn.Conv2d):
+    """A Conv2d that computes in fp32 under autocast (same parameters and state-dict keys): for
+    the convolutions `bf16_cpu_hazards` finds."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(images.device.type, enabled=False):
+            return super().forward(images.float())
 
 
 def bf16_cpu_hazards(encoder: nn.Module, image_size: int) -> list[str]:
     """Convolutions of `encoder` that see a 1x1 input with a kernel > 1 and stride > 1 at
     `image_size`: on CPU, bf16 autocast computes their weight gradients wrong (torch 2.14's oneDNN
-    kernel writes garbage, up to NaN, into the taps that only ever see padding, where fp32 gives 0;
-    measured on layer4.0.conv1 of ResNet-18 at 16 px)."""
+    kernel writes garbage, up to NaN, into the taps that only ever see padding, where fp32 gives
+    0; from batch 16 on; found on layer4.0.conv1 of ResNet-18 at 16 px)."""
     found: list[str] = []
+
+    def check(name: str, conv: nn.Conv2d, args: tuple) -> None:
+        if args[0].shape[-2:] == (1, 1) and max(conv.kernel_size) > 1 and max(conv.stride) > 1:
+            found.append(name)
+
     hooks = [
-        module.register_forward_pre_hook(
-            lambda module, args, name=name: (
-                found.append(name)
-                if args[0].shape[-2:] == (1, 1)
-                and max(module.kernel_size) > 1
-                and max(module.stride) > 1
-                else None
-            )
-        )
+        module.register_forward_pre_hook(partial(check, name))
         for name, module in encoder.named_modules()
         if isinstance(module, nn.Conv2d)
     ]
     try:
-        encoder.eval()
         with torch.no_grad():
-            encoder(torch.zeros(1, 3, image_size, image_size))
+            device = next(encoder.parameters()).device  # "meta" is enough: shapes only
+            encoder.eval()(torch.zeros(1, 3, image_size, image_size, device=device))
     finally:
         for hook in hooks:
             hook.remove()
-        encoder.train()
     return found
 
 
-def check_cpu_bf16(config: PretrainConfig, device: torch.device) -> None:
-    """Refuse bf16 autocast on CPU where the encoder hits the oneDNN bug of `bf16_cpu_hazards`."""
+def fp32_where_bf16_fails(byol: BYOL, config: PretrainConfig, device: torch.device) -> list[str]:
+    """With bf16 autocast on CPU, run the online encoder's `bf16_cpu_hazards` convolutions in fp32
+    (the rest stays bf16); returns their names (logged in the run's header)."""
     if config.precision != "bf16" or device.type != "cpu":
-        return
-    encoder, _ = build_backbone(config.backbone, cifar_stem=config.cifar_stem)
+        return []
+    with torch.device("meta"):
+        encoder, _ = build_backbone(config.backbone, cifar_stem=config.cifar_stem)
     hazards = bf16_cpu_hazards(encoder, config.image_size)
-    if hazards:
-        raise ConfigError(
-            f"--precision bf16 on CPU computes wrong weight gradients for {', '.join(hazards)} "
-            f"(a 1x1 input to a strided 3x3 convolution at {config.image_size} px, a oneDNN "
-            "bug): use --precision fp32, or a larger --image-size"
-        )
+    for name in hazards:
+        byol.online_encoder.get_submodule(name).__class__ = Float32Conv2d
+    return hazards
 
 
 def resolve_compile(config: PretrainConfig, device: torch.device) -> bool:

@@ -192,8 +192,9 @@ def byol_r18_fmnist_demo() -> PretrainConfig:
     demo preset"): at 16 px the standard stem reaches layer3 at 1x1, so a step costs a quarter of
     32 px; 16 px for 8 epochs beat 20 px for 5 (the same minutes) and 16 px with torchvision's ops.
     Base lr 2.0, tau_base 0.99, batch 128 and a short warm-up were the best per image in our H100
-    sweep (README). fp32: bf16 autocast on CPU gets layer4.0.conv1's weight gradients wrong at
-    16 px (pretrain/build.py:bf16_cpu_hazards), so 7 epochs fit the budget instead of 8. The fast
+    sweep (README). fp32, 7 epochs: bf16 autocast on CPU gets layer4.0.conv1's weight gradients
+    wrong at 16 px (pretrain/build.py:bf16_cpu_hazards), and with that convolution in fp32 bf16 no
+    longer pays, so 7 epochs fit the budget instead of 8. The fast
     CPU path: views finished as batched ops in the training process and no loader workers (two
     workers competing with the two compute threads cost a fifth of the step). Keepers at epochs 3
     and 6 give the report its accuracy-against-epochs curve.

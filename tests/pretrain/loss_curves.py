@@ -1,10 +1,20 @@
 """The loss of the first steps of a pretraining config, for the fast-path-vs-plain comparisons
 (tests/pretrain/test_fast_path.py on CPU, tests/pretrain/test_gpu.py on CUDA)."""
 
+import dataclasses
+
 import torch
 
 from pretrain import dist
+from pretrain.config import PretrainConfig, tiny_cpu
 from pretrain.train import batch_to_device, build_run, train_step
+
+
+def curve_config(**changes) -> PretrainConfig:
+    """tiny_cpu (ResNet-18, 32 px synthetic data, small heads) at batch 32 for 4 epochs of 16
+    steps, base lr 1.0, with `changes`."""
+    base = dataclasses.replace(tiny_cpu(), batch_size=32, epochs=4, warmup_epochs=0.5, base_lr=1.0)
+    return dataclasses.replace(base, **changes)
 
 
 def loss_curve(config, run_dir, device: str, steps: int) -> torch.Tensor:

@@ -2,17 +2,14 @@
 them out): the fast path (bf16 autocast, torch.compile, photometric ops on the device) trains
 like the plain one (fp32, eager, photometric ops in the loader) over the first 50 steps."""
 
-import dataclasses
-
 import pytest
 import torch
 from torch.utils.data import default_collate
 
 from pretrain.augment import byol_views
-from pretrain.config import tiny_cpu
 from pretrain.data import SyntheticDataset, dataset_stats
 from pretrain.views import TwoCrops, TwoViews, finish_on_device
-from tests.pretrain.loss_curves import assert_same_course, loss_curve
+from tests.pretrain.loss_curves import assert_same_course, curve_config, loss_curve
 
 pytestmark = [
     pytest.mark.gpu,
@@ -22,16 +19,8 @@ STEPS = 50
 
 
 def test_bf16_compiled_device_path_follows_the_fp32_eager_curve(tmp_path):
-    base = dataclasses.replace(
-        tiny_cpu(),  # ResNet-18, 32 px synthetic data, small heads
-        batch_size=32,
-        epochs=4,  # 16 steps per epoch
-        warmup_epochs=0.5,
-        base_lr=1.0,
-        num_workers=2,
-    )
-    plain = dataclasses.replace(base, precision="fp32", compile="off", augment_on="loader")
-    fast = dataclasses.replace(base, precision="bf16", compile="on", augment_on="device")
+    plain = curve_config(precision="fp32", compile="off", augment_on="loader", num_workers=2)
+    fast = curve_config(precision="bf16", compile="on", augment_on="device", num_workers=2)
     assert_same_course(
         loss_curve(plain, tmp_path / "plain", "cuda", STEPS),
         loss_curve(fast, tmp_path / "fast", "cuda", STEPS),
