@@ -60,6 +60,8 @@ CLIS = {
         True,
     ),
     "benchmarks.data": Cli(("benchmarks.data",), None),
+    "benchmarks.demo": Cli(("benchmarks.demo",), None),
+    "benchmarks.demo_recipe": Cli(("benchmarks.demo_recipe",), CKPT),
     "benchmarks.detection_step": Cli(("benchmarks.detection_step",), None),
     "benchmarks.linear": Cli(("benchmarks.linear",), None),
     "benchmarks.step": Cli(("benchmarks.step",), None),
