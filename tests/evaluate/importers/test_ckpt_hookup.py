@@ -17,28 +17,15 @@ from results.frame import method_name
 from tests.evaluate.conftest import only_record
 from tests.evaluate.importers.writers import (
     features_without_fc,
-    prefixed,
     reference_resnet,
-    trunk_state,
+    write_moco,
 )
 
 
 def _moco_file(tmp_path):
     """MoCo v2's main_moco.py checkpoint: encoder_q/encoder_k, the MLP head and the queue."""
     model = reference_resnet(seed=41)
-    state = {
-        **prefixed(trunk_state(model), "module.encoder_q."),
-        **prefixed(trunk_state(reference_resnet(seed=42)), "module.encoder_k."),
-        "module.encoder_q.fc.0.weight": torch.randn(512, 512),
-        "module.encoder_q.fc.0.bias": torch.randn(512),
-        "module.encoder_q.fc.2.weight": torch.randn(128, 512),
-        "module.encoder_q.fc.2.bias": torch.randn(128),
-        "module.queue": torch.randn(128, 256),
-        "module.queue_ptr": torch.zeros(1, dtype=torch.long),
-    }
-    path = tmp_path / "moco_v2_800ep_pretrain.pth.tar"
-    torch.save({"epoch": 800, "arch": "resnet18", "state_dict": state}, path)
-    return path, model
+    return write_moco(tmp_path, model, reference_resnet(seed=42), version=2), model
 
 
 def test_knn_reads_a_moco_file_directly(tmp_path, capsys):

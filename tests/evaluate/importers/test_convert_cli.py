@@ -13,13 +13,13 @@ from tests.conftest import run_cli
 from tests.evaluate.importers.writers import (
     features_without_fc,
     reference_resnet,
-    write_moco_v1,
+    write_moco,
 )
 
 
 def _moco_file(tmp_path):
     model = reference_resnet(seed=31)
-    return write_moco_v1(tmp_path, model, reference_resnet(seed=32)), model
+    return write_moco(tmp_path, model, reference_resnet(seed=32)), model
 
 
 def test_convert_writes_a_standard_export_that_evaluations_load(tmp_path):

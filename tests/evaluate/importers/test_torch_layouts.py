@@ -16,7 +16,7 @@ from tests.evaluate.importers.writers import (
     reference_resnet,
     save_with_attribute_dict,
     trunk_state,
-    write_moco_v1,
+    write_moco,
 )
 
 IMAGES = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -78,7 +78,7 @@ def test_moco_v2(tmp_path):
 
 def test_moco_v1(tmp_path):
     online = reference_resnet(seed=3)
-    path = write_moco_v1(tmp_path, online, reference_resnet(seed=4))
+    path = write_moco(tmp_path, online, reference_resnet(seed=4))
     assert assert_same_features(path, online)["method"] == "moco-v1"
 
 

@@ -130,17 +130,27 @@ def mlp_state(prefix: str, sizes: list[int], batchnorm: bool = True) -> dict[str
     return state
 
 
-def write_moco_v1(directory, online: nn.Module, key_encoder: nn.Module):
-    """A MoCo v1 checkpoint as facebookresearch/moco main_moco.py saves it (DataParallel prefix,
-    query + key encoders, 128-d fc, the queue) in `directory`; returns its path."""
+def write_moco(directory, online: nn.Module, key_encoder: nn.Module, version: int = 1):
+    """A MoCo checkpoint as facebookresearch/moco main_moco.py saves it (DataParallel prefix,
+    query + key encoders, the queue) in `directory`: v1 with its 128-d linear fc (200 epochs), v2
+    with its MLP head (`--mlp`, 800 epochs); returns its path."""
+    if version == 1:
+        head = {"fc.weight": torch.randn(128, 512), "fc.bias": torch.randn(128)}
+    else:
+        head = {
+            "fc.0.weight": torch.randn(512, 512),
+            "fc.0.bias": torch.randn(512),
+            "fc.2.weight": torch.randn(128, 512),
+            "fc.2.bias": torch.randn(128),
+        }
     state = {
         **prefixed(trunk_state(online), "module.encoder_q."),
-        "module.encoder_q.fc.weight": torch.randn(128, 512),
-        "module.encoder_q.fc.bias": torch.randn(128),
+        **prefixed(head, "module.encoder_q."),
         **prefixed(trunk_state(key_encoder), "module.encoder_k."),
-        "module.queue": torch.randn(128, 4096),
+        "module.queue": torch.randn(128, 4096 if version == 1 else 256),
         "module.queue_ptr": torch.zeros(1, dtype=torch.long),
     }
-    path = directory / "moco_v1_200ep_pretrain.pth.tar"
-    torch.save({"epoch": 200, "arch": "resnet18", "state_dict": state}, path)
+    epochs = 200 if version == 1 else 800
+    path = directory / f"moco_v{version}_{epochs}ep_pretrain.pth.tar"
+    torch.save({"epoch": epochs, "arch": "resnet18", "state_dict": state}, path)
     return path
