@@ -2,13 +2,16 @@
 the demo's numbers, BYOL vs random initialisation, printed as one JSON line (not a test).
 
     python -m benchmarks.demo                    # both throughput runs, then the whole demo
-    python -m benchmarks.demo --skip-demo        # only the throughput pair (a few minutes)
+    python -m benchmarks.demo --skip-demo        # only the throughput runs (a few minutes)
 
-1. Throughput, back to back on the same machine: the demo preset for `--steps` steps twice, through
-   the real entry point (`python -m pretrain.launch`): "before" with the views augmented one image
-   at a time in two loader workers, in fp32 (the path of the demo until issue 20), "after" with
-   the preset's own settings (views finished as batched ops in the training process, no workers).
-   Each figure is the run's own img/s (log.jsonl), so start-up is not counted.
+1. Throughput, back to back on the same machine: the demo preset for `--steps` steps, four times,
+   through the real entry point (`python -m pretrain.launch`), one change of the CPU fast path
+   added at a time: "before" with the views augmented one image at a time in two loader workers,
+   every convolution as a convolution, fp32 (the path of the demo until issue 20); then views
+   finished as batched ops in the training process with no workers; then the convolutions with
+   one output position as matrix products (pretrain/small_inputs.py); "after" is the preset as it
+   stands (+ bf16 autocast). Each figure is the run's own img/s (log.jsonl), so start-up is not
+   counted.
 2. The demo itself: `python -m results.pipeline --preset byol_r18_fmnist_demo` in a fresh run dir
    (what `make demo` runs after its set-up); its wall time, the pretraining's wall time and img/s,
    and the test top-1 of every evaluation for the export and for `random:resnet18`.
@@ -30,7 +33,15 @@ from pathlib import Path
 from results.record import read_records
 
 PRESET = "byol_r18_fmnist_demo"
-BEFORE = ("--augment-on", "loader", "--num-workers", "2", "--precision", "fp32")
+CONVOLUTIONS = ("--single-position-matmul", "false", "--precision", "fp32")
+STEPS_OF_THE_FAST_PATH = {  # label -> flags on top of the preset, from the old path to the preset
+    "before (loader workers, fp32, convolutions)": (
+        *("--augment-on", "loader", "--num-workers", "2", *CONVOLUTIONS),
+    ),
+    "+ batched views, no workers": CONVOLUTIONS,
+    "+ single-position matmuls": ("--precision", "fp32"),
+    "after (the preset: + bf16)": (),
+}
 
 
 def pretrain_img_per_s(run_dir: Path, steps: int, overrides: tuple[str, ...] = ()) -> float:
@@ -77,20 +88,16 @@ def main(argv: list[str] | None = None) -> None:
         allow_abbrev=False,
     )
     parser.add_argument("--steps", type=int, default=150, help="steps per throughput run")
-    parser.add_argument("--skip-demo", action="store_true", help="only the throughput pair")
+    parser.add_argument("--skip-demo", action="store_true", help="only the throughput runs")
     parser.add_argument("--work-dir", default=None, help="default: a temporary directory")
     args = parser.parse_args(argv)
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="byol-bench-demo-"))
-    for name in ("before", "after", "demo", "records"):
+    for name in (*(f"path{i}" for i in range(len(STEPS_OF_THE_FAST_PATH))), "demo", "records"):
         shutil.rmtree(work / name, ignore_errors=True)
     result = {
         "pretrain_img_per_s": {
-            "before (loader workers, fp32)": round(
-                pretrain_img_per_s(work / "before", args.steps, BEFORE), 1
-            ),
-            "after (preset: batched views, no workers)": round(
-                pretrain_img_per_s(work / "after", args.steps), 1
-            ),
+            label: round(pretrain_img_per_s(work / f"path{i}", args.steps, flags), 1)
+            for i, (label, flags) in enumerate(STEPS_OF_THE_FAST_PATH.items())
         },
         "steps": args.steps,
     }

@@ -15,6 +15,8 @@ deepmind-research/byol (utils/augmentations.py for the colour ops and the blur, 
 for the crop and the resize), the default for pretraining; "torchvision" follows
 torchvision.transforms.v2 (RandomResizedCrop, antialiased resize, ColorJitter, GaussianBlur). Both
 draw the same numbers in the same order from the generator, so the two differ only in the ops.
+Each part (crop, resize, colour, blur) can take the other semantics alone, e.g.
+"authors,colour=torchvision" (`config.augment_semantics`): one change at a time.
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ import torch
 import torch.nn.functional as F
 
 from pretrain import image_ops as ops_lib
+from pretrain.config import augment_semantics
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics; BYOL v3, App. C.1
 IMAGENET_STD = (0.229, 0.224, 0.225)
 JITTER_OPS = ("brightness", "contrast", "saturation", "hue")  # the ids in PhotometricParams.order
-AUGMENT_OPS = ("authors", "torchvision")  # the two semantics of the ops (module docstring)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,7 +57,7 @@ class ViewDistribution:
     solarize_threshold: float = 0.5  # BYOL v3, App. B: x -> 1 - x where x >= 0.5, on [0, 1]
     # "torchvision" here keeps the evaluation views (evaluate/transforms.py) as they were;
     # byol_views gives pretraining the authors' ops by default (PretrainConfig.augment_ops).
-    ops: str = "torchvision"  # AUGMENT_OPS: whose crop, resize, colour ops and blur padding
+    ops: str = "torchvision"  # whose crop, resize, colour ops and blur padding (augment_ops)
 
     def __post_init__(self) -> None:
         probs = (self.flip_prob, self.jitter_prob, self.grayscale_prob)
@@ -64,8 +66,16 @@ class ViewDistribution:
             raise ValueError(f"Augmentation probabilities must lie in [0, 1]; got {probs}.")
         if not 0.0 <= self.hue <= 0.5:
             raise ValueError(f"hue must lie in [0, 0.5] (a fraction of a turn); got {self.hue}.")
-        if self.ops not in AUGMENT_OPS:
-            raise ValueError(f"ops must be one of {AUGMENT_OPS}; got {self.ops!r}.")
+        augment_semantics(self.ops)  # a ConfigError (a ValueError) names the valid words
+
+    def semantics(self, part: str) -> str:
+        """Whose op this distribution uses for `part` (crop, resize, colour, blur)."""
+        return semantics_of(self.ops, part)
+
+
+def semantics_of(ops: str, part: str) -> str:
+    """Whose op `ops` (an augment_ops value) uses for `part`: "authors" or "torchvision"."""
+    return augment_semantics(ops)[part]
 
 
 def byol_views(
@@ -73,7 +83,7 @@ def byol_views(
 ) -> tuple[ViewDistribution, ViewDistribution]:
     """BYOL's (T, T'): they differ only in blur and solarize probability (BYOL v3, Table 6).
 
-    ops: "authors" (default) or "torchvision", the semantics of the ops (module docstring).
+    ops: "authors" (default), "torchvision", or either with part overrides (module docstring).
     """
     view = ViewDistribution(blur_prob=1.0, solarize_prob=0.0, ops=ops)
     view_prime = ViewDistribution(blur_prob=0.1, solarize_prob=0.2, ops=ops)
@@ -103,7 +113,7 @@ def draw_crop(
     By `dist.ops`: the authors' one clipped draw (`draw_crop_authors`) or torchvision's
     rejection loop (`draw_crop_torchvision`); BYOL v3, App. B.
     """
-    if dist.ops == "authors":
+    if dist.semantics("crop") == "authors":
         return draw_crop_authors(image_hw, dist, generator)
     return draw_crop_torchvision(image_hw, dist, generator)
 
@@ -252,7 +262,7 @@ def draw_photometric(
 
     flip, jitter = coin(dist.flip_prob), coin(dist.jitter_prob)
     order = torch.rand(batch_size, 4, generator=generator).argsort(dim=1)  # uniform permutations
-    authors = dist.ops == "authors"
+    authors = dist.semantics("colour") == "authors"
     low = (lambda s: 1 - s) if authors else (lambda s: max(0.0, 1 - s))
     brightness_low = -dist.brightness if authors else max(0.0, 1 - dist.brightness)
     brightness_high = dist.brightness if authors else 1 + dist.brightness
@@ -307,7 +317,7 @@ def apply_photometric(
     flip, jitter (its four ops in each image's own order, each clipping to [0, 1]), grayscale,
     blur, solarize (BYOL v3, App. B). Returns float [B, 3, H, W] in [0, 1].
     """
-    authors = ops == "authors"
+    authors = semantics_of(ops, "colour") == "authors"
     x = _where(params.flip, images, lambda batch: batch.flip(-1))
     jitter_ops = (  # (op, its per-image argument), in the JITTER_OPS order of `params.order`
         (ops_lib.brightness_add if authors else ops_lib.brightness_scale, params.brightness),
@@ -324,7 +334,7 @@ def apply_photometric(
     blur_op = partial(
         ops_lib.gaussian_blur,
         kernel_size=blur_kernel_size(x.shape[-2]),
-        padding="zeros" if authors else "reflect",
+        padding="zeros" if semantics_of(ops, "blur") == "authors" else "reflect",
     )
     x = _where(blur, x, blur_op, sigma)
     return _where(params.solarize, x, partial(ops_lib.solarize, threshold=solarize_threshold))
@@ -338,7 +348,7 @@ def augment_view(
     The CPU path of the data loader: draw_crop, crop_resize, then the photometric ops with B = 1.
     """
     crop = draw_crop((image.shape[-2], image.shape[-1]), dist, generator)
-    view = crop_resize(image, crop, out_size, antialias=dist.ops == "torchvision")
+    view = crop_resize(image, crop, out_size, antialias=dist.semantics("resize") == "torchvision")
     view = view.float().div_(255.0).unsqueeze(0)  # [1, 3, out, out]
     params = draw_photometric(dist, 1, generator)
     return apply_photometric(view, params, dist.solarize_threshold, dist.ops)[0]

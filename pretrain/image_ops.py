@@ -1,7 +1,7 @@
 """The photometric ops of BYOL's views, batched with one parameter per image, in two semantics.
 
 Images are float [B, 3, H, W] in [0, 1]; parameters are [B] tensors. Two semantics
-(`augment.AUGMENT_OPS`, chosen by `PretrainConfig.augment_ops`):
+(`config.AUGMENT_SEMANTICS`, chosen by `PretrainConfig.augment_ops`, part by part):
 
 - "authors": deepmind-research/byol, utils/augmentations.py (the code behind BYOL v3, App. B):
   brightness adds a delta, contrast scales each channel about its own mean, saturation scales S

@@ -252,7 +252,7 @@ def log_header(run: Run) -> None:
             "train_images": run.sampler.num_samples,
             "augment_on": run.augment_on,
             "compiled": resolve_compile(run.config, run.device),
-            "fp32_convs_under_bf16": list(run.fp32_convs),
+            "single_position_convs": list(run.single_position_convs),
         },
         "resumed_at_step": run.step,
     }

@@ -106,7 +106,8 @@ class TwoCrops(Dataset):
 
     def _crop(self, image: torch.Tensor, dist: ViewDistribution, generator: torch.Generator):
         box = draw_crop((image.shape[-2], image.shape[-1]), dist, generator)
-        crop = crop_resize(image, box, self.out_size, antialias=dist.ops == "torchvision")
+        antialias = dist.semantics("resize") == "torchvision"
+        crop = crop_resize(image, box, self.out_size, antialias=antialias)
         params = draw_photometric(dist, 1, generator)  # after the crop, as in augment_view
         return crop, {f.name: getattr(params, f.name)[0] for f in dataclasses.fields(params)}
 

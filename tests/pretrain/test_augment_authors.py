@@ -7,14 +7,22 @@ one crop draw with width and height clipped to the image; resize without antiali
 
 import colorsys
 import dataclasses
+import itertools
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from pretrain import augment
 from pretrain.augment import PhotometricParams
-from pretrain.config import PretrainConfig
+from pretrain.config import (
+    AUGMENT_PARTS,
+    AUGMENT_SEMANTICS,
+    ConfigError,
+    PretrainConfig,
+    augment_semantics,
+)
 from pretrain.identity import identity_differences
 from tests.pretrain.test_augment import _gen
 from tests.pretrain.test_augment import _params as torchvision_identity
@@ -144,3 +152,41 @@ def test_authors_and_torchvision_views_share_draws_but_differ():
     )
     assert one.shape == other.shape == (3, 32, 32) and 0 <= one.min() and one.max() <= 1
     assert (one - other).abs().max() > 1e-3
+
+
+def test_augment_ops_switches_one_part_at_a_time():
+    """Each part (crop, resize, colour, blur) takes its semantics from its own override: a view
+    depends only on the four resolved semantics (two spellings of one mapping give the same view)
+    and each of the 16 mappings gives a different view."""
+    image = (torch.rand(3, 40, 30, generator=_gen(3)) * 255).to(torch.uint8)  # 4:3, not square
+    views = {}
+    for mapping in itertools.product(AUGMENT_SEMANTICS, repeat=len(AUGMENT_PARTS)):
+        spellings = [
+            ",".join([base] + [f"{p}={s}" for p, s in zip(AUGMENT_PARTS, mapping) if s != base])
+            for base in AUGMENT_SEMANTICS
+        ]
+        assert [dict(augment_semantics(ops)) for ops in spellings] == 2 * [
+            dict(zip(AUGMENT_PARTS, mapping))
+        ]
+        drawn = []
+        for ops in spellings:
+            dist = augment.ViewDistribution(
+                blur_prob=1.0, solarize_prob=0.0, jitter_prob=1.0, crop_scale=(0.3, 1.0), ops=ops
+            )
+            drawn.append(augment.augment_view(image, dist, 16, _gen(4)))
+        torch.testing.assert_close(drawn[0], drawn[1], rtol=0, atol=0)
+        views[mapping] = drawn[0]
+    for (a, view_a), (b, view_b) in itertools.combinations(views.items(), 2):
+        assert (view_a - view_b).abs().max() > 1e-3, (a, b)
+
+
+def test_augment_ops_refuses_what_it_does_not_know_in_one_sentence():
+    for bad in ("tv", "authors,colour", "authors,color=torchvision", "authors,crop=tf"):
+        with pytest.raises(ConfigError, match="augment_ops"):
+            PretrainConfig(augment_ops=bad)
+    assert dict(augment_semantics("authors,colour=torchvision")) == {
+        "crop": "authors",
+        "resize": "authors",
+        "colour": "torchvision",
+        "blur": "authors",
+    }
