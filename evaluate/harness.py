@@ -38,6 +38,7 @@ from evaluate.transforms import Preprocessing, default_image_size
 from pretrain.data import DATASETS, DataError, ImageDataset, dataset_stats
 from pretrain.dist import setup_logging
 from pretrain.provenance import provenance
+from pretrain.small_inputs import single_position_convs, use_single_position_convs
 from results.errors import ByolBenchError
 from results.record import (
     CheckpointRef,
@@ -267,6 +268,9 @@ def load_inputs(config) -> EvalInputs:
         len(eval_set),
         preprocessing,
     )
+    # the same computation, faster at small sizes (pretrain/small_inputs.py: exact)
+    single_position = single_position_convs(inputs.encoder, preprocessing.image_size)
+    use_single_position_convs([inputs.encoder], single_position)
     inputs.encoder = inputs.encoder.to(inputs.device)
     inputs.train_set, inputs.eval_set, inputs.eval_split = train_set, eval_set, eval_split
     inputs.preprocessing, inputs.cache_dir = preprocessing, config.cache_dir

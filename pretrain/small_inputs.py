@@ -6,8 +6,8 @@ image (the others see only the zero padding). A convolution with one output posi
 one matrix product: the visible window of the input, flattened, times the kernel taps it meets.
 `SinglePositionConv2d` computes that product, with the same parameters and state-dict keys, the
 same output and the same gradients (the unseen taps get 0, as in the convolution). For ResNet-18
-at 16 px that is 7 of its 20 convolutions and more than half of its multiply-adds: the demo's
-pretraining step runs ~1.9x faster (benchmarks/demo.py).
+at 16 px that is 10 of its 20 convolutions and two thirds of its multiply-adds, nearly all of
+them on padding: the BYOL step runs ~1.9x faster on CPU (README, "The demo preset").
 
 It also avoids a torch 2.14 oneDNN bug: under bf16 autocast on CPU, a strided 3x3 convolution
 on a 1x1 input (layer4.0.conv1 at 16 px) writes garbage, up to NaN, into the weight gradient of

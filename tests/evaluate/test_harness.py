@@ -10,6 +10,7 @@ import torch
 
 from evaluate import harness, knn, linear, semisup
 from pretrain.checkpoint import load_checkpoint, save_checkpoint
+from pretrain.small_inputs import SinglePositionConv2d
 from results.errors import ByolBenchError
 from results.record import read_records
 from tests.conftest import run_cli
@@ -224,3 +225,21 @@ def test_semisup_fine_tunes_live_under_runs_evals_not_records(tmp_path):
     )
     help_text = run_cli("evaluate.semisup", "--help").stdout
     assert "<runs>/evals/semisup/" in help_text and "finetunes" not in help_text
+
+
+def test_inputs_compute_single_position_convolutions_as_matrix_products(tmp_path):
+    """At 16 px every convolution of layer3 and layer4 has one output position: the harness runs
+    them as matrix products (pretrain/small_inputs.py), with the same features as the plain
+    encoder of the same weights."""
+    config = linear.LinearConfig(
+        ckpt="random:resnet18", dataset="synthetic", image_size=16, records=str(tmp_path)
+    )
+    inputs = harness.load_inputs(config)
+    plain, _ = harness.load_encoder("random:resnet18", seed=config.seed)
+    swapped = [
+        name for name, m in inputs.encoder.named_modules() if type(m) is SinglePositionConv2d
+    ]
+    assert swapped and all(name.startswith(("layer3", "layer4")) for name in swapped)
+    images = torch.rand(4, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(inputs.encoder.eval()(images), plain.eval()(images))

@@ -168,3 +168,11 @@ def test_a_16_px_bf16_run_computes_layer4_as_matrix_products_with_exact_padding_
     padding_taps[:, :, 1, 1] = 0
     assert padding_taps.abs().max() < 1e-6 * grad[:, :, 1, 1].abs().max()
     assert all(torch.isfinite(p).all() for p in run.byol.online_encoder.parameters())
+
+
+def test_single_position_matmul_false_keeps_every_convolution(tmp_path):
+    config = curve_config(image_size=16, single_position_matmul=False)
+    run = build_run(config, tmp_path / "run", torch.device("cpu"), dist.DistInfo())
+    assert run.single_position_convs == ()
+    modules = [*run.byol.online_encoder.modules(), *run.byol.target_encoder.modules()]
+    assert not any(isinstance(module, SinglePositionConv2d) for module in modules)
