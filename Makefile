@@ -14,7 +14,7 @@ else
 TORCH_PINS := torch==2.9.1 torchvision==0.24.1
 endif
 
-.PHONY: venv demo test test-fast test-gpu lint bench bench-deps fmnist clean-demo
+.PHONY: venv demo test test-fast test-gpu lint bench bench-deps fmnist chromium clean-demo
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,16 @@ fmnist:
 	  fi; \
 	fi
 
+# Headless Chromium renders the HTML report in its test (tests/results/test_report.py).
+chromium:
+	@if ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "chromium is missing (the report test needs it): run 'sudo apt-get install chromium' (Debian)"; exit 1; \
+	  fi; \
+	fi
+
 # The main job on the embedded default: BYOL on Fashion-MNIST, then the evaluations.
 demo: venv fmnist
 	$(PY) -m results.pipeline --preset byol_r18_fmnist_demo --run-dir $(DEMO_RUN)
@@ -40,7 +50,7 @@ demo: venv fmnist
 # GPU tests (marker gpu) run with `make test-gpu` on a CUDA machine, and the mmsegmentation tests
 # (marker mm) with `make test-mm` (it builds mmcv first, ~20 min); `make test` leaves both out
 # (deselected and counted as such, never skipped).
-test: venv fmnist
+test: venv fmnist chromium
 	$(PY) -m pytest -m "not gpu and not mm"
 
 test-gpu: venv
