@@ -45,6 +45,14 @@ class SinglePositionConv2d(nn.Conv2d):
     """An nn.Conv2d that computes a single-position output as one matrix product (any other
     input goes through the convolution): same parameters, state-dict keys, output and gradients."""
 
+    def _apply(self, fn, recurse: bool = True):
+        """Keep the weight in the plain layout through `.to(memory_format=channels_last)`: the
+        product reads it as a matrix, and a channels_last weight would cost a layout conversion of
+        its whole gradient every step (a fifth of a 16 px step on CPU)."""
+        super()._apply(fn, recurse)
+        self.weight.data = self.weight.data.contiguous()
+        return self
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         window = visible_window(self, *images.shape[-2:])
         if window is None:

@@ -176,3 +176,16 @@ def test_single_position_matmul_false_keeps_every_convolution(tmp_path):
     assert run.single_position_convs == ()
     modules = [*run.byol.online_encoder.modules(), *run.byol.target_encoder.modules()]
     assert not any(isinstance(module, SinglePositionConv2d) for module in modules)
+
+
+def test_their_weights_keep_the_plain_layout_under_channels_last(tmp_path):
+    """A channels_last weight would cost a layout conversion of its whole gradient every step; the
+    other convolutions do go channels_last."""
+    run = build_run(
+        curve_config(image_size=16), tmp_path / "run", torch.device("cpu"), dist.DistInfo()
+    )
+    assert run.config.channels_last
+    for encoder in (run.byol.online_encoder, run.byol.target_encoder):
+        assert encoder.layer4[0].conv1.weight.is_contiguous()
+        stem = encoder.conv1.weight
+        assert stem.is_contiguous(memory_format=torch.channels_last) and not stem.is_contiguous()
