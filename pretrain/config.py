@@ -220,7 +220,7 @@ def byol_r18_cifar10() -> PretrainConfig:
 
 
 def byol_r18_fmnist_demo() -> PretrainConfig:
-    """The `make demo` run: ResNet-18 on Fashion-MNIST at 16 px, 12 epochs in bf16: ~14 minutes on
+    """The `make demo` run: ResNet-18 on Fashion-MNIST at 16 px, 12 epochs in bf16: ~15 minutes on
     2 CPU cores. Not in the paper.
 
     Recipe, chosen on the held-out 10% of the training set (benchmarks/demo_recipe.py; README "The
