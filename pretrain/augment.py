@@ -68,10 +68,6 @@ class ViewDistribution:
             raise ValueError(f"hue must lie in [0, 0.5] (a fraction of a turn); got {self.hue}.")
         augment_semantics(self.ops)  # a ConfigError (a ValueError) names the valid words
 
-    def semantics(self, part: str) -> str:
-        """Whose op this distribution uses for `part` (crop, resize, colour, blur)."""
-        return semantics_of(self.ops, part)
-
 
 def semantics_of(ops: str, part: str) -> str:
     """Whose op `ops` (an augment_ops value) uses for `part`: "authors" or "torchvision"."""
@@ -113,7 +109,7 @@ def draw_crop(
     By `dist.ops`: the authors' one clipped draw (`draw_crop_authors`) or torchvision's
     rejection loop (`draw_crop_torchvision`); BYOL v3, App. B.
     """
-    if dist.semantics("crop") == "authors":
+    if semantics_of(dist.ops, "crop") == "authors":
         return draw_crop_authors(image_hw, dist, generator)
     return draw_crop_torchvision(image_hw, dist, generator)
 
@@ -262,7 +258,7 @@ def draw_photometric(
 
     flip, jitter = coin(dist.flip_prob), coin(dist.jitter_prob)
     order = torch.rand(batch_size, 4, generator=generator).argsort(dim=1)  # uniform permutations
-    authors = dist.semantics("colour") == "authors"
+    authors = semantics_of(dist.ops, "colour") == "authors"
     low = (lambda s: 1 - s) if authors else (lambda s: max(0.0, 1 - s))
     brightness_low = -dist.brightness if authors else max(0.0, 1 - dist.brightness)
     brightness_high = dist.brightness if authors else 1 + dist.brightness
@@ -348,7 +344,9 @@ def augment_view(
     The CPU path of the data loader: draw_crop, crop_resize, then the photometric ops with B = 1.
     """
     crop = draw_crop((image.shape[-2], image.shape[-1]), dist, generator)
-    view = crop_resize(image, crop, out_size, antialias=dist.semantics("resize") == "torchvision")
+    view = crop_resize(
+        image, crop, out_size, antialias=semantics_of(dist.ops, "resize") == "torchvision"
+    )
     view = view.float().div_(255.0).unsqueeze(0)  # [1, 3, out, out]
     params = draw_photometric(dist, 1, generator)
     return apply_photometric(view, params, dist.solarize_threshold, dist.ops)[0]

@@ -33,6 +33,7 @@ from pretrain.augment import (
     draw_photometric,
     eval_view,
     normalize,
+    semantics_of,
 )
 from pretrain.data import ImageDataset
 from pretrain.sampling import SeededBatches, sample_seed
@@ -106,7 +107,7 @@ class TwoCrops(Dataset):
 
     def _crop(self, image: torch.Tensor, dist: ViewDistribution, generator: torch.Generator):
         box = draw_crop((image.shape[-2], image.shape[-1]), dist, generator)
-        antialias = dist.semantics("resize") == "torchvision"
+        antialias = semantics_of(dist.ops, "resize") == "torchvision"
         crop = crop_resize(image, box, self.out_size, antialias=antialias)
         params = draw_photometric(dist, 1, generator)  # after the crop, as in augment_view
         return crop, {f.name: getattr(params, f.name)[0] for f in dataclasses.fields(params)}
