@@ -23,12 +23,16 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import submitit
+from submitit.core.logger import get_logger
 from submitit.helpers import Checkpointable, DelayedSubmission, TorchDistributedEnvironment
+from submitit.slurm.slurm import SlurmJobEnvironment
 
 from results.errors import ByolBenchError
 from slurm.profile import Profile, ProfileError, load_profile, parse_time
@@ -50,11 +54,26 @@ class Job(Checkpointable):
         # env:// rendezvous for torch.distributed. Keep every GPU of the node visible: a task
         # picks cuda:LOCAL_RANK itself (pretrain.dist), so CUDA_VISIBLE_DEVICES is left alone.
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        SlurmJobEnvironment._requeue = requeue_surviving_its_own_sigterm
         return self.fn(*self.args, **self.kwargs)
 
     def checkpoint(self, *args, **kwargs) -> DelayedSubmission:
         """Resubmit the same call: fn resumes from the checkpoint it keeps in its run dir."""
         return DelayedSubmission(self, *args, **kwargs)
+
+
+def requeue_surviving_its_own_sigterm(env: SlurmJobEnvironment, countdown: int) -> None:
+    """`scontrol requeue` of this job, immune to the SIGTERM that the requeue itself sends.
+
+    SLURM signals every process of a requeued job, and `scontrol` is one of them until it exits.
+    On a busy node it can lose that race and die of SIGTERM after the requeue succeeded; submitit's
+    own `_requeue` (check_call) then raises, and the job writes a failed result that its requeued
+    run never replaces. The child ignores SIGTERM; SIGKILL still ends it KillWait later.
+    """
+    ignore_sigterm = lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN)  # noqa: E731
+    command = ["scontrol", "requeue", env.job_id]
+    subprocess.run(command, check=True, timeout=60, preexec_fn=ignore_sigterm)
+    get_logger().info(f"Requeued job {env.job_id} ({countdown} remaining timeouts)")
 
 
 def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
