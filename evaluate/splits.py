@@ -117,10 +117,15 @@ def balanced_indices(targets: list[int], total: int, seed: int) -> list[int]:
     return sorted(np.concatenate(chosen).tolist())
 
 
-def heldout_split(train_set: ImageDataset, *, seed: int, out_dir: str | Path) -> HeldoutSplit:
+def heldout_split(
+    train_set: ImageDataset, *, seed: int, out_dir: str | Path, size: int | None = None
+) -> HeldoutSplit:
     """The held-out split of `train_set`, written to `out_dir` (one line per image: index, class,
-    file), deterministic in (data, seed). ImageNet: 10,009 images; else 10% of each class."""
-    if train_set.name == "imagenet":
+    file), deterministic in (data, seed). `size` images spread evenly over the classes
+    (balanced_indices) when given; else ImageNet: 10,009 images; elsewhere 10% of each class."""
+    if size is not None:
+        heldout = balanced_indices(train_set.targets, size, seed)
+    elif train_set.name == "imagenet":
         heldout = balanced_indices(train_set.targets, IMAGENET_HELDOUT, seed)
     else:
         heldout = subset_indices(train_set.targets, fraction=HELDOUT_FRACTION, seed=seed)
@@ -132,11 +137,13 @@ def heldout_split(train_set: ImageDataset, *, seed: int, out_dir: str | Path) ->
         f"# held-out split of {train_set.name} train ({len(heldout)} of {len(train_set)} images), "
         f"seed {seed}, data {fingerprint[:16]}; columns: index, class, file",
     ]
+    paths = getattr(train_set, "paths", None)
     for index in heldout:
-        path = train_set.paths[index].relative_to(root) if root is not None else ""
+        path = Path(paths[index]).relative_to(root) if root and paths is not None else ""
         lines.append(f"{index}\t{train_set.classes[train_set.targets[index]]}\t{path}")
     payload = ("\n".join(lines) + "\n").encode()
-    path = Path(out_dir) / f"heldout-{train_set.name}-{fingerprint[:12]}-seed{seed}.txt"
+    sized = f"-n{size}" if size is not None else ""
+    path = Path(out_dir) / f"heldout-{train_set.name}-{fingerprint[:12]}-seed{seed}{sized}.txt"
     write_atomic(path, payload)
     return HeldoutSplit(train, heldout, path, hashlib.sha256(payload).hexdigest())
 

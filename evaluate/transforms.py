@@ -41,6 +41,9 @@ class Preprocessing:
     image_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    # the test view's shorter side / crop when a protocol states its own (transfer classification's
+    # logistic regression: resize to 224, crop 224, i.e. 1.0); None: resize_ratio's default
+    test_resize_ratio: float | None = None
 
     @property
     def small(self) -> bool:
@@ -49,6 +52,8 @@ class Preprocessing:
     @property
     def resize_ratio(self) -> float:
         """Shorter side / crop: 256 / 224 (BYOL v3, App. C.1); 1.0 for small images."""
+        if self.test_resize_ratio is not None:
+            return self.test_resize_ratio
         return 1.0 if self.small else 256 / 224
 
     @property

@@ -329,6 +329,22 @@ class SubsetDataset(ImageDataset):
         return self.dataset.load(self.indices[index])
 
 
+class ConcatImages(ImageDataset):
+    """The images of several sets with the same classes, one after the other (train + val)."""
+
+    def __init__(self, parts: Sequence[ImageDataset]) -> None:
+        if any(part.classes != parts[0].classes for part in parts):
+            raise DataError("sets joined into one must have the same classes in the same order")
+        self.parts = list(parts)
+        self.starts = np.cumsum([0] + [len(part) for part in parts]).tolist()
+        targets = [target for part in parts for target in part.targets]
+        super().__init__(parts[0].name, parts[0].classes, targets)
+
+    def load(self, index: int) -> tuple[torch.Tensor, int]:
+        part = int(np.searchsorted(self.starts, index, side="right")) - 1
+        return self.parts[part].load(index - self.starts[part])
+
+
 def subset_indices(
     targets: Sequence[int],
     num_per_class: int | None = None,

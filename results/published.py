@@ -15,7 +15,9 @@ Protocol names (what our evaluation CLIs write in `task.protocol` for the same m
                   they are the reference of each (LINEAR_PROTOCOLS; docs/protocols.md)
     semisup       byol-paper-1pct/1, byol-paper-10pct/1 (App. C.1, SimCLR's subsets),
                   byol-paper-100pct/1 (Table 8: fine-tuning on all labels)
-    transfer-cls  byol-paper-logreg/1 (App. D.2), byol-paper-finetune/1 (App. D.3)
+    transfer-cls  byol-transfer-linear/1 (App. D.2), byol-transfer-finetune/1 (App. D.3)
+                  (transfer/classification/); Table 3's BYOL, SimCLR-reproduction and
+                  supervised rows
     detection     byol-paper-frcnn-c4/1   App. D.5; NOT MoCo's detectron2 VOC07+12 R50-C4 24k
     segmentation  byol-paper-fcn/1        App. D.4
 Table 4's depth estimation (NYU v2) has no record family yet and is not listed.
@@ -33,7 +35,7 @@ PAPER_DATE = "2020-09-10T00:00:00Z"  # arXiv v3
 # numbers are the reference of both, each reading in its own column (results/tables.py).
 LINEAR_PROTOCOLS = ("byol-paper/1", "byol-paper/2")
 SEMISUP_PROTOCOLS = {1: "byol-paper-1pct/1", 10: "byol-paper-10pct/1", 100: "byol-paper-100pct/1"}
-TRANSFER_PROTOCOLS = {"linear": "byol-paper-logreg/1", "finetune": "byol-paper-finetune/1"}
+TRANSFER_PROTOCOLS = {"linear": "byol-transfer-linear/1", "finetune": "byol-transfer-finetune/1"}
 DETECTION_PROTOCOL = "byol-paper-frcnn-c4/1"
 SEGMENTATION_PROTOCOL = "byol-paper-fcn/1"
 
@@ -46,15 +48,25 @@ TRANSFER_METRICS = {
     "sun397": "top1",
     "cars": "top1",
     "aircraft": "mean_per_class",
-    "voc07": "map11",
+    "voc2007": "map11",
     "dtd": "top1",
     "pets": "mean_per_class",
     "caltech101": "mean_per_class",
     "flowers": "mean_per_class",
 }
-_TRANSFER = {
-    "linear": (75.3, 91.3, 78.4, 57.2, 62.2, 67.8, 60.6, 82.5, 75.5, 90.4, 94.2, 96.1),
-    "finetune": (88.5, 97.8, 86.1, 76.3, 63.7, 91.6, 88.1, 85.4, 76.2, 91.7, 93.8, 97.0),
+_TRANSFER = {  # Table 3 (SimCLR's two rows cross-checked against SimCLR's Table B.5): method ->
+    "byol": {
+        "linear": (75.3, 91.3, 78.4, 57.2, 62.2, 67.8, 60.6, 82.5, 75.5, 90.4, 94.2, 96.1),
+        "finetune": (88.5, 97.8, 86.1, 76.3, 63.7, 91.6, 88.1, 85.4, 76.2, 91.7, 93.8, 97.0),
+    },
+    "simclr": {  # "SimCLR (repro)": the authors' JAX reproduction
+        "linear": (72.8, 90.5, 74.4, 42.4, 60.6, 49.3, 49.8, 81.4, 75.7, 84.6, 89.3, 92.6),
+        "finetune": (87.5, 97.4, 85.3, 75.0, 63.9, 91.4, 87.6, 84.5, 75.4, 89.4, 91.7, 96.6),
+    },
+    "supervised": {  # "Supervised-IN [Chen et al.]": SimCLR's supervised ResNet-50 (76.3% top-1)
+        "linear": (72.3, 93.6, 78.3, 53.7, 61.9, 66.7, 61.0, 82.8, 74.9, 91.5, 94.5, 94.7),
+        "finetune": (88.3, 97.5, 86.4, 75.8, 64.3, 92.1, 86.0, 85.0, 74.6, 92.1, 93.3, 97.6),
+    },
 }
 # Table 1 (linear) and Table 2 (semi-supervised 1% / 10%): arch -> (top-1, top-5)
 _LINEAR = {
@@ -128,10 +140,11 @@ def published_records(linear_protocols: Sequence[str] = LINEAR_PROTOCOLS[:1]) ->
         for arch, (top1, top5) in by_arch.items():
             task = Task("semisup", "imagenet", "val", SEMISUP_PROTOCOLS[fraction])
             records.append(_record(table, "byol", arch, task, {"top1": top1, "top5": top5}))
-    for mode, values in _TRANSFER.items():
-        for (dataset, metric), value in zip(TRANSFER_METRICS.items(), values, strict=True):
-            task = Task("transfer-cls", dataset, "test", TRANSFER_PROTOCOLS[mode])
-            records.append(_record("Table 3", "byol", "resnet50", task, {metric: value}))
+    for method, modes in _TRANSFER.items():
+        for mode, values in modes.items():
+            for (dataset, metric), value in zip(TRANSFER_METRICS.items(), values, strict=True):
+                task = Task("transfer-cls", dataset, "test", TRANSFER_PROTOCOLS[mode])
+                records.append(_record("Table 3", method, "resnet50", task, {metric: value}))
     for method, ap50 in _DETECTION.items():
         task = Task("detection", "voc07", "test", DETECTION_PROTOCOL)
         records.append(_record("Table 4", method, "resnet50", task, {"ap50": ap50}))

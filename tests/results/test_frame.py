@@ -28,6 +28,6 @@ def test_failed_records_get_the_cells_of_their_family():
     frame = records_frame(fixed_records())
     failed = frame[(frame["row"] == R50X2)]
     assert sorted(failed["metric"]) == ["top1", "top5"] and set(failed["status"]) == {"failed"}
-    voc = frame[(frame["dataset"] == "voc07") & (frame["family"] == "transfer-cls")]
+    voc = frame[(frame["dataset"] == "voc2007") & (frame["family"] == "transfer-cls")]
     assert set(voc[voc["kind"] == "eval"]["metric"]) == {"map11"}  # App. D.2's metric for VOC07
     assert frame["value"][frame["status"] == "failed"].isna().all()

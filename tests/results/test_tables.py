@@ -21,7 +21,7 @@ EXPECTED_IDS = [
     "linear-fmnist-test",
     "linear-imagenet-val",
     "semisup-imagenet-val",
-    "transfer-byol-paper-logreg-1",
+    "transfer-byol-transfer-linear-1",
     "dense",
 ]
 

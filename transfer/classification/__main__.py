@@ -1,0 +1,3 @@
+from transfer.classification.cli import main
+
+main()
