@@ -47,7 +47,11 @@ EVALS = {  # name -> (module, extra flags)
     "knn": ("evaluate.knn", ()),
     "semisup1": ("evaluate.semisup", ("--fraction", "1")),
     "semisup10": ("evaluate.semisup", ("--fraction", "10")),
+    "transfer-linear": ("transfer.classification", ("--protocol", "byol-transfer-linear/1")),
+    "transfer-finetune": ("transfer.classification", ("--protocol", "byol-transfer-finetune/1")),
 }
+# the transfer suite reads the 12 releases from --transfer-data, not the pretraining data set
+TRANSFER_EVALS = ("transfer-linear", "transfer-finetune")
 # --series: the run directory (each keeper checkpoints/epoch_*.pt, then the export;
 # evaluate/series.py) instead of the export alone, for the report's accuracy against epochs
 SERIES_EVALS = ("linear", "knn")
@@ -77,6 +81,8 @@ class PipelineConfig:
     max_steps: int | None = None
     device: str | None = None
     after: tuple[str, ...] = ()  # SLURM job ids the pretraining job waits for (afterok)
+    transfer_data: str | None = None  # the folder of the transfer releases (TRANSFER_EVALS)
+    transfer_datasets: tuple[str, ...] = ("all",)
 
 
 def pretrain_command(config: PipelineConfig) -> list[str]:
@@ -115,6 +121,8 @@ def eval_command(config: PipelineConfig, name: str, target: str) -> list[str]:
     """The evaluation CLI for `target`, on the data set and image size of the run's config.json."""
     pretrain = json.loads((Path(config.run_dir) / "config.json").read_text(encoding="utf-8"))
     module, extra = EVALS[name]
+    if name in TRANSFER_EVALS:
+        return transfer_command(config, pretrain, name, target)
     if target == "export" and config.series and name in SERIES_EVALS:
         ckpt = [config.run_dir]  # its keepers, then its newest export (evaluate/series.py)
     elif target == "export":
@@ -127,6 +135,21 @@ def eval_command(config: PipelineConfig, name: str, target: str) -> list[str]:
     command += ["--data", pretrain["data"]] if pretrain.get("data") else []
     command += ["--device", config.device] if config.device else []
     return command + list(extra) + (["--fast"] if config.fast and name in FAST_EVALS else [])
+
+
+def transfer_command(config: PipelineConfig, pretrain: dict, name: str, target: str) -> list:
+    """transfer.classification on the export (or the random-init baseline at the protocol's own
+    input size, 224), every data set of config.transfer_datasets, one record each."""
+    module, extra = EVALS[name]
+    arch = pretrain["backbone"] + (":cifar" if pretrain.get("cifar_stem") else "")
+    ckpt = str(latest_export(config.run_dir)) if target == "export" else f"random:{arch}"
+    command = [sys.executable, "-m", module, "--ckpt", ckpt, "--data", config.transfer_data]
+    command += ["--dataset", *config.transfer_datasets, "--records", config.records]
+    command += ["--num-workers", str(pretrain["num_workers"])]
+    command += ["--device", config.device] if config.device else []
+    return (
+        command + list(extra) + (["--grid", "demo"] if config.fast and "finetune" in name else [])
+    )
 
 
 def run_command(command: list[str]) -> None:
@@ -148,7 +171,7 @@ def run_eval(config: PipelineConfig, name: str, target: str) -> int:
 
 def finish(config: PipelineConfig) -> Path:
     """Tables (markdown, <run dir>/tables) and the report; print the run data set's linear and
-    semi-supervised tables, return the report's path."""
+    semi-supervised tables and any transfer tables, return the report's path."""
     records = read_records(config.records)
     built = tables.build_tables(records)
     paths = tables.write_tables(built, "md", Path(config.run_dir) / "tables")
@@ -158,6 +181,7 @@ def finish(config: PipelineConfig) -> Path:
     config_path = Path(config.run_dir) / "config.json"
     dataset = json.loads(config_path.read_text(encoding="utf-8"))["dataset"]
     prefixes = tuple(f"{family}-{tables.slug(dataset)}-" for family in ("linear", "semisup"))
+    prefixes += ("transfer-",)
     shown = [table for table in built if table.id.startswith(prefixes)] or built
     print("\n" + "\n".join(render.to_markdown(table) for table in shown), flush=True)
     print(f"tables: {', '.join(str(path) for path in paths)}")
@@ -242,6 +266,15 @@ def parse_config(argv: list[str] | None) -> tuple[PipelineConfig, argparse.Names
         help="linear and kNN also on every keeper checkpoints/epoch_*.pt of the run (the report "
         "plots top-1 against pretraining epochs); default: on for demo presets",
     )
+    add(
+        "--transfer-data",
+        help="folder holding the transfer releases side by side (transfer.classification "
+        "--dataset all); needed by --evals transfer-linear / transfer-finetune",
+    )
+    add(
+        "--transfer-datasets",
+        help="comma-separated transfer data sets (default: all 12 of Table 3)",
+    )
     add("--records", help="records directory (default: records/ beside the run dir)")
     add("--max-steps", type=int, help="stop pretraining early (the schedule is unchanged)")
     add("--device", choices=["cpu", "cuda"], help="default: cuda when available")
@@ -253,6 +286,8 @@ def parse_config(argv: list[str] | None) -> tuple[PipelineConfig, argparse.Names
     unknown = [name for name in evals if name not in EVALS]
     if unknown or not evals:
         parser.error(f"--evals {args.evals!r}: choose from {', '.join(EVALS)}")
+    if any(name in TRANSFER_EVALS for name in evals) and not args.transfer_data:
+        parser.error("--evals transfer-*: pass --transfer-data DIR (the transfer releases)")
     try:
         slurm_submit.check_slurm_flags(args)
         shared = slurm_submit.profile_from_args(args).shared_dir if args.slurm else "."
@@ -273,6 +308,10 @@ def parse_config(argv: list[str] | None) -> tuple[PipelineConfig, argparse.Names
         max_steps=args.max_steps,
         device=args.device,
         after=tuple(slurm_submit.after_from_args(args)),
+        transfer_data=str(Path(args.transfer_data).absolute()) if args.transfer_data else None,
+        transfer_datasets=tuple(
+            name.strip() for name in (args.transfer_datasets or "all").split(",") if name.strip()
+        ),
     )
     return config, args
 

@@ -124,6 +124,40 @@ def test_commands_follow_the_run_config(tmp_path):
     ]
 
 
+def test_transfer_commands_read_the_transfer_releases(tmp_path):
+    export = fake_run(tmp_path / "run", cifar_stem=True, data="/data/fm")
+    argv = ["--preset", "byol_r18_fmnist_demo", "--run-dir", str(tmp_path / "run")]
+    argv += ["--evals", "transfer-linear,transfer-finetune", "--transfer-data", str(tmp_path)]
+    config, _ = pipeline.parse_config([*argv, "--transfer-datasets", "dtd,pets"])
+    common = ["--data", str(tmp_path), "--dataset", "dtd", "pets", "--records", config.records]
+    common += ["--num-workers", "2"]
+    assert pipeline.eval_command(config, "transfer-linear", "export")[1:] == [
+        "-m",
+        "transfer.classification",
+        "--ckpt",
+        str(export),
+        *common,
+        "--protocol",
+        "byol-transfer-linear/1",
+    ]
+    # the baseline at the protocol's own input size (224), not the run's; --fast: the demo grid
+    assert pipeline.eval_command(config, "transfer-finetune", "baseline")[1:] == [
+        "-m",
+        "transfer.classification",
+        "--ckpt",
+        "random:resnet18:cifar",
+        *common,
+        "--protocol",
+        "byol-transfer-finetune/1",
+        "--grid",
+        "demo",
+    ]
+    everything, _ = pipeline.parse_config(argv)
+    assert everything.transfer_datasets == ("all",)
+    with pytest.raises(SystemExit):  # the transfer suite without its releases
+        pipeline.parse_config([*argv[:4], "--evals", "linear,transfer-linear"])
+
+
 def test_results_modules_do_not_import_torch():
     code = (
         "import sys; import results.tables, results.report, results.pipeline, results.published;"
