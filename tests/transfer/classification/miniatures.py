@@ -144,7 +144,7 @@ def _cifar(folder: Path, names: list[str], per_class: int, size: int) -> None:
             }
             if not ten:
                 batch[b"coarse_labels"] = [0] * len(chosen)
-            (folder / file).write_bytes(pickle.dumps(batch, protocol=2))
+            (folder / file).write_bytes(pickle.dumps(batch))
     meta = (
         {b"label_names": [n.encode() for n in names]}
         if ten
@@ -153,7 +153,7 @@ def _cifar(folder: Path, names: list[str], per_class: int, size: int) -> None:
             b"coarse_label_names": [b"fruit_and_vegetables"],
         }
     )
-    (folder / ("batches.meta" if ten else "meta")).write_bytes(pickle.dumps(meta, protocol=2))
+    (folder / ("batches.meta" if ten else "meta")).write_bytes(pickle.dumps(meta))
 
 
 _PARTS = (
