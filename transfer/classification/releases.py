@@ -4,8 +4,9 @@
 split where the protocol uses it (Aircraft, VOC2007, DTD, Flowers: BYOL v3, App. D.1; SimCLR
 B.8.1), else None (the protocol then holds part of train out), and the split results are
 reported on. Every split is an ImageDataset reading its files lazily, named after the data set,
-with the same `classes` (same order) in train, val and test. Facts: docs/transfer-classification.md
-(the shared fact sheet) §1-§2; each reader's docstring names its files.
+with the same `classes` (same order) in train, val and test. Each reader's docstring names its
+files and their format, as the creators ship them and as torchvision's loaders of the same
+releases read them (torchvision/datasets/{food101,stanford_cars,...}.py, checked).
 
 `root` is the release folder itself or the folder holding it under its usual name
 (FOLDER_NAMES), so `--data DIR` works both ways, and with `--dataset all` one DIR holds the 12
@@ -163,9 +164,12 @@ def release_folder(name: str, root: str | Path) -> Path:
     for candidate in candidates:
         if candidate.is_dir() and (marker is None or (candidate / marker).exists()):
             return candidate
+    if marker is not None and (root / marker).exists():
+        return root
     if name == "voc2007" and root.name == "VOC2007" and (root / "ImageSets").is_dir():
         return root.parent
-    return root
+    # an incomplete release: its folder if there is one, so that errors name files inside it
+    return next((candidate for candidate in candidates if candidate.is_dir()), root)
 
 
 def read_cifar(folder: Path, seed: int, num_classes: int) -> Splits:

@@ -3,7 +3,7 @@
 Each reader takes the release folder (resolved by releases.release_folder) and returns
 `Splits(train, val, test, notes)` exactly as the creators' split files say; `val` is the
 creators' validation list for Aircraft, VOC2007 and DTD, else None (the protocol then holds a
-part of train out). Layouts: docs/transfer-classification.md §2 (shared fact sheet).
+part of train out). Each docstring names the files and their line format.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Readers of the releases whose labels are MATLAB files: Stanford Cars and Oxford 102 Flowers.
 
 The .mat files are read with scipy.io.loadmat(squeeze_me=True), the structures checked against
-torchvision's StanfordCars and Flowers102 loaders (docs/transfer-classification.md §2).
+torchvision's StanfordCars and Flowers102 loaders (torchvision/datasets/stanford_cars.py,
+flowers102.py).
 """
 
 from __future__ import annotations

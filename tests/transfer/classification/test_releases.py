@@ -285,6 +285,14 @@ def test_missing_split_file_names_it_and_the_release_contents(tmp_path, name, re
     assert f"{Path(relative).name} is missing" in str(error.value)
 
 
+def test_incomplete_release_under_a_parent_dir_names_the_file_inside_it(tmp_path: Path):
+    folder = write_miniature("food101", tmp_path)
+    shutil.rmtree(folder / "meta")
+    with pytest.raises(DataError) as error:
+        read_release("food101", tmp_path)
+    assert str(error.value).startswith(f"{folder / 'meta' / 'classes.txt'} is missing; ")
+
+
 @pytest.mark.parametrize(
     ("name", "relative"),
     [
