@@ -75,14 +75,18 @@ def require(path: Path, release: str) -> Path:
     return path
 
 
-def read_lines(path: Path, release: str) -> list[str]:
-    """The non-empty lines of a text file, stripped of surrounding white space."""
+def read_raw_lines(path: Path, release: str) -> list[str]:
+    """The lines of a text file as they are (a missing or unreadable file: a DataError)."""
     require(path, release)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"cannot read {path} ({error}); extract the release again") from error
-    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def read_lines(path: Path, release: str) -> list[str]:
+    """The non-empty lines of a text file, stripped of surrounding white space."""
+    return [line.strip() for line in read_raw_lines(path, release) if line.strip()]
 
 
 def load_mat(path: Path, release: str, keys: Sequence[str]) -> dict[str, np.ndarray]:

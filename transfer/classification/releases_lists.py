@@ -23,6 +23,7 @@ from transfer.classification.release_files import (
     missing,
     present,
     read_lines,
+    read_raw_lines,
     require,
 )
 
@@ -67,7 +68,7 @@ def read_food101(folder: Path, seed: int) -> Splits:
 def _read_table(path: Path, release: str) -> list[dict[str, str]]:
     """A tab-separated file whose first line names the fields (Birdsnap's species.txt,
     images.txt) as one dict per row."""
-    lines = [line for line in _raw_lines(path, release) if line.strip()]
+    lines = [line for line in read_raw_lines(path, release) if line.strip()]
     if not lines:
         raise DataError(f"{path} is empty; {RELEASE_CONTENTS[release]}")
     fields = lines[0].strip().split("\t")
@@ -81,14 +82,6 @@ def _read_table(path: Path, release: str) -> list[dict[str, str]]:
             )
         rows.append(dict(zip(fields, values)))
     return rows
-
-
-def _raw_lines(path: Path, release: str) -> list[str]:
-    require(path, release)
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"cannot read {path} ({error}); extract the release again") from error
 
 
 def _column(rows: list[dict[str, str]], field: str, path: Path, release: str) -> list[str]:
@@ -139,14 +132,20 @@ def _birdsnap_lists(folder: Path) -> tuple[list[str], dict[str, int], list[str]]
     """(class names in species-id order, label of every images.txt path, the test paths)."""
     species_file, images_file = folder / "species.txt", folder / "images.txt"
     species = _read_table(species_file, "birdsnap")
-    ids = [int(i) for i in _column(species, "id", species_file, "birdsnap")]
+    ids = [
+        _as_int(i, species_file, "birdsnap")
+        for i in _column(species, "id", species_file, "birdsnap")
+    ]
     common = _column(species, "common", species_file, "birdsnap")
     order = sorted(range(len(ids)), key=ids.__getitem__)
     classes = [common[i] for i in order]
     label_of_id = {ids[i]: label for label, i in enumerate(order)}
     rows = _read_table(images_file, "birdsnap")
     image_paths = _column(rows, "path", images_file, "birdsnap")
-    species_ids = [int(s) for s in _column(rows, "species_id", images_file, "birdsnap")]
+    species_ids = [
+        _as_int(s, images_file, "birdsnap")
+        for s in _column(rows, "species_id", images_file, "birdsnap")
+    ]
     unknown = sorted(set(species_ids) - set(label_of_id))
     if unknown:
         raise DataError(
