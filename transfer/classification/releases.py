@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from pretrain.data import IMAGE_EXTENSIONS, CifarDataset, DataError, ImageDataset
+from results.published import TRANSFER_METRICS
 from transfer.classification.release_files import (
     RELEASE_CONTENTS,
     ImageListDataset,
@@ -98,14 +99,7 @@ PAPER_CLASSES = {  # BYOL v3, Table 10; Caltech-101: 3,060 = 102 x 30, BACKGROUN
     "caltech101": 102,
     "flowers": 102,
 }
-METRIC = {  # BYOL v3, App. D.1 (transfer/classification/metrics.py defines them)
-    **{name: "top1" for name in TRANSFER_DATASETS},
-    "aircraft": "mean_per_class",
-    "pets": "mean_per_class",
-    "caltech101": "mean_per_class",
-    "flowers": "mean_per_class",
-    "voc2007": "map11",
-}
+METRIC = TRANSFER_METRICS  # BYOL v3, App. D.1 (the one list: results/published.py)
 CALTECH_TRAIN_PER_CLASS = 30  # SimCLR B.8.1: "randomly chose 30 images per class", rest is test
 _MARKERS = {  # a file or folder that only the release folder itself holds
     "food101": "meta",
