@@ -1,0 +1,147 @@
+"""`python -m transfer.classification` end to end on miniature releases: records, the table,
+the split rule, several data sets, SLURM task split, and bad input."""
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+from results.record import read_records
+from results.tables import build_tables
+from tests.conftest import run_cli
+from tests.transfer.classification.miniatures import write_miniature
+from transfer.classification import cli, linear
+from transfer.classification.releases import TRANSFER_DATASETS, read_release
+from transfer.classification.splits import heldout_size, selection_splits
+
+FAST = ["--device", "cpu", "--num-workers", "0", "--batch-size", "16"]
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory):
+    """Pets (validation held out of train, mean per-class) and VOC2007 (the creators' val,
+    11-point mAP) side by side, as `--dataset all` expects them."""
+    root = tmp_path_factory.mktemp("releases")
+    write_miniature("pets", root, classes=3, per_class=6, image_size=12)
+    write_miniature("voc2007", root, classes=3, per_class=4, image_size=12)
+    return root
+
+
+def test_two_data_sets_end_to_end_records_and_table(releases, tmp_path, monkeypatch):
+    monkeypatch.setenv("BYOL_BENCH_CACHE", str(tmp_path / "cache"))
+    records = tmp_path / "records"
+    argv = ["--ckpt", "random:resnet18", "--dataset", "pets", "voc2007", "--data", str(releases)]
+    cli.main([*argv, *FAST, "--records", str(records)])
+    by_dataset = {record.task.dataset: record for record in read_records(records)}
+    assert set(by_dataset) == {"pets", "voc2007"}
+    pets, voc = by_dataset["pets"], by_dataset["voc2007"]
+    for record in (pets, voc):
+        assert record.status == "complete" and record.task.family == "transfer-cls"
+        assert record.task.protocol == "byol-transfer-linear/1"  # 45 penalties, 224 px
+        assert len(record.selection["candidates"]) == 45
+        assert record.selection["penalty"] in [c["penalty"] for c in record.selection["candidates"]]
+        assert record.selection["refit_on"] == "train + val"
+    assert set(pets.metrics) == {"mean_per_class"} and set(voc.metrics) == {"map11"}
+    # Pets: validation held out of train (Table 10's fraction), its split file hashed
+    held = heldout_size("pets", 18)
+    assert pets.selection["chosen_on"] == f"heldout-{held}"
+    assert pets.selection["images"] == {"train": 18 - held, "val": held, "test": 18}
+    split_file = pets.selection["split_file"]
+    digest = hashlib.sha256(open(split_file, "rb").read()).hexdigest()
+    assert digest == pets.selection["split_sha256"]
+    assert voc.selection["chosen_on"] == "creators-val" and voc.selection["split_file"] is None
+    # the table: Table 3's layout, the paper's metric named in each column
+    (table,) = [t for t in build_tables(read_records(records)) if t.id.startswith("transfer-")]
+    assert "pets mean/class" in table.headers and "voc2007 mAP" in table.headers
+    assert table.headers.index("voc2007 mAP") < table.headers.index("pets mean/class")
+
+
+def test_selection_never_sees_test_labels(releases, tmp_path, monkeypatch):
+    """The split rule: val is never in train, and changing every test label changes the test
+    score only, not the chosen penalty or any validation score."""
+    monkeypatch.setenv("BYOL_BENCH_CACHE", str(tmp_path / "cache"))
+    release = read_release("pets", releases)
+    splits = selection_splits(release, seed=0, out_dir=tmp_path / "splits")
+    assert not set(splits.train_indices) & set(splits.val_indices)
+    assert sorted(splits.train_indices + splits.val_indices) == list(range(len(release.train)))
+    config = cli.TransferConfig(
+        ckpt="random:resnet18",
+        dataset="pets",
+        data=str(releases),
+        image_size=32,
+        device="cpu",
+        num_workers=0,
+        records=str(tmp_path / "records"),
+        penalties=(1e-3, 1e-1, 10.0, 1e3),
+    )
+    inputs = cli.load_inputs(config, release)
+    run = dict(penalties=config.penalties, max_iter=200, batch_size=16, workers=0)
+    metrics, selection = linear.run_linear(inputs, release, splits, **run)
+    shifted = [(label + 1) % 3 for label in release.test.targets]
+    release.test.targets[:] = shifted  # every test label wrong from here on
+    cache = tmp_path / "cache-shifted"
+    monkeypatch.setenv("BYOL_BENCH_CACHE", str(cache))
+    inputs.cache_dir = str(cache)
+    metrics_shifted, selection_shifted = linear.run_linear(inputs, release, splits, **run)
+    assert selection_shifted["candidates"] == selection["candidates"]
+    assert selection_shifted["penalty"] == selection["penalty"]
+    assert metrics_shifted != metrics
+
+
+def test_custom_settings_are_recorded_under_their_own_protocol(releases, tmp_path, monkeypatch):
+    monkeypatch.setenv("BYOL_BENCH_CACHE", str(tmp_path / "cache"))
+    records = tmp_path / "records"
+    argv = ["--ckpt", "random:resnet18", "--dataset", "voc2007", "--data", str(releases)]
+    argv += ["--image-size", "32", "--penalties", "0.01", "1", "100", "--records", str(records)]
+    result = run_cli("transfer.classification", *argv, *FAST, check=True)
+    (record,) = read_records(records)
+    assert record.task.protocol == "byol-transfer-linear-custom/1"
+    assert [c["penalty"] for c in record.selection["candidates"]] == [0.01, 1.0, 100.0]
+    assert "transfer-cls byol-transfer-linear-custom/1 voc2007/test" in result.stdout
+    assert record.config["image_size"] == 32
+
+
+def test_all_expands_to_one_task_per_data_set_in_table_order():
+    argvs = cli.per_dataset_argvs(["--ckpt", "x.pt", "--dataset", "all", "--data", "/d"])
+    assert [argv[-1] for argv in argvs] == list(TRANSFER_DATASETS)
+    assert all(argv[:4] == ["--ckpt", "x.pt", "--data", "/d"] for argv in argvs)
+    two = cli.per_dataset_argvs(["--dataset", "dtd", "pets", "--ckpt", "x.pt"])
+    assert two == [["--ckpt", "x.pt", "--dataset", "dtd"], ["--ckpt", "x.pt", "--dataset", "pets"]]
+    assert len(cli.per_dataset_argvs(["--ckpt", "x.pt"])) == 12  # default: all
+
+
+def test_a_missing_release_is_refused_before_any_work(releases, tmp_path):
+    argv = ["--ckpt", "random:resnet18", "--dataset", "pets", "dtd", "--data", str(releases)]
+    result = run_cli("transfer.classification", *argv, "--records", str(tmp_path / "r"), *FAST)
+    assert result.returncode == 1
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "dtd" in line and "labels" in line  # names the file the release should contain
+    assert not (tmp_path / "r").exists()  # nothing ran, not even Pets
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dataset", "imagenet"], "unknown data set 'imagenet'"),
+        (["--dataset", "pets", "--penalties", "0"], "--penalties needs one or more positive"),
+        (["--dataset", "pets", "--max-iter", "0"], "must be positive"),
+    ],
+)
+def test_bad_flags_are_one_sentence(releases, argv, message):
+    result = run_cli(
+        "transfer.classification", "--ckpt", "random:resnet18", "--data", str(releases), *argv
+    )
+    assert result.returncode == 1 and f"error: {message}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_record_config_names_one_data_set(releases, tmp_path, monkeypatch):
+    monkeypatch.setenv("BYOL_BENCH_CACHE", str(tmp_path / "cache"))
+    argv = ["--ckpt", "random:resnet18", "--dataset", "pets", "--data", str(releases)]
+    argv += ["--image-size", "32", "--penalties", "1", "--records", str(tmp_path / "r")]
+    cli.main([*argv, *FAST])
+    (record,) = read_records(tmp_path / "r")
+    assert record.config["dataset"] == "pets"
+    assert json.loads(json.dumps(record.selection))["release_notes"] == []
+    assert torch.tensor(record.metrics["mean_per_class"]).isfinite()
