@@ -1,0 +1,209 @@
+"""L-BFGS for an l2-regularised linear model on cached features, on the features' device.
+
+Minimises  F(W, b) = sum_i loss(x_i W^T + b) + (penalty / 2) ||W||^2  (bias not penalised) for a
+loss that is a sum over the logits (softmax cross-entropy, or one binary logistic loss per column);
+transfer/classification/logistic.py defines the losses and the protocol. The method is L-BFGS
+(Nocedal & Wright 2006, Alg. 7.4/7.5, memory 10 like scipy's L-BFGS-B used by scikit-learn) with
+three changes that leave the minimiser untouched and make each iteration cheap and exact:
+
+- centred parametrisation: the optimiser moves (W, b') with b = b' - W mu (mu: the features'
+  mean), so that the unpenalised bias is decoupled from the weights of non-centred (post-ReLU)
+  features; the model returned is (W, b) and the stopping test uses the gradient in (W, b);
+- two matrix products per iteration whatever the line search does: U = X D^T along the search
+  direction D, then the new gradient R^T X; every line-search trial moves the logits as Z + t U
+  and costs O(N C), not O(N C D);
+- the matrix products run in the features' dtype (float32 features: float32 products), every
+  O(N C) quantity (logits, losses, residuals, the 1-D line search) and the parameters in float64,
+  so the line search sees a smooth function.
+
+Stopping rule (scikit-learn's for lbfgs, `gtol`): max |dF/dtheta| / N <= tol, i.e. the gradient
+of scikit-learn's averaged objective (sklearn/linear_model/_logistic.py scales the penalty by
+1 / (C N) and minimises the mean loss) in max-norm. `converged` says whether it was met.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+Loss = Callable[[torch.Tensor], tuple[float, torch.Tensor]]  # logits [N, C] -> (sum, dloss/dz)
+
+HISTORY = 10  # scipy L-BFGS-B `maxcor` default, what scikit-learn's lbfgs solver runs with
+ARMIJO = 1e-4  # sufficient decrease c1 (Nocedal & Wright, Sec. 3.1)
+CURVATURE = 0.9  # strong Wolfe c2 for quasi-Newton methods (Nocedal & Wright, Sec. 3.1)
+LINE_SEARCH_TRIALS = 30
+REFRESH_EVERY = 25  # recompute the logits from scratch, bounding the drift of Z + t U updates
+
+
+@dataclass(frozen=True)
+class LbfgsResult:
+    weight: torch.Tensor  # [C, D] float64
+    bias: torch.Tensor  # [C] float64
+    iterations: int
+    converged: bool
+
+
+@dataclass
+class _Point:
+    """The iterate: parameters [C, D+1] (centred bias last), its logits, value and gradient."""
+
+    theta: torch.Tensor  # [C, D+1] float64: W | b'
+    logits: torch.Tensor  # [N, C] float64
+    value: float
+    residual: torch.Tensor  # [N, C] float64: dloss/dlogits
+    gradient: torch.Tensor | None = None  # [C, D+1] float64, in the centred parametrisation
+    gradient_norm: float = float("inf")  # max |dF/d(W, b)| / N, the stopping quantity
+
+
+class _Problem:
+    """Features, their mean, the loss and the penalty of one fit."""
+
+    def __init__(self, features: torch.Tensor, loss: Loss, penalty: float):
+        self.features = features.contiguous()  # [N, D]
+        self.count = features.shape[0]
+        self.mean = features.sum(0, dtype=torch.float64) / self.count  # [D]
+        self.loss = loss
+        self.penalty = penalty
+
+    def logits(self, theta: torch.Tensor) -> torch.Tensor:
+        """x_i W^T + b with b = b' - W mu: [N, C] float64."""
+        weight, centred_bias = theta[:, :-1], theta[:, -1]
+        product = self.features @ weight.to(self.features.dtype).T  # [N, C]
+        return product.double() + (centred_bias - weight @ self.mean)
+
+    def point(self, theta: torch.Tensor, logits: torch.Tensor) -> _Point:
+        value, residual = self.loss(logits)
+        weight = theta[:, :-1]
+        value += 0.5 * self.penalty * float((weight**2).sum())
+        return _Point(theta, logits, value, residual)
+
+    def add_gradient(self, point: _Point) -> None:
+        """The gradient of F at `point` (one matrix product), centred and as the stopping test."""
+        weight = point.theta[:, :-1]
+        data_part = (point.residual.to(self.features.dtype).T @ self.features).double()  # [C, D]
+        bias_part = point.residual.sum(0)  # [C]
+        weight_part = data_part + self.penalty * weight  # dF/dW at fixed b
+        largest = max(float(weight_part.abs().max()), float(bias_part.abs().max()))
+        point.gradient_norm = largest / self.count
+        centred = weight_part - bias_part[:, None] * self.mean[None, :]  # dF/dW at fixed b'
+        point.gradient = torch.cat([centred, bias_part[:, None]], dim=1)
+
+    def direction_logits(self, direction: torch.Tensor) -> torch.Tensor:
+        """U = d(logits)/dt along `direction` [C, D+1]: [N, C] float64."""
+        step = direction[:, :-1]
+        product = self.features @ step.to(self.features.dtype).T
+        return product.double() + (direction[:, -1] - step @ self.mean)
+
+
+def _two_loop(gradient: torch.Tensor, history: list[tuple[torch.Tensor, torch.Tensor, float]]):
+    """-H g by the L-BFGS two-loop recursion (Nocedal & Wright, Alg. 7.4); H0 = gamma I."""
+    q = gradient.clone()
+    alphas = []
+    for s, y, rho in reversed(history):
+        alpha = rho * float((s * q).sum())
+        q -= alpha * y
+        alphas.append(alpha)
+    if history:
+        s, y, _ = history[-1]
+        q *= float((s * y).sum()) / float((y * y).sum())
+    for (s, y, rho), alpha in zip(history, reversed(alphas), strict=True):
+        beta = rho * float((y * q).sum())
+        q += (alpha - beta) * s
+    return -q
+
+
+def _line_search(phi, value0: float, slope0: float, step: float):
+    """A step t meeting the strong Wolfe conditions for a convex phi (Nocedal & Wright,
+    Sec. 3.5): bracket the root of phi' (monotone), then safeguarded secant steps.
+    Returns (t, phi(t), extra) or None when no trial decreased phi."""
+    low, low_slope, high, high_slope = 0.0, slope0, None, 0.0
+    best = None
+    for _ in range(LINE_SEARCH_TRIALS):
+        value, slope, extra = phi(step)
+        decreased = value <= value0 + ARMIJO * step * slope0
+        if decreased and (best is None or value < best[1]):
+            best = (step, value, extra)
+        if decreased and abs(slope) <= CURVATURE * abs(slope0):
+            return step, value, extra
+        if not decreased or slope >= 0:
+            high, high_slope = step, slope
+        else:
+            low, low_slope = step, slope
+        if high is None:
+            step *= 4.0
+            continue
+        width = high - low
+        if high_slope > 0 and low_slope < 0:  # secant on phi', kept inside the bracket
+            secant = low - low_slope * width / (high_slope - low_slope)
+            step = min(max(secant, low + 0.1 * width), high - 0.1 * width)
+        else:
+            step = low + 0.5 * width
+    return best
+
+
+def _step(problem: _Problem, point: _Point, direction: torch.Tensor, step: float):
+    """Line search along `direction` from `point`; the new point (without its gradient) or None."""
+    along = problem.direction_logits(direction)  # [N, C]
+    weight, step_weight = point.theta[:, :-1], direction[:, :-1]
+    cross, square = float((weight * step_weight).sum()), float((step_weight**2).sum())
+    slope0 = float((point.residual * along).sum()) + problem.penalty * cross
+    if not slope0 < 0:
+        return None
+
+    def phi(t: float):
+        logits = point.logits + t * along
+        value, residual = problem.loss(logits)
+        penalty_value = 0.5 * problem.penalty * float(((weight + t * step_weight) ** 2).sum())
+        slope = float((residual * along).sum()) + problem.penalty * (cross + t * square)
+        return value + penalty_value, slope, (logits, residual)
+
+    found = _line_search(phi, point.value, slope0, step)
+    if found is None:
+        return None
+    t, value, (logits, residual) = found
+    return _Point(point.theta + t * direction, logits, value, residual), t
+
+
+def minimise(
+    features: torch.Tensor,
+    loss: Loss,
+    penalty: float,
+    theta: torch.Tensor,
+    *,
+    max_iter: int,
+    tol: float,
+) -> LbfgsResult:
+    """Minimise sum_i loss(x_i W^T + b) + penalty/2 ||W||^2 from `theta` = [W | b] ([C, D+1]) by
+    L-BFGS, until max |gradient| / N <= tol or `max_iter` iterations (scikit-learn's rule)."""
+    problem = _Problem(features, loss, penalty)
+    weight, bias = theta[:, :-1], theta[:, -1]
+    centred = torch.cat([weight, (bias + weight @ problem.mean)[:, None]], dim=1)
+    point = problem.point(centred, problem.logits(centred))
+    problem.add_gradient(point)
+    history: list[tuple[torch.Tensor, torch.Tensor, float]] = []
+    iterations = 0
+    while point.gradient_norm > tol and iterations < max_iter:
+        direction = _two_loop(point.gradient, history)
+        first = 1.0 if history else 1.0 / float(point.gradient.norm())
+        moved = _step(problem, point, direction, first)
+        if moved is None and history:  # not a descent direction: forget the curvature pairs
+            history.clear()
+            direction = -point.gradient
+            moved = _step(problem, point, direction, 1.0 / float(point.gradient.norm()))
+        if moved is None:
+            break  # no decrease along the gradient: the rounding floor of the products
+        new, t = moved
+        iterations += 1
+        if iterations % REFRESH_EVERY == 0:
+            new = problem.point(new.theta, problem.logits(new.theta))
+        problem.add_gradient(new)
+        s, y = t * direction, new.gradient - point.gradient
+        curvature = float((s * y).sum())
+        if curvature > 1e-10 * float((y * y).sum()):
+            history = [*history[-(HISTORY - 1) :], (s, y, 1.0 / curvature)]
+        point = new
+    weight, centred_bias = point.theta[:, :-1], point.theta[:, -1]
+    converged = point.gradient_norm <= tol
+    return LbfgsResult(weight, centred_bias - weight @ problem.mean, iterations, converged)
