@@ -37,33 +37,49 @@ LINE_SEARCH_TRIALS = 30
 REFRESH_EVERY = 25  # recompute the logits from scratch, bounding the drift of Z + t U updates
 
 
+@dataclass
+class _Point:
+    """An iterate: parameters (centred bias last), its logits, and the data term's value and
+    gradient (the penalty's part is added for the penalty of the fit at hand)."""
+
+    theta: torch.Tensor  # [C, D+1] float64: W | b'
+    logits: torch.Tensor  # [N, C] float64
+    data_value: float
+    residual: torch.Tensor  # [N, C] float64: dloss/dlogits
+    data_gradient: torch.Tensor | None = None  # [C, D+1] float64, centred parametrisation
+
+
+@dataclass
+class SolverState:
+    """What a warm start on the same features and targets reuses: the last iterate with its
+    logits and gradient (no matrix product to restart) and the curvature pairs (s, y of the data
+    term; y of the new objective is y + penalty * s over the weights, exact)."""
+
+    features: torch.Tensor
+    targets: torch.Tensor
+    mean: torch.Tensor
+    point: _Point
+    history: list[tuple[torch.Tensor, torch.Tensor]]
+
+
 @dataclass(frozen=True)
 class LbfgsResult:
     weight: torch.Tensor  # [C, D] float64
     bias: torch.Tensor  # [C] float64
     iterations: int
     converged: bool
-
-
-@dataclass
-class _Point:
-    """The iterate: parameters [C, D+1] (centred bias last), its logits, value and gradient."""
-
-    theta: torch.Tensor  # [C, D+1] float64: W | b'
-    logits: torch.Tensor  # [N, C] float64
-    value: float
-    residual: torch.Tensor  # [N, C] float64: dloss/dlogits
-    gradient: torch.Tensor | None = None  # [C, D+1] float64, in the centred parametrisation
-    gradient_norm: float = float("inf")  # max |dF/d(W, b)| / N, the stopping quantity
+    state: SolverState
 
 
 class _Problem:
     """Features, their mean, the loss and the penalty of one fit."""
 
-    def __init__(self, features: torch.Tensor, loss: Loss, penalty: float):
-        self.features = features.contiguous()  # [N, D]
+    def __init__(self, features: torch.Tensor, loss: Loss, penalty: float, mean=None):
+        self.features = features  # [N, D], contiguous
         self.count = features.shape[0]
-        self.mean = features.sum(0, dtype=torch.float64) / self.count  # [D]
+        if mean is None:
+            mean = features.sum(0, dtype=torch.float64) / self.count  # [D]
+        self.mean = mean
         self.loss = loss
         self.penalty = penalty
 
@@ -74,21 +90,32 @@ class _Problem:
         return product.double() + (centred_bias - weight @ self.mean)
 
     def point(self, theta: torch.Tensor, logits: torch.Tensor) -> _Point:
-        value, residual = self.loss(logits)
-        weight = theta[:, :-1]
-        value += 0.5 * self.penalty * float((weight**2).sum())
-        return _Point(theta, logits, value, residual)
+        data_value, residual = self.loss(logits)
+        return self.add_gradient(_Point(theta, logits, data_value, residual))
 
-    def add_gradient(self, point: _Point) -> None:
-        """The gradient of F at `point` (one matrix product), centred and as the stopping test."""
-        weight = point.theta[:, :-1]
+    def add_gradient(self, point: _Point) -> _Point:
+        """The data term's gradient at `point` (one matrix product), centred parametrisation."""
         data_part = (point.residual.to(self.features.dtype).T @ self.features).double()  # [C, D]
         bias_part = point.residual.sum(0)  # [C]
-        weight_part = data_part + self.penalty * weight  # dF/dW at fixed b
-        largest = max(float(weight_part.abs().max()), float(bias_part.abs().max()))
-        point.gradient_norm = largest / self.count
-        centred = weight_part - bias_part[:, None] * self.mean[None, :]  # dF/dW at fixed b'
-        point.gradient = torch.cat([centred, bias_part[:, None]], dim=1)
+        centred = data_part - bias_part[:, None] * self.mean[None, :]  # d/dW at fixed b'
+        point.data_gradient = torch.cat([centred, bias_part[:, None]], dim=1)
+        return point
+
+    def value(self, point: _Point) -> float:
+        weight = point.theta[:, :-1]
+        return point.data_value + 0.5 * self.penalty * float((weight**2).sum())
+
+    def gradient(self, point: _Point) -> torch.Tensor:
+        """dF/d(W, b') [C, D+1]: the data term's plus the penalty's."""
+        gradient = point.data_gradient.clone()
+        gradient[:, :-1] += self.penalty * point.theta[:, :-1]
+        return gradient
+
+    def gradient_norm(self, point: _Point, gradient: torch.Tensor) -> float:
+        """max |dF/d(W, b)| / N: scikit-learn's stopping quantity, in the original bias."""
+        bias_part = gradient[:, -1]
+        weight_part = gradient[:, :-1] + bias_part[:, None] * self.mean[None, :]
+        return max(float(weight_part.abs().max()), float(bias_part.abs().max())) / self.count
 
     def direction_logits(self, direction: torch.Tensor) -> torch.Tensor:
         """U = d(logits)/dt along `direction` [C, D+1]: [N, C] float64."""
@@ -144,7 +171,7 @@ def _line_search(phi, value0: float, slope0: float, step: float):
 
 
 def _step(problem: _Problem, point: _Point, direction: torch.Tensor, step: float):
-    """Line search along `direction` from `point`; the new point (without its gradient) or None."""
+    """Line search along `direction` from `point`: (new point without its gradient, t) or None."""
     along = problem.direction_logits(direction)  # [N, C]
     weight, step_weight = point.theta[:, :-1], direction[:, :-1]
     cross, square = float((weight * step_weight).sum()), float((step_weight**2).sum())
@@ -154,16 +181,26 @@ def _step(problem: _Problem, point: _Point, direction: torch.Tensor, step: float
 
     def phi(t: float):
         logits = point.logits + t * along
-        value, residual = problem.loss(logits)
-        penalty_value = 0.5 * problem.penalty * float(((weight + t * step_weight) ** 2).sum())
+        data_value, residual = problem.loss(logits)
+        value = data_value + 0.5 * problem.penalty * float(((weight + t * step_weight) ** 2).sum())
         slope = float((residual * along).sum()) + problem.penalty * (cross + t * square)
-        return value + penalty_value, slope, (logits, residual)
+        return value, slope, (logits, data_value, residual)
 
-    found = _line_search(phi, point.value, slope0, step)
+    found = _line_search(phi, problem.value(point), slope0, step)
     if found is None:
         return None
-    t, value, (logits, residual) = found
-    return _Point(point.theta + t * direction, logits, value, residual), t
+    t, _, (logits, data_value, residual) = found
+    return _Point(point.theta + t * direction, logits, data_value, residual), t
+
+
+def _start(problem: _Problem, theta: torch.Tensor, state: SolverState | None, targets):
+    """The first iterate and curvature pairs: the warm state's when it was left on the same
+    features and targets, else theta = [W | b] with its logits and gradient (two products)."""
+    if state is not None and state.features is problem.features and state.targets is targets:
+        return state.point, list(state.history)
+    weight, bias = theta[:, :-1], theta[:, -1]
+    centred = torch.cat([weight, (bias + weight @ problem.mean)[:, None]], dim=1)
+    return problem.point(centred, problem.logits(centred)), []
 
 
 def minimise(
@@ -174,36 +211,49 @@ def minimise(
     *,
     max_iter: int,
     tol: float,
+    targets: torch.Tensor,
+    state: SolverState | None = None,
 ) -> LbfgsResult:
-    """Minimise sum_i loss(x_i W^T + b) + penalty/2 ||W||^2 from `theta` = [W | b] ([C, D+1]) by
-    L-BFGS, until max |gradient| / N <= tol or `max_iter` iterations (scikit-learn's rule)."""
-    problem = _Problem(features, loss, penalty)
-    weight, bias = theta[:, :-1], theta[:, -1]
-    centred = torch.cat([weight, (bias + weight @ problem.mean)[:, None]], dim=1)
-    point = problem.point(centred, problem.logits(centred))
-    problem.add_gradient(point)
-    history: list[tuple[torch.Tensor, torch.Tensor, float]] = []
+    """Minimise sum_i loss(x_i W^T + b) + penalty/2 ||W||^2 from `theta` = [W | b] ([C, D+1]),
+    or from `state` when it belongs to the same features and targets, by L-BFGS until
+    max |gradient| / N <= tol or `max_iter` iterations (scikit-learn's rule)."""
+    features = features.contiguous()
+    same = state is not None and state.features is features
+    problem = _Problem(features, loss, penalty, mean=state.mean if same else None)
+    point, pairs = _start(problem, theta, state, targets)
+    mask = torch.ones_like(point.theta)
+    mask[:, -1] = 0.0  # the penalty's curvature acts on the weights only
+
+    def curvature_pair(s, y_data):
+        y = y_data + penalty * mask * s
+        return s, y, 1.0 / float((s * y).sum())
+
+    history = [curvature_pair(s, y_data) for s, y_data in pairs]
+    history = [pair for pair in history if pair[2] > 0]
+    gradient = problem.gradient(point)
     iterations = 0
-    while point.gradient_norm > tol and iterations < max_iter:
-        direction = _two_loop(point.gradient, history)
-        first = 1.0 if history else 1.0 / float(point.gradient.norm())
-        moved = _step(problem, point, direction, first)
+    while problem.gradient_norm(point, gradient) > tol and iterations < max_iter:
+        direction = _two_loop(gradient, history)
+        moved = _step(problem, point, direction, 1.0 if history else 1 / float(gradient.norm()))
         if moved is None and history:  # not a descent direction: forget the curvature pairs
-            history.clear()
-            direction = -point.gradient
-            moved = _step(problem, point, direction, 1.0 / float(point.gradient.norm()))
+            history, pairs = [], []
+            direction = -gradient
+            moved = _step(problem, point, direction, 1.0 / float(gradient.norm()))
         if moved is None:
             break  # no decrease along the gradient: the rounding floor of the products
         new, t = moved
         iterations += 1
         if iterations % REFRESH_EVERY == 0:
             new = problem.point(new.theta, problem.logits(new.theta))
-        problem.add_gradient(new)
-        s, y = t * direction, new.gradient - point.gradient
-        curvature = float((s * y).sum())
-        if curvature > 1e-10 * float((y * y).sum()):
-            history = [*history[-(HISTORY - 1) :], (s, y, 1.0 / curvature)]
-        point = new
+        else:
+            problem.add_gradient(new)
+        s, y_data = t * direction, new.data_gradient - point.data_gradient
+        pair = curvature_pair(s, y_data)
+        if pair[2] > 0 and float((pair[0] * pair[1]).sum()) > 1e-10 * float((pair[1] ** 2).sum()):
+            history = [*history[-(HISTORY - 1) :], pair]
+            pairs = [*pairs[-(HISTORY - 1) :], (s, y_data)]
+        point, gradient = new, problem.gradient(new)
     weight, centred_bias = point.theta[:, :-1], point.theta[:, -1]
-    converged = point.gradient_norm <= tol
-    return LbfgsResult(weight, centred_bias - weight @ problem.mean, iterations, converged)
+    converged = problem.gradient_norm(point, gradient) <= tol
+    state = SolverState(features, targets, problem.mean, point, pairs)
+    return LbfgsResult(weight, centred_bias - weight @ problem.mean, iterations, converged, state)
