@@ -34,6 +34,7 @@ HISTORY = 10  # scipy L-BFGS-B `maxcor` default, what scikit-learn's lbfgs solve
 ARMIJO = 1e-4  # sufficient decrease c1 (Nocedal & Wright, Sec. 3.1)
 CURVATURE = 0.9  # strong Wolfe c2 for quasi-Newton methods (Nocedal & Wright, Sec. 3.1)
 LINE_SEARCH_TRIALS = 30
+ROUNDING = 1e-13  # relative slack of the decrease test (Hager & Zhang 2005's approximate Wolfe)
 REFRESH_EVERY = 25  # recompute the logits from scratch, bounding the drift of Z + t U updates
 
 
@@ -143,13 +144,15 @@ def _two_loop(gradient: torch.Tensor, history: list[tuple[torch.Tensor, torch.Te
 
 def _line_search(phi, value0: float, slope0: float, step: float):
     """A step t meeting the strong Wolfe conditions for a convex phi (Nocedal & Wright,
-    Sec. 3.5): bracket the root of phi' (monotone), then safeguarded secant steps.
+    Sec. 3.5), the decrease test allowing for rounding near the minimum: bracket the root of
+    phi' (monotone), then safeguarded secant steps.
     Returns (t, phi(t), extra) or None when no trial decreased phi."""
     low, low_slope, high, high_slope = 0.0, slope0, None, 0.0
     best = None
+    rounding = ROUNDING * abs(value0)  # phi's float64 rounding: a sum of N C terms
     for _ in range(LINE_SEARCH_TRIALS):
         value, slope, extra = phi(step)
-        decreased = value <= value0 + ARMIJO * step * slope0
+        decreased = value <= value0 + ARMIJO * step * slope0 + rounding
         if decreased and (best is None or value < best[1]):
             best = (step, value, extra)
         if decreased and abs(slope) <= CURVATURE * abs(slope0):
