@@ -1,0 +1,262 @@
+"""L-BFGS for an l2-regularised linear model on cached features, on the features' device.
+
+Minimises  F(W, b) = sum_i loss(x_i W^T + b) + (penalty / 2) ||W||^2  (bias not penalised) for a
+loss that is a sum over the logits (softmax cross-entropy, or one binary logistic loss per column);
+transfer/classification/logistic.py defines the losses and the protocol. The method is L-BFGS
+(Nocedal & Wright 2006, Alg. 7.4/7.5, memory 10 like scipy's L-BFGS-B used by scikit-learn) with
+three changes that leave the minimiser untouched and make each iteration cheap and exact:
+
+- centred parametrisation: the optimiser moves (W, b') with b = b' - W mu (mu: the features'
+  mean), so that the unpenalised bias is decoupled from the weights of non-centred (post-ReLU)
+  features; the model returned is (W, b) and the stopping test uses the gradient in (W, b);
+- two matrix products per iteration whatever the line search does: U = X D^T along the search
+  direction D, then the new gradient R^T X; every line-search trial moves the logits as Z + t U
+  and costs O(N C), not O(N C D);
+- the matrix products run in the features' dtype (float32 features: float32 products), every
+  O(N C) quantity (logits, losses, residuals, the 1-D line search) and the parameters in float64,
+  so the line search sees a smooth function.
+
+Stopping rule (scikit-learn's for lbfgs, `gtol`): max |dF/dtheta| / N <= tol, i.e. the gradient
+of scikit-learn's averaged objective (sklearn/linear_model/_logistic.py scales the penalty by
+1 / (C N) and minimises the mean loss) in max-norm. `converged` says whether it was met.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+Loss = Callable[[torch.Tensor], tuple[float, torch.Tensor]]  # logits [N, C] -> (sum, dloss/dz)
+
+HISTORY = 10  # scipy L-BFGS-B `maxcor` default, what scikit-learn's lbfgs solver runs with
+ARMIJO = 1e-4  # sufficient decrease c1 (Nocedal & Wright, Sec. 3.1)
+CURVATURE = 0.9  # strong Wolfe c2 for quasi-Newton methods (Nocedal & Wright, Sec. 3.1)
+LINE_SEARCH_TRIALS = 30
+ROUNDING = 1e-13  # relative slack of the decrease test (Hager & Zhang 2005's approximate Wolfe)
+REFRESH_EVERY = 25  # recompute the logits from scratch, bounding the drift of Z + t U updates
+
+
+@dataclass
+class _Point:
+    """An iterate: parameters (centred bias last), its logits, and the data term's value and
+    gradient (the penalty's part is added for the penalty of the fit at hand)."""
+
+    theta: torch.Tensor  # [C, D+1] float64: W | b'
+    logits: torch.Tensor  # [N, C] float64
+    data_value: float
+    residual: torch.Tensor  # [N, C] float64: dloss/dlogits
+    data_gradient: torch.Tensor | None = None  # [C, D+1] float64, centred parametrisation
+
+
+@dataclass
+class SolverState:
+    """What a warm start on the same features and targets reuses: the last iterate with its
+    logits and gradient (no matrix product to restart) and the curvature pairs (s, y of the data
+    term; y of the new objective is y + penalty * s over the weights, exact)."""
+
+    features: torch.Tensor
+    targets: torch.Tensor
+    mean: torch.Tensor
+    point: _Point
+    history: list[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class LbfgsResult:
+    weight: torch.Tensor  # [C, D] float64
+    bias: torch.Tensor  # [C] float64
+    iterations: int
+    converged: bool
+    state: SolverState
+
+
+class _Problem:
+    """Features, their mean, the loss and the penalty of one fit."""
+
+    def __init__(self, features: torch.Tensor, loss: Loss, penalty: float, mean=None):
+        self.features = features  # [N, D], contiguous
+        self.count = features.shape[0]
+        if mean is None:
+            mean = features.sum(0, dtype=torch.float64) / self.count  # [D]
+        self.mean = mean
+        self.loss = loss
+        self.penalty = penalty
+
+    def logits(self, theta: torch.Tensor) -> torch.Tensor:
+        """x_i W^T + b with b = b' - W mu: [N, C] float64."""
+        weight, centred_bias = theta[:, :-1], theta[:, -1]
+        product = self.features @ weight.to(self.features.dtype).T  # [N, C]
+        return product.double() + (centred_bias - weight @ self.mean)
+
+    def point(self, theta: torch.Tensor, logits: torch.Tensor) -> _Point:
+        data_value, residual = self.loss(logits)
+        return self.add_gradient(_Point(theta, logits, data_value, residual))
+
+    def add_gradient(self, point: _Point) -> _Point:
+        """The data term's gradient at `point` (one matrix product), centred parametrisation."""
+        data_part = (point.residual.to(self.features.dtype).T @ self.features).double()  # [C, D]
+        bias_part = point.residual.sum(0)  # [C]
+        centred = data_part - bias_part[:, None] * self.mean[None, :]  # d/dW at fixed b'
+        point.data_gradient = torch.cat([centred, bias_part[:, None]], dim=1)
+        return point
+
+    def value(self, point: _Point) -> float:
+        weight = point.theta[:, :-1]
+        return point.data_value + 0.5 * self.penalty * float((weight**2).sum())
+
+    def gradient(self, point: _Point) -> torch.Tensor:
+        """dF/d(W, b') [C, D+1]: the data term's plus the penalty's."""
+        gradient = point.data_gradient.clone()
+        gradient[:, :-1] += self.penalty * point.theta[:, :-1]
+        return gradient
+
+    def gradient_norm(self, point: _Point, gradient: torch.Tensor) -> float:
+        """max |dF/d(W, b)| / N: scikit-learn's stopping quantity, in the original bias."""
+        bias_part = gradient[:, -1]
+        weight_part = gradient[:, :-1] + bias_part[:, None] * self.mean[None, :]
+        return max(float(weight_part.abs().max()), float(bias_part.abs().max())) / self.count
+
+    def direction_logits(self, direction: torch.Tensor) -> torch.Tensor:
+        """U = d(logits)/dt along `direction` [C, D+1]: [N, C] float64."""
+        step = direction[:, :-1]
+        product = self.features @ step.to(self.features.dtype).T
+        return product.double() + (direction[:, -1] - step @ self.mean)
+
+
+def _two_loop(gradient: torch.Tensor, history: list[tuple[torch.Tensor, torch.Tensor, float]]):
+    """-H g by the L-BFGS two-loop recursion (Nocedal & Wright, Alg. 7.4); H0 = gamma I."""
+    q = gradient.clone()
+    alphas = []
+    for s, y, rho in reversed(history):
+        alpha = rho * float((s * q).sum())
+        q -= alpha * y
+        alphas.append(alpha)
+    if history:
+        s, y, _ = history[-1]
+        q *= float((s * y).sum()) / float((y * y).sum())
+    for (s, y, rho), alpha in zip(history, reversed(alphas), strict=True):
+        beta = rho * float((y * q).sum())
+        q += (alpha - beta) * s
+    return -q
+
+
+def _line_search(phi, value0: float, slope0: float, step: float):
+    """A step t meeting the strong Wolfe conditions for a convex phi (Nocedal & Wright,
+    Sec. 3.5), the decrease test allowing for rounding near the minimum: bracket the root of
+    phi' (monotone), then safeguarded secant steps.
+    Returns (t, phi(t), extra) or None when no trial decreased phi."""
+    low, low_slope, high, high_slope = 0.0, slope0, None, 0.0
+    best = None
+    rounding = ROUNDING * abs(value0)  # phi's float64 rounding: a sum of N C terms
+    for _ in range(LINE_SEARCH_TRIALS):
+        value, slope, extra = phi(step)
+        decreased = value <= value0 + ARMIJO * step * slope0 + rounding
+        if decreased and (best is None or value < best[1]):
+            best = (step, value, extra)
+        if decreased and abs(slope) <= CURVATURE * abs(slope0):
+            return step, value, extra
+        if not decreased or slope >= 0:
+            high, high_slope = step, slope
+        else:
+            low, low_slope = step, slope
+        if high is None:
+            step *= 4.0
+            continue
+        width = high - low
+        if high_slope > 0 and low_slope < 0:  # secant on phi', kept inside the bracket
+            secant = low - low_slope * width / (high_slope - low_slope)
+            step = min(max(secant, low + 0.1 * width), high - 0.1 * width)
+        else:
+            step = low + 0.5 * width
+    return best
+
+
+def _step(problem: _Problem, point: _Point, direction: torch.Tensor, step: float):
+    """Line search along `direction` from `point`: (new point without its gradient, t) or None."""
+    along = problem.direction_logits(direction)  # [N, C]
+    weight, step_weight = point.theta[:, :-1], direction[:, :-1]
+    cross, square = float((weight * step_weight).sum()), float((step_weight**2).sum())
+    slope0 = float((point.residual * along).sum()) + problem.penalty * cross
+    if not slope0 < 0:
+        return None
+
+    def phi(t: float):
+        logits = point.logits + t * along
+        data_value, residual = problem.loss(logits)
+        value = data_value + 0.5 * problem.penalty * float(((weight + t * step_weight) ** 2).sum())
+        slope = float((residual * along).sum()) + problem.penalty * (cross + t * square)
+        return value, slope, (logits, data_value, residual)
+
+    found = _line_search(phi, problem.value(point), slope0, step)
+    if found is None:
+        return None
+    t, _, (logits, data_value, residual) = found
+    return _Point(point.theta + t * direction, logits, data_value, residual), t
+
+
+def _start(problem: _Problem, theta: torch.Tensor, state: SolverState | None, targets):
+    """The first iterate and curvature pairs: the warm state's when it was left on the same
+    features and targets, else theta = [W | b] with its logits and gradient (two products)."""
+    if state is not None and state.features is problem.features and state.targets is targets:
+        return state.point, list(state.history)
+    weight, bias = theta[:, :-1], theta[:, -1]
+    centred = torch.cat([weight, (bias + weight @ problem.mean)[:, None]], dim=1)
+    return problem.point(centred, problem.logits(centred)), []
+
+
+def minimise(
+    features: torch.Tensor,
+    loss: Loss,
+    penalty: float,
+    theta: torch.Tensor,
+    *,
+    max_iter: int,
+    tol: float,
+    targets: torch.Tensor,
+    state: SolverState | None = None,
+) -> LbfgsResult:
+    """Minimise sum_i loss(x_i W^T + b) + penalty/2 ||W||^2 from `theta` = [W | b] ([C, D+1]),
+    or from `state` when it belongs to the same features and targets, by L-BFGS until
+    max |gradient| / N <= tol or `max_iter` iterations (scikit-learn's rule)."""
+    features = features.contiguous()
+    same = state is not None and state.features is features
+    problem = _Problem(features, loss, penalty, mean=state.mean if same else None)
+    point, pairs = _start(problem, theta, state, targets)
+    mask = torch.ones_like(point.theta)
+    mask[:, -1] = 0.0  # the penalty's curvature acts on the weights only
+
+    def curvature_pair(s, y_data):
+        y = y_data + penalty * mask * s
+        return s, y, 1.0 / float((s * y).sum())
+
+    history = [curvature_pair(s, y_data) for s, y_data in pairs]
+    history = [pair for pair in history if pair[2] > 0]
+    gradient = problem.gradient(point)
+    iterations = 0
+    while problem.gradient_norm(point, gradient) > tol and iterations < max_iter:
+        direction = _two_loop(gradient, history)
+        moved = _step(problem, point, direction, 1.0 if history else 1 / float(gradient.norm()))
+        if moved is None and history:  # not a descent direction: forget the curvature pairs
+            history, pairs = [], []
+            direction = -gradient
+            moved = _step(problem, point, direction, 1.0 / float(gradient.norm()))
+        if moved is None:
+            break  # no decrease along the gradient: the rounding floor of the products
+        new, t = moved
+        iterations += 1
+        if iterations % REFRESH_EVERY == 0:
+            new = problem.point(new.theta, problem.logits(new.theta))
+        else:
+            problem.add_gradient(new)
+        s, y_data = t * direction, new.data_gradient - point.data_gradient
+        pair = curvature_pair(s, y_data)
+        if pair[2] > 0 and float((pair[0] * pair[1]).sum()) > 1e-10 * float((pair[1] ** 2).sum()):
+            history = [*history[-(HISTORY - 1) :], pair]
+            pairs = [*pairs[-(HISTORY - 1) :], (s, y_data)]
+        point, gradient = new, problem.gradient(new)
+    weight, centred_bias = point.theta[:, :-1], point.theta[:, -1]
+    converged = problem.gradient_norm(point, gradient) <= tol
+    state = SolverState(features, targets, problem.mean, point, pairs)
+    return LbfgsResult(weight, centred_bias - weight @ problem.mean, iterations, converged, state)
