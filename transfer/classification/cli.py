@@ -151,8 +151,10 @@ def per_dataset_argvs(argv: list[str]) -> list[list[str]]:
     names = _datasets(argv)
     if names is None:
         return [argv]
-    start = argv.index("--dataset")
-    rest = argv[:start] + argv[start + 1 + len(_values_after(argv, start)) :]
+    rest = list(argv)
+    if "--dataset" in argv:
+        start = argv.index("--dataset")
+        rest = argv[:start] + argv[start + 1 + len(_values_after(argv, start)) :]
     return [[*rest, "--dataset", name] for name in names]
 
 

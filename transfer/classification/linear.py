@@ -56,14 +56,14 @@ def run_linear(
     device = inputs.device
 
     def fit(x, y, penalty, init=None):
-        x, y = x.to(device), y.to(device)
         if multilabel:
             return logistic.fit_one_vs_rest(x, y, penalty, init=init, max_iter=max_iter)
         return logistic.fit_multinomial(x, y, num_classes, penalty, init=init, max_iter=max_iter)
 
-    def val_score(model, x, y) -> float:
-        return score(release.metric, logistic.decision_scores(model, x.to(device)), y)
+    def val_score(scores: torch.Tensor, labels: torch.Tensor) -> float:
+        return score(release.metric, scores, labels)
 
+    train, val = [(x.to(device), y.to(device)) for x, y in (train, val)]
     path = logistic.penalty_path(fit, *train, *val, penalties, val_score)
     best = path.best_penalty
     train_val_x, train_val_y = torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]])

@@ -125,7 +125,10 @@ def test_a_missing_release_is_refused_before_any_work(releases, tmp_path):
     [
         (["--dataset", "imagenet"], "unknown data set 'imagenet'"),
         (["--dataset", "pets", "--penalties", "0"], "--penalties needs one or more positive"),
-        (["--dataset", "pets", "--max-iter", "0"], "must be positive"),
+        (
+            ["--dataset", "pets", "--max-iter", "0"],
+            "--image-size, --batch-size and --max-iter must",
+        ),
     ],
 )
 def test_bad_flags_are_one_sentence(releases, argv, message):
