@@ -3,7 +3,9 @@ finetune.py builds it), wd / lr as the optimiser's weight decay, Nesterov, BN mo
 steps per epoch, selection on val then a retrain on train + val scored on test, exact resume
 after a kill, the multi-label (VOC2007) path, and the semi-supervised cells left as they were."""
 
+import argparse
 import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ from evaluate.transforms import Preprocessing
 from pretrain.checkpoint import load_checkpoint
 from pretrain.data import SubsetDataset, SyntheticDataset
 from pretrain.dist import DistInfo
+from slurm import submit as slurm_submit
 from transfer.classification import finetune as transfer_finetune
 from transfer.classification import finetune_grids
 from transfer.classification.finetune_grids import GRIDS, FinetuneGrid, bn_momentum, grid_cells
@@ -284,3 +287,36 @@ def test_semi_supervised_cells_keep_their_names_and_identity():
     assert (key["weight_decay_value"], key["steps"], key["epochs"]) == (1e-5, 20_000, None)
     with pytest.raises(ValueError):
         Cell(0.1, 30, steps=100)
+
+
+def test_slurm_runs_one_array_task_per_cell_then_a_final_job_that_retrains(monkeypatch, capsys):
+    """evaluate/grid_jobs.py: `command --cell K` per cell, then `command` afterok on them all,
+    with the profile's full resources (it retrains the winner, unlike semisup's final job)."""
+    submitted = {}
+
+    def fake_job(job_id):
+        return SimpleNamespace(job_id=job_id, paths=SimpleNamespace(stdout="out", stderr="err"))
+
+    def submit_array(profile, fn, arg_list, name, folder=None, after=()):
+        submitted["array"] = [args[0] for args in arg_list]
+        submitted["array_after"], submitted["array_profile"] = list(after), profile
+        return [fake_job(f"7_{index}") for index in range(len(arg_list))]
+
+    def submit(profile, fn, command, name, folder=None, after=()):
+        submitted.update(final=command, final_after=list(after), final_profile=profile)
+        return fake_job("8")
+
+    monkeypatch.setattr(slurm_submit, "submit_array", submit_array)
+    monkeypatch.setattr(slurm_submit, "submit", submit)
+    parser = argparse.ArgumentParser()
+    slurm_submit.add_slurm_arguments(parser)
+    args = parser.parse_args(["--slurm", "--profile", "local", "--after", "5"])
+    command = ["python", "-m", "transfer.classification", "--dataset", "dtd"]
+    job = transfer_finetune.submit_finetune_grid(args, command, "paper", "transfer-finetune")
+    assert job.job_id == "8" and len(submitted["array"]) == 56
+    for index, cell_command in enumerate(submitted["array"]):
+        assert cell_command == [*command, "--cell", str(index)]
+    assert submitted["array_after"] == ["5"] and submitted["final"] == command
+    assert submitted["final_after"] == [f"7_{index}" for index in range(56)]
+    assert submitted["final_profile"] == submitted["array_profile"]  # not single_task
+    assert "submitted SLURM job 8" in capsys.readouterr().out
