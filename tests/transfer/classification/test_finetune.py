@@ -84,7 +84,7 @@ def test_paper_grid_is_7_lrs_by_8_weight_decays_at_20k_steps_of_256():
     assert finetune_grids.protocol_name("demo") == "demo-transfer-finetune/1"
     demo = GRIDS["demo"]
     assert (len(demo.lrs), len(demo.weight_decays)) == (2, 2) and demo.steps < 100
-    assert set(demo.lrs) <= {float(lr) for lr in paper.lrs} | {0.1, 0.01}
+    assert demo.lrs == (0.4, 0.1) and demo.weight_decays == (0.0, 1e-4)
 
 
 def setup_for(inputs, train_size, batch_size=8, **grid_changes):
