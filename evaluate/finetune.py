@@ -145,13 +145,19 @@ def build_classifier(setup: FinetuneSetup) -> Classifier:
     encoder.load_state_dict(setup.init_state, strict=True)
     head = LinearHeads(1, feature_dim, setup.num_classes, setup.seed).heads[0]
     model = Classifier(encoder, head)
-    if setup.bn_momentum is not None:
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.momentum = setup.bn_momentum
     if setup.info.world_size > 1 and setup.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # global BN, as in pretraining
     return model.to(setup.device)
+
+
+def trainable_classifier(setup: FinetuneSetup) -> Classifier:
+    """build_classifier with the setup's BN running-statistics momentum (when it states one)."""
+    model = build_classifier(setup)
+    if setup.bn_momentum is not None:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):  # also SyncBatchNorm
+                module.momentum = setup.bn_momentum
+    return model
 
 
 def cell_batches(setup: FinetuneSetup) -> SeededBatches:
@@ -233,7 +239,7 @@ def run_cell(cell: Cell, setup: FinetuneSetup, cell_dir: Path) -> dict:
         log.info("cell %s: finished earlier, %s", cell.name, heldout_summary(done, setup))
         return done
     started = time.monotonic()
-    model = build_classifier(setup)
+    model = trainable_classifier(setup)
     optimizer = build_optimizer(model, cell, setup)
     step = restore(cell_dir, model, optimizer)
     sampler = cell_batches(setup)

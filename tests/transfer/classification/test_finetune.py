@@ -15,7 +15,7 @@ from torch import nn
 
 from evaluate import finetune
 from evaluate.features import load_encoder
-from evaluate.finetune import Cell, build_classifier, build_optimizer, cell_key
+from evaluate.finetune import Cell, build_optimizer, cell_key, trainable_classifier
 from evaluate.harness import EvalInputs
 from evaluate.transforms import Preprocessing
 from pretrain.checkpoint import load_checkpoint
@@ -135,10 +135,24 @@ def test_bn_momentum_follows_the_steps_per_epoch(inputs):
     assert bn_momentum(266) == pytest.approx(10 / 266)  # Food-101: 68,175 / 256 -> 267 steps
     setup = setup_for(inputs, 808)  # 101 steps of 8 per epoch
     assert setup.bn_momentum == pytest.approx(10 / 101)
-    norms = [m for m in build_classifier(setup).modules() if isinstance(m, nn.BatchNorm2d)]
+    norms = [m for m in trainable_classifier(setup).modules() if isinstance(m, nn.BatchNorm2d)]
     assert len(norms) == 20 and all(m.momentum == pytest.approx(10 / 101) for m in norms)
     small = setup_for(inputs, 40)  # 5 steps per epoch: decay 0.9, PyTorch's default 0.1
     assert small.bn_momentum == pytest.approx(0.1)
+
+
+def test_cells_train_with_that_bn_momentum(inputs, tiny_grid, tmp_path, monkeypatch):
+    images = SyntheticDataset(824, image_size=32, num_classes=4, seed=2)
+    train, val = SubsetDataset(images, range(808)), SubsetDataset(images, range(808, 816))
+    momenta, real_step = set(), finetune.train_step
+
+    def recording_step(model, *args, **kwargs):
+        momenta.update(m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+        return real_step(model, *args, **kwargs)
+
+    monkeypatch.setattr(finetune, "train_step", recording_step)
+    run(inputs, tiny_grid, tmp_path, train, val, SubsetDataset(images, range(816, 824)), cell=0)
+    assert momenta == {10 / 101}  # 808 images, batch 8: 101 steps per epoch
 
 
 def test_the_best_val_cell_is_retrained_on_train_and_val_and_scored_on_test(
