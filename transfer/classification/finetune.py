@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from evaluate import harness
 from evaluate.finetune import Cell, FinetuneSetup, autocast, run_cell
@@ -63,6 +64,8 @@ class JoinedImages(ImageDataset):
     """Several image sets of the same classes one after the other (train + val)."""
 
     def __init__(self, parts: Sequence[ImageDataset]) -> None:
+        if any(part.classes != parts[0].classes for part in parts):
+            raise ValueError("train and val must hold the same classes, in the same order")
         self.parts = list(parts)
         self.starts = [0]
         for part in self.parts:
@@ -107,12 +110,13 @@ def classifier_scores(
     )
     scores = torch.zeros(len(images), setup.num_classes, dtype=torch.float64, device=setup.device)
     done = 0
-    for views, _ in loader:
-        with autocast(setup):
-            logits = model(views.to(setup.device, non_blocking=True))  # [B, C]
-        scores[rows[done : done + len(views)]] = logits.double()
-        done += len(views)
-    log.info("%s: scored %d images", desc, done)
+    with tqdm(total=len(rows), desc=desc, unit="img", disable=not info.is_main) as bar:
+        for views, _ in loader:
+            with autocast(setup):
+                logits = model(views.to(setup.device, non_blocking=True))  # [B, C]
+            scores[rows[done : done + len(views)]] = logits.double()
+            done += len(views)
+            bar.update(len(views))
     dist.all_reduce_sum(scores)
     model.train()
     return scores.cpu()
@@ -239,6 +243,11 @@ def run_transfer_finetune(
     images -> label matrix [N, C] in {1, -1, 0}; the data set is then trained multi-label and
     `metric` must be map11. `inputs`: encoder, metadata, device and preprocessing.
     """
+    if (metric == "map11") != (label_matrix_of is not None):
+        raise harness.InputError(
+            f"metric {metric} with{'' if label_matrix_of else 'out'} a label matrix: the 11-point "
+            "mAP (VOC2007) needs one, top1 and mean_per_class take class indices"
+        )
     info = info or dist.init_from_env(inputs.device.type)
     cells = grid_cells(GRIDS[grid])
     if cell is not None and not 0 <= cell < len(cells):
@@ -268,6 +277,13 @@ def run_transfer_finetune(
     results = [run_cell(one, grid_setup, work_dir / one.name) for one in cells]
     best = chosen_cell(results, f"val_{metric}", work_dir)
     trainval = JoinedImages([train, val])
+    log.info(
+        "chosen on val: %s (val_%s %s); retraining it on train + val (%d images)",
+        cells[best].name,
+        metric,
+        results[best][f"val_{metric}"],
+        len(trainval),
+    )
     final_setup = make_setup(
         training_images(trainval, torch.cat([train_labels, val_labels]), label_matrix_of),
         test,

@@ -184,6 +184,10 @@ def test_the_best_val_cell_is_retrained_on_train_and_val_and_scored_on_test(
     assert final_dir == tmp_path / f"final-{cell.name}"
     assert selection["final_run_dir"] == str(final_dir.resolve())
     assert selection["images"] == {"train": 24, "val": 16, "trainval": 40, "test": 16}
+    with pytest.raises(ValueError, match="the 11-point mAP .VOC2007. needs one"):
+        run(inputs, tiny_grid, tmp_path, train, val, test, metric="map11")
+    with pytest.raises(ValueError, match="metric top1 with a label matrix"):
+        run(inputs, tiny_grid, tmp_path, train, val, test, label_matrix_of=lambda images: None)
 
 
 def test_cells_run_alone_then_the_final_call_only_retrains(
