@@ -276,37 +276,65 @@ def run_transfer_finetune(
         return run_cell(cells[cell], grid_setup, work_dir / cells[cell].name)
     results = [run_cell(one, grid_setup, work_dir / one.name) for one in cells]
     best = chosen_cell(results, f"val_{metric}", work_dir)
-    trainval = JoinedImages([train, val])
-    log.info(
-        "chosen on val: %s (val_%s %s); retraining it on train + val (%d images)",
-        cells[best].name,
-        metric,
-        results[best][f"val_{metric}"],
-        len(trainval),
+    final_setup, final_dir, final = retrain_on_train_and_val(
+        cells[best], results[best], (train, val, test), label_matrix_of, work_dir, common
     )
-    final_setup = make_setup(
-        training_images(trainval, torch.cat([train_labels, val_labels]), label_matrix_of),
-        test,
-        labels_of(test, label_matrix_of),  # read only now: the test set is the last step
-        f"test_{metric}",
-        key={"role": "final", "test_sha256": data_fingerprint(test), **fingerprints},
-        **common,
-    )
-    final_dir = work_dir / f"final-{cells[best].name}"
-    final = run_cell(cells[best], final_setup, final_dir)
-    if final[f"test_{metric}"] is None:
-        raise RuntimeError(
-            f"the retrain of the chosen cell {cells[best].name} on train + val diverged "
-            f"(non-finite loss at step {final['diverged_at_step']}); see {final_dir}"
-        )
     selection = selection_of(cells, results, best, f"val_{metric}", grid_setup, final_setup)
     selection.update(
         run_dir=str(work_dir.resolve()),
         final_run_dir=str(final_dir.resolve()),
-        images={"train": len(train), "val": len(val), "trainval": len(trainval), "test": len(test)},
+        images={
+            "train": len(train),
+            "val": len(val),
+            "trainval": len(final_setup.train_images),
+            "test": len(test),
+        },
         world_size=info.world_size,
     )
     return {f"test_{metric}": final[f"test_{metric}"]}, selection
+
+
+def retrain_on_train_and_val(
+    chosen: Cell,
+    chosen_result: dict,
+    parts: tuple[ImageDataset, ImageDataset, ImageDataset],
+    label_matrix_of: LabelMatrixOf | None,
+    work_dir: Path,
+    common: dict,
+) -> tuple[FinetuneSetup, Path, dict]:
+    """The final run: the chosen cell trained on train + val (`final-<cell>/`, resumable),
+    scored on test; (its setup, its dir, its result). The test labels are read only here."""
+    train, val, test = parts
+    metric = common["metric"]
+    trainval = JoinedImages([train, val])
+    log.info(
+        "chosen on val: %s (val_%s %s); retraining it on train + val (%d images)",
+        chosen.name,
+        metric,
+        chosen_result[f"val_{metric}"],
+        len(trainval),
+    )
+    labels = torch.cat([labels_of(train, label_matrix_of), labels_of(val, label_matrix_of)])
+    fingerprints = {
+        f"{name}_sha256": data_fingerprint(part)
+        for name, part in zip(("train", "val", "test"), parts, strict=True)
+    }
+    setup = make_setup(
+        training_images(trainval, labels, label_matrix_of),
+        test,
+        labels_of(test, label_matrix_of),
+        f"test_{metric}",
+        key={"role": "final", **fingerprints},
+        **common,
+    )
+    final_dir = work_dir / f"final-{chosen.name}"
+    final = run_cell(chosen, setup, final_dir)
+    if final[f"test_{metric}"] is None:
+        raise RuntimeError(
+            f"the retrain of the chosen cell {chosen.name} on train + val diverged "
+            f"(non-finite loss at step {final['diverged_at_step']}); see {final_dir}"
+        )
+    return setup, final_dir, final
 
 
 def training_images(
