@@ -1,4 +1,6 @@
-"""Full fine-tuning of encoder + linear head: one cell (LR, epochs) of the semi-supervised grid.
+"""Full fine-tuning of encoder + linear head: one cell (LR, epochs) of the semi-supervised grid,
+or one cell (LR, weight decay, steps) of the transfer fine-tuning grid
+(transfer/classification/finetune.py).
 
 BYOL v3, App. C.1 (semi-supervised): the whole network is fine-tuned with a linear classifier on
 the pooled representation; SGD with Nesterov momentum 0.9, batch 1024, no weight decay, no
@@ -8,16 +10,25 @@ statistics updated): the paper does not say, train mode is the norm. Neither the
 head's initialisation is stated: cosine decay to 0 without warm-up and haiku's Linear init, as
 the linear probe (evaluate/heads.py, the authors' code). The LR is scaled linearly with the batch.
 
+The transfer grid's cells (BYOL v3, App. D.3) add to this: a length in steps instead of epochs,
+a weight-decay value that the optimiser applies divided by the cell's peak LR (`wd / lr`, as
+ssl-transfer's finetune.py passes `weight_decay=wd / lr` to SGD), the BN running-statistics
+momentum of the setup (`bn_momentum`), a multi-label loss (one-vs-rest sigmoid cross-entropy)
+when the labels are rows of a label matrix, and the setup's own held-out score
+(`heldout_score`). A cell of weight decay 0 and a length in epochs is named and keyed exactly as
+before, so the semi-supervised grid's cell dirs still resume.
+
 A cell is resumable like pretraining (pretrain/rundir.py): `<cell dir>/config.json` holds the
 cell's settings (a cell dir of other settings is refused, naming them) and `checkpoints/last.pt`
 (atomic, digest-checked) the model, optimiser and step, written at every epoch end and every
 `ckpt_every_min` minutes. The sample order is pretrain/sampling.py's (`SeededBatches`, the last
 batch kept if it gives every rank two images) and each view is drawn from
 `sample_seed(seed, epoch, index)`, so a killed and resumed cell ends with the same weights as an
-uninterrupted one. A non-finite loss stops the cell (NonFiniteLossError, its step recorded as
-`diverged_at_step`) without saving. A finished cell writes `result.json` (held-out accuracy) and
-keeps its final weights in last.pt (previous.pt is deleted); a rerun reads them instead of
-training again.
+uninterrupted one. A cell stated in steps is checkpointed every `ckpt_every_min` minutes and at
+its end only (a 20,000-step cell on DTD would otherwise save every 8 steps). A non-finite loss
+stops the cell (NonFiniteLossError, its step recorded as `diverged_at_step`) without saving. A
+finished cell writes `result.json` (held-out scores) and keeps its final weights in last.pt
+(previous.pt is deleted); a rerun reads them instead of training again.
 
 Distributed (torch.distributed environment, pretrain/dist.py; SLURM exports it): every rank takes
 its slice of each global batch, gradients are averaged by DistributedDataParallel, BN statistics
@@ -30,6 +41,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,14 +68,28 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Cell:
-    """One point of the grid: the LR (stated at batch 1024, like the paper's) and the epochs."""
+    """One point of a grid: the LR (stated at the grid's batch), and the length in epochs (the
+    semi-supervised grid) or in steps (the transfer grid); `weight_decay` is the grid's value,
+    applied as weight_decay / LR (BYOL v3, App. D.3; 0: none)."""
 
     lr: float
-    epochs: int
+    epochs: int | None = None
+    weight_decay: float = 0.0
+    steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.epochs is None) == (self.steps is None):
+            raise ValueError(f"a cell is {self.epochs} epochs or {self.steps} steps, not both")
 
     @property
     def name(self) -> str:
-        return f"lr{self.lr:g}-ep{self.epochs}"
+        """`lr0.05-ep30` (as before), `lr0.001-wd1e-05-steps20000`: weight decay only when set."""
+        length = f"ep{self.epochs}" if self.steps is None else f"steps{self.steps}"
+        decay = f"-wd{self.weight_decay:g}" if self.weight_decay else ""
+        return f"lr{self.lr:g}{decay}-{length}"
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        return self.steps if self.steps is not None else self.epochs * steps_per_epoch
 
 
 @dataclass(frozen=True)
@@ -90,6 +116,11 @@ class FinetuneSetup:
     key: dict = field(default_factory=dict)  # plain values naming these settings (resume check)
     padding: str = "torchvision"  # the weights' padding mode (metadata["padding"]; tf-same: Haiku)
     stem_padding: int | None = None  # metadata["stem_padding"] (solo-learn's CIFAR stem: 2)
+    bn_momentum: float | None = None  # PyTorch convention; None: the modules' default (0.1)
+    # the held-out score of a trained cell (model, setup) -> {key: value}, and its keys (None
+    # when the cell diverged); default: top-1 and top-5 of evaluate_classifier
+    heldout_score: Callable[[nn.Module, FinetuneSetup], dict] | None = None
+    heldout_keys: tuple[str, ...] = ("heldout_top1", "heldout_top5")
 
 
 class Classifier(nn.Module):
@@ -117,6 +148,16 @@ def build_classifier(setup: FinetuneSetup) -> Classifier:
     if setup.info.world_size > 1 and setup.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # global BN, as in pretraining
     return model.to(setup.device)
+
+
+def trainable_classifier(setup: FinetuneSetup) -> Classifier:
+    """build_classifier with the setup's BN running-statistics momentum (when it states one)."""
+    model = build_classifier(setup)
+    if setup.bn_momentum is not None:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):  # also SyncBatchNorm
+                module.momentum = setup.bn_momentum
+    return model
 
 
 def cell_batches(setup: FinetuneSetup) -> SeededBatches:
@@ -149,50 +190,69 @@ def train_step(
     lr: float,
     setup: FinetuneSetup,
 ) -> float:
-    """One SGD step on cross-entropy at learning rate `lr`; returns the loss."""
+    """One SGD step on the classification loss at learning rate `lr`; returns the loss."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     with autocast(setup):
         logits = model(images)  # [B, C]
-    loss = F.cross_entropy(logits.float(), labels)
+    loss = classification_loss(logits.float(), labels)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return loss.item()
 
 
-def run_cell(cell: Cell, setup: FinetuneSetup, cell_dir: Path) -> dict:
-    """Fine-tune one cell (resuming from `cell_dir`), then score it on the held-out images.
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy for labels [B] (class indices); for labels [B, C] (multi-label
+    targets in {0, 1}) one sigmoid cross-entropy per class, averaged over the B x C entries
+    (one-vs-rest, as ssl-transfer's BCEWithLogitsLoss for VOC2007)."""
+    if labels.dim() == 2:
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+    return F.cross_entropy(logits, labels)
 
-    Returns the cell's result: lr, epochs, steps, heldout_top1/top5 (None if the loss became
-    non-finite; `diverged_at_step` says when). A finished cell's result is read back.
-    """
-    rundir.claim(cell_dir, cell_key(cell, setup), what="fine-tune", info=setup.info)
-    done = read_result(cell_dir)
-    if done is not None:
-        log.info("cell %s: finished earlier, held-out top-1 %s", cell.name, done["heldout_top1"])
-        return done
-    started = time.monotonic()
-    model = build_classifier(setup)
-    optimizer = torch.optim.SGD(
+
+def build_optimizer(model: nn.Module, cell: Cell, setup: FinetuneSetup) -> torch.optim.SGD:
+    """SGD with Nesterov momentum; weight decay = the setup's + the cell's value / its peak LR
+    (BYOL v3, App. D.3: "the weight decay is divided by the learning rate"; ssl-transfer's
+    finetune.py: `SGD(..., weight_decay=wd / lr)`), so each step shrinks weights by about
+    wd x lr(t) / peak LR."""
+    peak_lr = cell.lr * setup.lr_scale
+    return torch.optim.SGD(
         model.parameters(),
         lr=0.0,
         momentum=setup.momentum,
         nesterov=True,
-        weight_decay=setup.weight_decay,
+        weight_decay=setup.weight_decay + cell.weight_decay / peak_lr,
     )
+
+
+def run_cell(cell: Cell, setup: FinetuneSetup, cell_dir: Path) -> dict:
+    """Fine-tune one cell (resuming from `cell_dir`), then score it on the held-out images.
+
+    Returns the cell's result: lr, epochs, steps (and weight_decay when set), the held-out
+    scores `setup.heldout_keys` (default heldout_top1/top5; None if the loss became non-finite,
+    `diverged_at_step` says when). A finished cell's result is read back.
+    """
+    rundir.claim(cell_dir, cell_key(cell, setup), what="fine-tune", info=setup.info)
+    done = read_result(cell_dir)
+    if done is not None:
+        log.info("cell %s: finished earlier, %s", cell.name, heldout_summary(done, setup))
+        return done
+    started = time.monotonic()
+    model = trainable_classifier(setup)
+    optimizer = build_optimizer(model, cell, setup)
     step = restore(cell_dir, model, optimizer)
     sampler = cell_batches(setup)
     result = {"cell": cell.name, "lr": cell.lr, "epochs": cell.epochs}
-    result["steps"] = cell.epochs * sampler.steps_per_epoch
+    if cell.weight_decay:
+        result["weight_decay"] = cell.weight_decay
+    result["steps"] = cell.total_steps(sampler.steps_per_epoch)
     try:
         train_cell(cell, setup, cell_dir, model, optimizer, sampler, step)
-        scores = evaluate_classifier(model, setup.heldout_images, setup, f"held-out {cell.name}")
-        result.update(heldout_top1=scores["top1"], heldout_top5=scores["top5"])
-        result.update(diverged_at_step=None)
+        result.update(heldout_scores(model, cell, setup), diverged_at_step=None)
     except rundir.NonFiniteLossError as error:  # one diverged cell does not stop the grid
         log.warning("cell %s: %s", cell.name, error)
-        result.update(heldout_top1=None, heldout_top5=None, diverged_at_step=error.step)
+        result.update(dict.fromkeys(setup.heldout_keys), diverged_at_step=error.step)
     result["wall_seconds"] = round(time.monotonic() - started, 3)  # this session's part
     if setup.info.is_main:
         write_atomic(cell_dir / RESULT_FILE, json.dumps(result, indent=2).encode())
@@ -201,6 +261,18 @@ def run_cell(cell: Cell, setup: FinetuneSetup, cell_dir: Path) -> dict:
         last_checkpoint_path(cell_dir).with_name("previous.pt").unlink(missing_ok=True)
     dist.barrier()
     return result
+
+
+def heldout_scores(model: nn.Module, cell: Cell, setup: FinetuneSetup) -> dict:
+    """The trained cell's held-out scores: `setup.heldout_score`, else top-1 and top-5."""
+    if setup.heldout_score is not None:
+        return setup.heldout_score(model, setup)
+    scores = evaluate_classifier(model, setup.heldout_images, setup, f"held-out {cell.name}")
+    return {"heldout_top1": scores["top1"], "heldout_top5": scores["top5"]}
+
+
+def heldout_summary(result: dict, setup: FinetuneSetup) -> str:
+    return ", ".join(f"{key} {result.get(key)}" for key in setup.heldout_keys)
 
 
 def train_cell(
@@ -214,7 +286,8 @@ def train_cell(
 ) -> None:
     """Train from `step` to the cell's end, saving as it goes; NonFiniteLossError on divergence."""
     steps_per_epoch = sampler.steps_per_epoch
-    total_steps = cell.epochs * steps_per_epoch
+    total_steps = cell.total_steps(steps_per_epoch)
+    saves_per_epoch = cell.steps is None  # a step-length cell saves on time and at its end
     trained = _distributed(model, setup)
     loader = DataLoader(
         ProbeTrainView(setup.train_images, setup.preprocessing, setup.seed),
@@ -231,7 +304,7 @@ def train_cell(
         dynamic_ncols=True,
     )
     peak_lr, seen, started = cell.lr * setup.lr_scale, 0, time.monotonic()
-    last_save = started
+    last_save, first_step = started, step
     model.train()
     while step < total_steps:
         sampler.set_epoch(*divmod(step, steps_per_epoch))
@@ -245,10 +318,14 @@ def train_cell(
             bar.update(1)
             rate = seen / max(time.monotonic() - started, 1e-9)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}", refresh=False)
+            if step == total_steps:
+                break  # a step-length cell may end inside an epoch
             due = rundir.checkpoint_due(last_save, setup.ckpt_every_min)
-            if step % steps_per_epoch == 0 or due:
+            if (saves_per_epoch and step % steps_per_epoch == 0) or due:
                 save(cell_dir, model, optimizer, step, steps_per_epoch, setup.info)
                 last_save = time.monotonic()
+    if step != first_step:  # the final weights (a cell resumed at its end has them already)
+        save(cell_dir, model, optimizer, step, steps_per_epoch, setup.info)
     bar.close()
 
 
@@ -284,8 +361,14 @@ def restore(cell_dir: Path, model: nn.Module, optimizer) -> int:
 
 
 def cell_key(cell: Cell, setup: FinetuneSetup) -> dict:
-    """The settings a cell's checkpoints and result belong to (its run dir identity)."""
-    return {**setup.key, "lr": cell.lr, "epochs": cell.epochs}
+    """The settings a cell's checkpoints and result belong to (its run dir identity); weight
+    decay and steps only when set, so the semi-supervised cells keep their identity."""
+    key = {**setup.key, "lr": cell.lr, "epochs": cell.epochs}
+    if cell.weight_decay:
+        key["weight_decay_value"] = cell.weight_decay  # setup.key may hold "weight_decay"
+    if cell.steps is not None:
+        key["steps"] = cell.steps
+    return key
 
 
 def read_result(cell_dir: Path) -> dict | None:

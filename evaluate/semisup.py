@@ -24,6 +24,7 @@ import torch
 
 from evaluate import harness
 from evaluate.finetune import Cell, FinetuneSetup, evaluate_classifier, run_cell, trained_classifier
+from evaluate.grid_jobs import submit_cells_then_final
 from evaluate.semisup_grids import GRIDS, grid_cells, protocol_name
 from evaluate.splits import (
     SEMISUP_FRACTIONS,
@@ -319,31 +320,8 @@ def submit_grid_if_requested(argv: list[str] | None) -> bool:
         raise harness.InputError(
             "--cell and --slurm do not go together: --slurm submits every cell"
         )
-    profile = slurm_submit.profile_from_args(args)
     command = [sys.executable, "-m", "evaluate.semisup", *rest]
-    folder = Path(profile.shared_dir) / "logs" / "evaluate-semisup"
-    cells = grid_cells(config)
-    array = slurm_submit.submit_array(
-        profile,
-        slurm_submit.run_command,
-        [([*command, "--cell", str(index)],) for index in range(len(cells))],
-        name="evaluate-semisup-cell",
-        folder=folder,
-        after=slurm_submit.after_from_args(args),
-    )
-    single = slurm_submit.single_task(profile)  # reads the cells' results, scores one
-    final = slurm_submit.submit(
-        single,
-        slurm_submit.run_command,
-        command,
-        name="evaluate-semisup",
-        folder=folder,
-        after=[job.job_id for job in array],
-    )
-    lines = [f"  cells:   {len(cells)} array tasks {', '.join(job.job_id for job in array)}"]
-    print(slurm_submit.describe(final, profile, [*lines, f"  command: {' '.join(command)}"]))
-    if args.wait:
-        slurm_submit.wait(final)
+    submit_cells_then_final(args, command, len(grid_cells(config)), "evaluate-semisup")
     return True
 
 
