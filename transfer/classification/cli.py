@@ -24,15 +24,17 @@ from dataclasses import dataclass, field
 
 from evaluate import harness
 from evaluate.transforms import Preprocessing
+from pretrain import dist
 from pretrain.data import dataset_stats
 from pretrain.small_inputs import single_position_convs, use_single_position_convs
 from results.record import Task
 from slurm import submit as slurm_submit
-from transfer.classification import linear, logistic
+from transfer.classification import finetune, finetune_grids, linear, logistic
 from transfer.classification.releases import PAPER_CLASSES, TRANSFER_DATASETS, read_release
 from transfer.classification.splits import selection_splits
 
-PROTOCOLS = (linear.PROTOCOL, "byol-transfer-finetune/1")
+FINETUNE = finetune_grids.protocol_name("paper")  # byol-transfer-finetune/1
+PROTOCOLS = (linear.PROTOCOL, FINETUNE)
 log = logging.getLogger(__name__)
 
 
@@ -44,7 +46,10 @@ class TransferConfig:
     ckpt: str  # export, training checkpoint, another library's checkpoint, or random:<arch>
     dataset: str = "all"  # one of TRANSFER_DATASETS (`all`: each, one record each)
     data: str | None = None  # the release, or the folder holding the releases side by side
-    protocol: str = linear.PROTOCOL
+    protocol: str = linear.PROTOCOL  # or byol-transfer-finetune/1
+    grid: str = "paper"  # fine-tuning: a key of finetune_grids.GRIDS (demo: a small CPU grid)
+    precision: str = "fp32"  # fine-tuning: fp32 | bf16 (autocast)
+    ckpt_every_min: float = 10.0  # fine-tuning: minutes between checkpoints of a cell
     penalties: tuple[float, ...] = logistic.PENALTIES  # App. D.2: 45 values in [1e-6, 1e5]
     max_iter: int = logistic.MAX_ITER  # L-BFGS iterations per fit
     image_size: int = linear.IMAGE_SIZE  # App. D.2, D.3: 224
@@ -60,7 +65,12 @@ class TransferConfig:
 
 
 def protocol_name(config: TransferConfig) -> str:
-    """The recorded protocol: the paper's name, or <name>-custom/1 when a setting differs."""
+    """The recorded protocol: the paper's name, <name>-custom/1 when a setting differs, and the
+    fine-tuning demo grid's own name (finetune_grids.protocol_name)."""
+    if config.protocol == FINETUNE:
+        name = finetune_grids.protocol_name(config.grid)
+        custom = config.grid == "paper" and config.image_size != linear.IMAGE_SIZE
+        return name.replace("/1", "-custom/1") if custom else name
     paper = (
         config.penalties == logistic.PENALTIES
         and config.max_iter == logistic.MAX_ITER
@@ -82,15 +92,23 @@ def check_config(config: TransferConfig) -> None:
         raise harness.InputError("--image-size, --batch-size and --max-iter must be positive")
     if not config.penalties or min(config.penalties) <= 0:
         raise harness.InputError("--penalties needs one or more positive values")
+    if config.grid not in finetune_grids.GRIDS:
+        raise harness.InputError(
+            f"unknown --grid {config.grid!r}; use {list(finetune_grids.GRIDS)}"
+        )
+    if config.precision not in ("fp32", "bf16"):
+        raise harness.InputError(f"--precision is fp32 or bf16, not {config.precision!r}")
 
 
 def load_inputs(config: TransferConfig, release) -> harness.EvalInputs:
-    """Device, frozen encoder on it, the test view (resize 224 bicubic, centre crop 224)."""
+    """Device, frozen encoder on it, the test view: resize 224 (bicubic) + centre crop 224 for
+    the logistic regression (App. D.2), resize 256 + crop 224 for fine-tuning (App. D.3)."""
     inputs = harness.open_inputs(config, config.seed)
     known = inputs.metadata.get("preprocessing") or {}
     mean, std = (known["mean"], known["std"]) if known else dataset_stats("imagenet")
+    ratio = None if config.protocol == FINETUNE else 1.0
     inputs.preprocessing = Preprocessing(
-        config.image_size, tuple(mean), tuple(std), test_resize_ratio=1.0
+        config.image_size, tuple(mean), tuple(std), test_resize_ratio=ratio
     )
     inputs.cache_dir = config.cache_dir
     convs = single_position_convs(inputs.encoder, config.image_size)  # exact; small sizes only
@@ -116,33 +134,76 @@ def load_inputs(config: TransferConfig, release) -> harness.EvalInputs:
     return inputs
 
 
-def evaluate_one(config: TransferConfig) -> None:
-    """The protocol on one data set and its record."""
+def run_protocol(config: TransferConfig, inputs, release, splits, cell=None):
+    """(metrics, selection) of config.protocol on one release; with `cell`, one grid cell's
+    result (a SLURM array task of the fine-tuning grid)."""
+    if config.protocol == FINETUNE:
+        multilabel = release.metric == "map11"
+        outcome = finetune.run_transfer_finetune(
+            inputs,
+            splits.train,
+            splits.val,
+            splits.test,
+            release.metric,
+            (lambda images: images.label_matrix.long()) if multilabel else None,
+            config.grid,
+            inputs.work_dir,
+            seed=config.seed,
+            num_workers=config.num_workers,
+            precision=config.precision,
+            cell=cell,
+            ckpt_every_min=config.ckpt_every_min,
+        )
+        if cell is not None:
+            return outcome
+        metrics, selection = outcome
+        metrics = {release.metric: metrics[f"test_{release.metric}"]}
+        selection.update(split_file=splits.split_file, split_sha256=splits.split_sha256)
+        return metrics, {**selection, "chosen_on": splits.val_source}
+    return linear.run_linear(
+        inputs,
+        release,
+        splits,
+        penalties=config.penalties,
+        max_iter=config.max_iter,
+        batch_size=config.batch_size,
+        workers=config.num_workers,
+    )
+
+
+def evaluate_one(config: TransferConfig, cell: int | None = None) -> None:
+    """The protocol on one data set and its record (a fine-tuning `cell`: that cell only)."""
     with harness.error_boundary():
         check_config(config)
+        if cell is not None and config.protocol != FINETUNE:
+            raise harness.InputError(f"--cell is a cell of the {FINETUNE} grid")
+        info = dist.init_from_env(harness.pick_device(config.device).type)
         release = read_release(config.dataset, config.data, seed=config.seed)
         inputs = load_inputs(config, release)
         splits = selection_splits(release, seed=config.seed, out_dir=inputs.records_dir / "splits")
+        if cell is not None or not info.is_main:  # an array task, or a rank that is not rank 0
+            result = run_protocol(config, inputs, release, splits, cell)
+            if cell is not None:
+                print(f"transfer-cls {config.dataset} cell {cell}: {result}")
+            return
 
         def run() -> tuple[dict, dict]:
-            metrics, selection = linear.run_linear(
-                inputs,
-                release,
-                splits,
-                penalties=config.penalties,
-                max_iter=config.max_iter,
-                batch_size=config.batch_size,
-                workers=config.num_workers,
-            )
+            metrics, selection = run_protocol(config, inputs, release, splits)
             return metrics, {**selection, "release_notes": list(release.notes)}
 
         task = Task("transfer-cls", release.name, "test", protocol_name(config))
         record, path = harness.record_run(inputs, config, task, run)
     ((metric, value),) = record.metrics.items()
+    chosen = record.selection
+    setting = (
+        f"lr {chosen['lr']:g}, wd {chosen['weight_decay']:g}"
+        if config.protocol == FINETUNE
+        else f"penalty {chosen['penalty']:.3g}"
+    )
     print(
         f"transfer-cls {task.protocol} {task.dataset}/test [{record.checkpoint.label}, "
-        f"{record.checkpoint.weights_sha256[:8]}]: {metric} {value:.2f} (penalty "
-        f"{record.selection['penalty']:.3g}, chosen on {record.selection['chosen_on']}) -> {path}"
+        f"{record.checkpoint.weights_sha256[:8]}]: {metric} {value:.2f} ({setting}, chosen on "
+        f"{chosen['chosen_on']}) -> {path}"
     )
 
 
@@ -182,7 +243,8 @@ def _datasets(argv: list[str]) -> list[str] | None:
     return names
 
 
-def parse_config(argv: list[str] | None) -> TransferConfig:
+def parse_config(argv: list[str] | None) -> tuple[TransferConfig, int | None]:
+    """(TransferConfig of one data set, --cell or None) from the command line."""
     parser = argparse.ArgumentParser(
         allow_abbrev=False,
         prog="python -m transfer.classification",
@@ -195,6 +257,11 @@ def parse_config(argv: list[str] | None) -> TransferConfig:
     add("--dataset", nargs="+", help=f"{', '.join(TRANSFER_DATASETS)} or all (default: all)")
     add("--data", help="the release's folder, or the folder holding the releases side by side")
     add("--protocol", choices=PROTOCOLS, help=f"default: {linear.PROTOCOL}")
+    grids = list(finetune_grids.GRIDS)
+    add("--grid", choices=grids, help=f"{FINETUNE}: the grid (default: paper; demo: CPU-sized)")
+    add("--cell", type=int, help=f"{FINETUNE}: run only this grid cell (a SLURM array task)")
+    add("--precision", choices=["fp32", "bf16"], help=f"{FINETUNE}: default fp32")
+    add("--ckpt-every-min", type=float, help=f"{FINETUNE}: minutes between checkpoints (10)")
     add("--penalties", type=float, nargs="+", help="l2 penalties to choose from (default: 45)")
     add("--max-iter", type=int, help=f"L-BFGS iterations per fit (default {logistic.MAX_ITER})")
     add("--image-size", type=int, help="input size (default 224: the paper's)")
@@ -210,29 +277,54 @@ def parse_config(argv: list[str] | None) -> TransferConfig:
         args.dataset = args.dataset[0]
     if args.penalties is not None:
         args.penalties = tuple(args.penalties)
-    return harness.config_from_args(TransferConfig, args)
+    return harness.config_from_args(TransferConfig, args), args.cell
+
+
+def submit_if_requested(argv: list[str], configs: list[TransferConfig], cell) -> bool:
+    """`--slurm`: the linear protocol as one job per data set (a job array); fine-tuning as one
+    grid per data set (an array task per cell, then the retrain and record, afterok)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    slurm_submit.add_slurm_arguments(parser)
+    args, _ = parser.parse_known_args(argv)
+    if args.slurm and cell is not None:
+        raise harness.InputError(
+            "--cell and --slurm do not go together: --slurm submits every cell"
+        )
+    if configs[0].protocol != FINETUNE:
+        return slurm_submit.submit_cli_if_requested(
+            "transfer.classification", argv, tasks=per_dataset_argvs
+        )
+    slurm_submit.check_slurm_flags(args)
+    if not args.slurm:
+        return False
+    for config, one in zip(configs, per_dataset_argvs(argv), strict=True):
+        _, rest = parser.parse_known_args(one)
+        command = [sys.executable, "-m", "transfer.classification", *rest]
+        name = f"transfer-classification-{config.dataset}"
+        finetune.submit_finetune_grid(args, command, config.grid, name)
+    return True
 
 
 def main(argv: list[str] | None = None) -> None:
     """Each data set of --dataset in turn (a failed one does not stop the others), or with
-    --slurm one job per data set (a job array)."""
+    --slurm as jobs (submit_if_requested)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     with harness.error_boundary():
-        argvs = per_dataset_argvs(argv)
-        configs = [parse_config(one) for one in argvs]
+        parsed = [parse_config(one) for one in per_dataset_argvs(argv)]
+        configs, cell = [config for config, _ in parsed], parsed[0][1]
+        if cell is not None and len(configs) > 1:
+            raise harness.InputError("--cell runs one cell of one data set: name one --dataset")
         for config in configs:  # every release readable before the first one starts
             check_config(config)
             read_release(config.dataset, config.data, seed=config.seed)
-        if slurm_submit.submit_cli_if_requested(
-            "transfer.classification", argv, tasks=per_dataset_argvs
-        ):
+        if submit_if_requested(argv, configs, cell):
             return
     failed = []
     for number, config in enumerate(configs, 1):
         if len(configs) > 1:
             print(f"data set {number}/{len(configs)}: {config.dataset}", flush=True)
         try:
-            evaluate_one(config)
+            evaluate_one(config, cell)
         except SystemExit as exit:
             if exit.code not in (0, None):
                 print(exit.code if isinstance(exit.code, str) else "", file=sys.stderr)

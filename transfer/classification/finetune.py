@@ -28,7 +28,6 @@ retrains the winner.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import functools
 import logging
@@ -45,7 +44,7 @@ from evaluate.finetune import Cell, FinetuneSetup, autocast, run_cell
 from evaluate.grid_jobs import submit_cells_then_final
 from evaluate.splits import data_fingerprint
 from pretrain import dist
-from pretrain.data import ImageDataset, SubsetDataset
+from pretrain.data import ConcatImages, ImageDataset, SubsetDataset
 from pretrain.sampling import SeededBatches
 from transfer.classification.finetune_grids import (
     GRIDS,
@@ -58,24 +57,6 @@ from transfer.classification.metrics import score
 
 log = logging.getLogger(__name__)
 LabelMatrixOf = Callable[[ImageDataset], torch.Tensor]  # images -> [N, C] in {1, -1, 0}
-
-
-class JoinedImages(ImageDataset):
-    """Several image sets of the same classes one after the other (train + val)."""
-
-    def __init__(self, parts: Sequence[ImageDataset]) -> None:
-        if any(part.classes != parts[0].classes for part in parts):
-            raise ValueError("train and val must hold the same classes, in the same order")
-        self.parts = list(parts)
-        self.starts = [0]
-        for part in self.parts:
-            self.starts.append(self.starts[-1] + len(part))
-        targets = [target for part in self.parts for target in part.targets]
-        super().__init__(self.parts[0].name, self.parts[0].classes, targets)
-
-    def load(self, index: int):
-        part = bisect.bisect_right(self.starts, index) - 1
-        return self.parts[part].load(index - self.starts[part])
 
 
 class MultiLabelImages(ImageDataset):
@@ -306,7 +287,7 @@ def retrain_on_train_and_val(
     scored on test; (its setup, its dir, its result). The test labels are read only here."""
     train, val, test = parts
     metric = common["metric"]
-    trainval = JoinedImages([train, val])
+    trainval = ConcatImages([train, val])
     log.info(
         "chosen on val: %s (val_%s %s); retraining it on train + val (%d images)",
         chosen.name,

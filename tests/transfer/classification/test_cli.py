@@ -148,3 +148,25 @@ def test_record_config_names_one_data_set(releases, tmp_path, monkeypatch):
     assert record.config["dataset"] == "pets"
     assert json.loads(json.dumps(record.selection))["release_notes"] == []
     assert torch.tensor(record.metrics["mean_per_class"]).isfinite()
+
+
+@pytest.mark.slow
+def test_finetune_demo_grid_end_to_end_on_voc(releases, tmp_path, monkeypatch, capsys):
+    """byol-transfer-finetune/1's machinery on the demo grid: a cell alone (an array task: no
+    record), then the whole grid (that cell read back), the retrain on train + val, one record."""
+    records, work = tmp_path / "records", tmp_path / "work"
+    argv = ["--ckpt", "random:resnet18", "--dataset", "voc2007", "--data", str(releases)]
+    argv += ["--protocol", "byol-transfer-finetune/1", "--grid", "demo", "--image-size", "32"]
+    argv += [*FAST, "--records", str(records), "--run-dir", str(work)]
+    cli.main([*argv, "--cell", "1"])
+    assert "transfer-cls voc2007 cell 1:" in capsys.readouterr().out
+    assert not records.exists() or not read_records(records)
+    (cell_dir,) = [path for path in work.iterdir() if (path / "result.json").is_file()]
+    cli.main(argv)
+    (record,) = read_records(records)
+    assert record.task.protocol == "demo-transfer-finetune/1" and set(record.metrics) == {"map11"}
+    selection = record.selection
+    assert len(selection["candidates"]) == 4 and selection["chosen_on"] == "creators-val"
+    assert selection["images"]["trainval"] == selection["images"]["train"] + 12
+    assert (cell_dir / "result.json").is_file()
+    assert "lr " in capsys.readouterr().out
