@@ -112,7 +112,7 @@ SPECS = (
 class Table:
     """A built table: descriptor columns per row, then one value column per header."""
 
-    id: str  # file stem: linear-imagenet-val, transfer-byol-paper-logreg-1, dense
+    id: str  # file stem: linear-imagenet-val, transfer-byol-transfer-linear-1, dense
     title: str
     rows: pd.DataFrame  # method, architecture, params, epochs, checkpoint, weights
     headers: list[str]
