@@ -146,15 +146,19 @@ class ImageFolderDataset(ImageDataset):
         super().__init__(name, classes, targets)
 
     def load(self, index: int) -> tuple[torch.Tensor, int]:
-        path = self.paths[index]
-        try:
-            with Image.open(path) as image:
-                array = np.array(image.convert("RGB"), dtype=np.uint8)  # [H, W, 3]
-        except (OSError, SyntaxError, ValueError) as error:  # PIL's decode errors
-            raise DataError(
-                f"cannot read image {path} ({error}); delete or replace the file"
-            ) from error
-        return torch.from_numpy(array).permute(2, 0, 1).contiguous(), self.targets[index]
+        return decode_rgb(self.paths[index]), self.targets[index]
+
+
+def decode_rgb(path: Path) -> torch.Tensor:
+    """The image file as uint8 [3, H, W] RGB; a file PIL cannot decode is a DataError."""
+    try:
+        with Image.open(path) as image:
+            array = np.array(image.convert("RGB"), dtype=np.uint8)  # [H, W, 3]
+    except (OSError, SyntaxError, ValueError) as error:  # PIL's decode errors
+        raise DataError(
+            f"cannot read image {path} ({error}); delete or replace the file"
+        ) from error
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):

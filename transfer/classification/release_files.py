@@ -19,9 +19,8 @@ from typing import NamedTuple
 import numpy as np
 import scipy.io
 import torch
-from PIL import Image
 
-from pretrain.data import DataError, ImageDataset
+from pretrain.data import DataError, ImageDataset, decode_rgb
 
 RELEASE_CONTENTS = {  # what each creators' release holds, for the error messages
     "food101": "the Food-101 release (food-101.tar.gz) has meta/{classes,train,test}.txt and "
@@ -136,18 +135,6 @@ def check_classes(labels: Sequence[int], num_classes: int, where: str, class_lis
             f"{where} uses class {bad[0] + 1} (1-based) but {class_list} declares "
             f"{num_classes} classes; the release is inconsistent, extract it again"
         )
-
-
-def decode_rgb(path: Path) -> torch.Tensor:
-    """The image file as uint8 [3, H, W] RGB; a file PIL cannot decode is a DataError."""
-    try:
-        with Image.open(path) as image:
-            array = np.array(image.convert("RGB"), dtype=np.uint8)  # [H, W, 3]
-    except (OSError, SyntaxError, ValueError) as error:  # PIL's decode errors
-        raise DataError(
-            f"cannot read image {path} ({error}); delete or replace the file"
-        ) from error
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
 class ImageListDataset(ImageDataset):
