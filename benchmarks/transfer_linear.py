@@ -58,13 +58,17 @@ HELP = {
 
 
 def synthetic_features(rows: int, config: BenchConfig, generator: torch.Generator):
-    """relu(class mean + noise): [rows, dim] float32 features and [rows] labels."""
-    scale = config.signal / (2 * config.dim) ** 0.5  # E ||mean_a - mean_b|| = signal
-    means = scale * torch.randn(config.classes, config.dim, generator=generator)
+    """relu(class mean + noise) with a power-law spectrum (variance of dimension j ~ 1 / (j + 1),
+    like the decaying spectrum of trained features): [rows, dim] float32 features, [rows]
+    labels."""
+    spread = 1.0 / torch.arange(1, config.dim + 1).float().sqrt()  # [D]
+    spread *= config.dim**0.5 / spread.norm()  # mean variance 1
+    scale = config.signal / (2 * config.dim) ** 0.5  # E ||mean_a - mean_b|| = signal (isotropic)
+    means = scale * torch.randn(config.classes, config.dim, generator=generator) * spread
     labels = torch.randint(0, config.classes, (rows,), generator=generator)
     labels[: config.classes] = torch.arange(config.classes)  # every class present
-    features = torch.randn(rows, config.dim, generator=generator).add_(means[labels]).relu_()
-    return features, labels
+    noise = torch.randn(rows, config.dim, generator=generator).mul_(spread)
+    return noise.add_(means[labels]).relu_(), labels
 
 
 def _timed(device: torch.device, fn):

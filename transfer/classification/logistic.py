@@ -110,14 +110,21 @@ def _binary_loss(signs: torch.Tensor) -> Callable:
     return loss
 
 
-def _check_features(x: torch.Tensor) -> None:
+def _check_features(x: torch.Tensor, init: LogisticModel | None = None) -> None:
+    """A non-empty [N, D] float matrix of finite values; the finiteness pass is skipped when
+    the warm start's solver state was computed on this very tensor (the penalty path)."""
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise LogisticInputError(
             f"features must be a non-empty [N, D] matrix, got shape {tuple(x.shape)}; "
             "extract features for at least one image"
         )
-    if not x.is_floating_point() or not bool(torch.isfinite(x).all()):
-        raise LogisticInputError("features must be finite floating-point numbers; re-extract them")
+    if not x.is_floating_point():
+        raise LogisticInputError(f"features must be floating-point numbers, got {x.dtype}")
+    state = init.solver_state if init is not None else None
+    if state is not None and state.geometry.features is x:
+        return
+    if not bool(torch.isfinite(x.sum(dtype=torch.float64))):  # one pass, no [N, D] mask
+        raise LogisticInputError("features must be finite numbers; re-extract them")
 
 
 def _check_penalty(penalty: float) -> None:
@@ -152,7 +159,7 @@ def fit_multinomial(
 ) -> LogisticModel:
     """Multinomial logistic regression of labels y [N] on features x [N, D] at `penalty`
     (= 1 / C of scikit-learn), from `init` (warm start) or zeros."""
-    _check_features(x)
+    _check_features(x, init)
     _check_penalty(penalty)
     if y.ndim != 1 or y.shape[0] != x.shape[0] or y.is_floating_point():
         raise LogisticInputError(
@@ -203,7 +210,7 @@ def fit_one_vs_rest(
     -1 negative, 0 difficult, trained as negative like the reference) at `penalty`. The C
     problems are independent; they are solved jointly (one L-BFGS over the [C, D] weights), which
     has the same minimiser and stops when every class meets the gradient rule."""
-    _check_features(x)
+    _check_features(x, init)
     _check_penalty(penalty)
     if label_matrix.ndim != 2 or label_matrix.shape[0] != x.shape[0]:
         raise LogisticInputError(
@@ -242,7 +249,11 @@ def fit_one_vs_rest(
 def decision_scores(model: LogisticModel, x: torch.Tensor) -> torch.Tensor:
     """x @ W^T + b, [N, C] in x's dtype: the logits (multinomial) or scikit-learn's
     decision_function of each class's binary classifier (one-vs-rest)."""
-    _check_features(x)
+    if x.ndim != 2 or x.shape[1] != model.weight.shape[1] or not x.is_floating_point():
+        raise LogisticInputError(
+            f"features must be [N, {model.weight.shape[1]}] floats for this model, "
+            f"got shape {tuple(x.shape)} of {x.dtype}"
+        )
     weight = model.weight.to(x.device, x.dtype)
     return x @ weight.T + model.bias.to(x.device, x.dtype)
 
