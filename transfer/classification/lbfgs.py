@@ -37,7 +37,7 @@ Loss = Callable[[torch.Tensor], tuple[float, torch.Tensor]]  # logits [N, C] -> 
 
 HISTORY = 10  # scipy L-BFGS-B `maxcor` default, what scikit-learn's lbfgs solver runs with
 ARMIJO = 1e-4  # sufficient decrease c1 (Nocedal & Wright, Sec. 3.1)
-CURVATURE = 0.3  # strong Wolfe c2 for quasi-Newton methods (Nocedal & Wright, Sec. 3.1)
+CURVATURE = 0.3  # strong Wolfe c2; tighter than the usual 0.9: trials cost O(N C) here
 LINE_SEARCH_TRIALS = 30
 ROUNDING = 1e-13  # relative slack of the decrease test (Hager & Zhang 2005's approximate Wolfe)
 REFRESH_EVERY = 25  # recompute the logits from scratch, bounding the drift of Z + t U updates
@@ -160,6 +160,9 @@ class _Problem:
         weight_part = gradient[:, :-1] + bias_part[:, None] * self.mean[None, :]
         return max(float(weight_part.abs().max()), float(bias_part.abs().max())) / self.count
 
+    def converged(self, point: _Point, tol: float) -> bool:
+        return self.gradient_norm(point, self.gradient(point)) <= tol
+
     def direction_logits(self, direction: torch.Tensor) -> torch.Tensor:
         """U = d(logits)/dt along `direction` [C, D+1]: [N, C] float64."""
         step = direction[:, :-1]
@@ -242,7 +245,7 @@ def _step(problem: _Problem, point: _Point, direction: torch.Tensor, step: float
     return _Point(point.theta + t * direction, logits, data_value, residual), t
 
 
-def _start(problem: _Problem, theta: torch.Tensor, state: SolverState | None, targets):
+def _start(problem: _Problem, theta: torch.Tensor, state: SolverState | None, targets, tol):
     """The first iterate and curvature pairs: the warm state's when it was left on the same
     features and targets (its solution, or the line through its last two solutions extended
     to this penalty in log scale when that is lower: one product), else theta = [W | b]."""
@@ -251,15 +254,17 @@ def _start(problem: _Problem, theta: torch.Tensor, state: SolverState | None, ta
         centred = torch.cat([weight, (bias + weight @ problem.mean)[:, None]], dim=1)
         return problem.point(centred, problem.logits(centred)), []
     point = state.point
+    if state.previous is not None and problem.converged(point, tol):
+        return point, list(state.history)  # already a solution: no product at all
     if state.previous is not None:
         penalty, before = state.previous
         ratio = np.log(problem.penalty / state.penalty) / np.log(state.penalty / penalty)
         if 0 < ratio <= 2:  # continuing in the same direction
             theta = point.theta + ratio * (point.theta - before.theta)
             logits = point.logits + ratio * (point.logits - before.logits)  # linear in theta
-            predicted = problem.point(theta, logits)
+            predicted = _Point(theta, logits, *problem.loss(logits))
             if problem.value(predicted) < problem.value(point):
-                point = predicted
+                point = problem.add_gradient(predicted)
     return point, list(state.history)
 
 
@@ -281,7 +286,7 @@ def minimise(
     geometry = state.geometry if same else feature_geometry(features)
     same = same and state.targets is targets
     problem = _Problem(geometry, loss, penalty)
-    point, pairs = _start(problem, theta, state, targets)
+    point, pairs = _start(problem, theta, state, targets, tol)
     problem.set_curvature(point)
     mask = torch.ones_like(point.theta)
     mask[:, -1] = 0.0  # the penalty's curvature acts on the weights only

@@ -20,8 +20,9 @@ LogisticRegression(solver="lbfgs", multi_class="multinomial", warm_start=True) w
 defaults tol=1e-4 and max_iter=100 (ConvergenceWarning silenced), C = 1 / penalty over
 torch.logspace(-6, 5, 45) walked from the weakest penalty to the strongest, each fit warm-started
 from the previous; raw features (no standardisation); the best validation score with a strict
-`>` (ties: the smaller penalty); for VOC2007 one binary fit per class on (label == 1), so the
-"difficult" label 0 counts as negative in training, which we follow.
+`>` (ties: the smaller penalty; ours: the larger, see penalty_path); for VOC2007 one binary fit
+per class on (label == 1), so the "difficult" label 0 counts as negative in training, which we
+follow.
 
 Our path walks the other way, strongest penalty first: there the solution is near zero and found
 in a few iterations, and each weaker value starts from a solution close to its own. The iteration
@@ -272,8 +273,13 @@ def penalty_path(
     score each on the validation split (BYOL v3, App. D.2: selection on val, higher is better).
 
     `fit(x, y, penalty=..., init=...)`: fit_one_vs_rest or functools.partial(fit_multinomial,
-    num_classes=C). `score_fn(scores [N, C], y_val) -> float`, e.g. metrics.top1. Ties go to the
-    smaller penalty, as in the reference (its strict `>` while walking up from the weakest)."""
+    num_classes=C). `score_fn(scores [N, C], y_val) -> float`, e.g. metrics.top1.
+
+    Ties go to the larger penalty (the reference's strict `>` walking up from the weakest gives
+    the smaller; the paper states no rule). Along our path a tie means a weaker penalty did not
+    improve the validation score; at the weak end successive fits often stop at their warm start
+    (the gradient rule already holds), so the tied models are one model and the larger penalty
+    is the one that determined it, and the one whose refit on train+val reproduces it."""
     if score_fn is None:
         raise LogisticInputError("penalty_path needs a score_fn (the data set's metric)")
     if not penalties:
@@ -288,7 +294,7 @@ def penalty_path(
         model = fit(x_train, y_train, penalty=penalties[k], init=model)
         scores[k] = float(score_fn(decision_scores(model, x_val), y_val))
         iterations[k], converged[k] = model.iterations, model.converged
-        if best is None or scores[k] >= best[0]:  # walking down: >= keeps the smaller penalty
+        if best is None or scores[k] > best[0]:  # walking down: > keeps the larger penalty
             best = (scores[k], penalties[k], model.without_solver_state())
         bar.set_postfix(penalty=f"{penalties[k]:.1e}", score=f"{scores[k]:.2f}", it=iterations[k])
     return PathResult(

@@ -110,7 +110,7 @@ def test_path_picks_the_penalty_with_the_best_validation_score():
     path = penalty_path(fit, x, y, x_val, y_val, penalties, score_fn=top1, progress=False)
     assert path.penalties == penalties and len(path.scores) == 7 and all(path.converged)
     assert path.best_score == max(path.scores)
-    assert path.best_penalty == min(
+    assert path.best_penalty == max(
         p for p, s in zip(penalties, path.scores) if s == max(path.scores)
     )
     assert path.best_model.penalty == path.best_penalty and path.best_model.solver_state is None
@@ -135,13 +135,13 @@ def test_warm_starts_reach_the_cold_start_solution():
         assert stripped.iterations <= 1  # it starts at the solution
 
 
-def test_ties_go_to_the_smaller_penalty_like_the_reference():
+def test_ties_go_to_the_larger_penalty():
     x, y = blobs(100)
     fit = partial(fit_multinomial, num_classes=CLASSES)
     path = penalty_path(
         fit, x, y, x, y, (1.0, 100.0, 0.01), score_fn=lambda s, t: 50.0, progress=False
     )
-    assert path.best_penalty == 0.01 and path.scores == (50.0, 50.0, 50.0)
+    assert path.best_penalty == 100.0 and path.scores == (50.0, 50.0, 50.0)
 
 
 def test_iteration_cap_is_reported():
