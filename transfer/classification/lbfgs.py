@@ -4,7 +4,7 @@ Minimises  F(W, b) = sum_i loss(x_i W^T + b) + (penalty / 2) ||W||^2  (bias not 
 loss that is a sum over the logits (softmax cross-entropy, or one binary logistic loss per column);
 transfer/classification/logistic.py defines the losses and the protocol. The method is L-BFGS
 (Nocedal & Wright 2006, Alg. 7.4/7.5, memory 10 like scipy's L-BFGS-B used by scikit-learn) with
-three changes that leave the minimiser untouched and make each iteration cheap and exact:
+changes that leave the minimiser untouched and make the iterations few, cheap and exact:
 
 - centred parametrisation: the optimiser moves (W, b') with b = b' - W mu (mu: the features'
   mean), so that the unpenalised bias is decoupled from the weights of non-centred (post-ReLU)
@@ -13,6 +13,8 @@ three changes that leave the minimiser untouched and make each iteration cheap a
   covariance, eigendecomposed once per feature matrix; delta = penalty / (N a), a the loss's mean
   curvature), a Kronecker-factored approximation of the Hessian (the data term's is close to
   N a Sigma per class), so that a decaying feature spectrum does not slow the iterations;
+- warm starts on the same features (the penalty path) reuse the last iterate's logits and
+  gradient, the curvature pairs, and predict the next solution from the last two (see _start);
 - two matrix products per iteration whatever the line search does: U = X D^T along the search
   direction D, then the new gradient R^T X; every line-search trial moves the logits as Z + t U
   and costs O(N C), not O(N C D);
@@ -254,9 +256,7 @@ def _start(problem: _Problem, theta: torch.Tensor, state: SolverState | None, ta
         centred = torch.cat([weight, (bias + weight @ problem.mean)[:, None]], dim=1)
         return problem.point(centred, problem.logits(centred)), []
     point = state.point
-    if state.previous is not None and problem.converged(point, tol):
-        return point, list(state.history)  # already a solution: no product at all
-    if state.previous is not None:
+    if state.previous is not None and not problem.converged(point, tol):
         penalty, before = state.previous
         ratio = np.log(problem.penalty / state.penalty) / np.log(state.penalty / penalty)
         if 0 < ratio <= 2:  # continuing in the same direction
