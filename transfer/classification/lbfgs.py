@@ -30,6 +30,7 @@ of scikit-learn's averaged objective (sklearn/linear_model/_logistic.py scales t
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -268,6 +269,18 @@ def _start(problem: _Problem, theta: torch.Tensor, state: SolverState | None, ta
     return point, list(state.history)
 
 
+@contextmanager
+def _full_float32_precision():
+    """float32 products at full precision while fitting (TF32's 1e-3 relative error would put the
+    gradient's noise above scikit-learn's tol); the process's setting is restored after."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
 def minimise(
     features: torch.Tensor,
     loss: Loss,
@@ -282,6 +295,11 @@ def minimise(
     """Minimise sum_i loss(x_i W^T + b) + penalty/2 ||W||^2 from `theta` = [W | b] ([C, D+1]),
     or from `state` when it belongs to the same features and targets, by L-BFGS until
     max |gradient| / N <= tol or `max_iter` iterations (scikit-learn's rule)."""
+    with _full_float32_precision():
+        return _minimise(features, loss, penalty, theta, max_iter, tol, targets, state)
+
+
+def _minimise(features, loss, penalty, theta, max_iter, tol, targets, state) -> LbfgsResult:
     same = state is not None and state.geometry.features is features
     geometry = state.geometry if same else feature_geometry(features)
     same = same and state.targets is targets
