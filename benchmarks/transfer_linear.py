@@ -1,7 +1,7 @@
 """Cost of byol-transfer-linear/1's 45-value penalty path; prints figures (not a test).
 
     python -m benchmarks.transfer_linear                                  # Food-101's size
-    python -m benchmarks.transfer_linear --train 10000 --dim 512 --classes 101   # a CPU run
+    python -m benchmarks.transfer_linear --train 10000 --val 1000 --dim 512 --classes 101  # CPU
 
 On synthetic features of a data set's size (default Food-101's: 68,175 train + 7,575 val rows of
 a ResNet-50's 2,048-d avgpool features, 101 classes), side by side:
