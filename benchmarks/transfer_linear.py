@@ -37,7 +37,7 @@ class BenchConfig:
     val: int = 7_575
     dim: int = 2048
     classes: int = 101
-    signal: float = 4.0
+    signal: float = 6.0  # ~56% val top-1 at --train 10000 --dim 512 (Food-101 BYOL: 75.3)
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     sklearn: bool = True
     sklearn_max_iter: int = 100  # the reference's (scikit-learn's default)
