@@ -65,6 +65,7 @@ CLIS = {
     "benchmarks.detection_step": Cli(("benchmarks.detection_step",), None),
     "benchmarks.linear": Cli(("benchmarks.linear",), None),
     "benchmarks.step": Cli(("benchmarks.step",), None),
+    "benchmarks.transfer_linear": Cli(("benchmarks.transfer_linear",), None),
 }
 RUNS = [name for name, cli in CLIS.items() if cli.missing_input is not None]
 

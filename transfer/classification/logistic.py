@@ -20,8 +20,9 @@ LogisticRegression(solver="lbfgs", multi_class="multinomial", warm_start=True) w
 defaults tol=1e-4 and max_iter=100 (ConvergenceWarning silenced), C = 1 / penalty over
 torch.logspace(-6, 5, 45) walked from the weakest penalty to the strongest, each fit warm-started
 from the previous; raw features (no standardisation); the best validation score with a strict
-`>` (ties: the smaller penalty); for VOC2007 one binary fit per class on (label == 1), so the
-"difficult" label 0 counts as negative in training, which we follow.
+`>` (ties: the smaller penalty; ours: the larger, see penalty_path); for VOC2007 one binary fit
+per class on (label == 1), so the "difficult" label 0 counts as negative in training, which we
+follow.
 
 Our path walks the other way, strongest penalty first: there the solution is near zero and found
 in a few iterations, and each weaker value starts from a solution close to its own. The iteration
@@ -110,14 +111,21 @@ def _binary_loss(signs: torch.Tensor) -> Callable:
     return loss
 
 
-def _check_features(x: torch.Tensor) -> None:
+def _check_features(x: torch.Tensor, init: LogisticModel | None = None) -> None:
+    """A non-empty [N, D] float matrix of finite values; the finiteness pass is skipped when
+    the warm start's solver state was computed on this very tensor (the penalty path)."""
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise LogisticInputError(
             f"features must be a non-empty [N, D] matrix, got shape {tuple(x.shape)}; "
             "extract features for at least one image"
         )
-    if not x.is_floating_point() or not bool(torch.isfinite(x).all()):
-        raise LogisticInputError("features must be finite floating-point numbers; re-extract them")
+    if not x.is_floating_point():
+        raise LogisticInputError(f"features must be floating-point numbers, got {x.dtype}")
+    state = init.solver_state if init is not None else None
+    if state is not None and state.geometry.features is x:
+        return
+    if not bool(torch.isfinite(x.sum(dtype=torch.float64))):  # one pass, no [N, D] mask
+        raise LogisticInputError("features must be finite numbers; re-extract them")
 
 
 def _check_penalty(penalty: float) -> None:
@@ -152,7 +160,7 @@ def fit_multinomial(
 ) -> LogisticModel:
     """Multinomial logistic regression of labels y [N] on features x [N, D] at `penalty`
     (= 1 / C of scikit-learn), from `init` (warm start) or zeros."""
-    _check_features(x)
+    _check_features(x, init)
     _check_penalty(penalty)
     if y.ndim != 1 or y.shape[0] != x.shape[0] or y.is_floating_point():
         raise LogisticInputError(
@@ -203,7 +211,7 @@ def fit_one_vs_rest(
     -1 negative, 0 difficult, trained as negative like the reference) at `penalty`. The C
     problems are independent; they are solved jointly (one L-BFGS over the [C, D] weights), which
     has the same minimiser and stops when every class meets the gradient rule."""
-    _check_features(x)
+    _check_features(x, init)
     _check_penalty(penalty)
     if label_matrix.ndim != 2 or label_matrix.shape[0] != x.shape[0]:
         raise LogisticInputError(
@@ -242,7 +250,11 @@ def fit_one_vs_rest(
 def decision_scores(model: LogisticModel, x: torch.Tensor) -> torch.Tensor:
     """x @ W^T + b, [N, C] in x's dtype: the logits (multinomial) or scikit-learn's
     decision_function of each class's binary classifier (one-vs-rest)."""
-    _check_features(x)
+    if x.ndim != 2 or x.shape[1] != model.weight.shape[1] or not x.is_floating_point():
+        raise LogisticInputError(
+            f"features must be [N, {model.weight.shape[1]}] floats for this model, "
+            f"got shape {tuple(x.shape)} of {x.dtype}"
+        )
     weight = model.weight.to(x.device, x.dtype)
     return x @ weight.T + model.bias.to(x.device, x.dtype)
 
@@ -261,8 +273,13 @@ def penalty_path(
     score each on the validation split (BYOL v3, App. D.2: selection on val, higher is better).
 
     `fit(x, y, penalty=..., init=...)`: fit_one_vs_rest or functools.partial(fit_multinomial,
-    num_classes=C). `score_fn(scores [N, C], y_val) -> float`, e.g. metrics.top1. Ties go to the
-    smaller penalty, as in the reference (its strict `>` while walking up from the weakest)."""
+    num_classes=C). `score_fn(scores [N, C], y_val) -> float`, e.g. metrics.top1.
+
+    Ties go to the larger penalty (the reference's strict `>` walking up from the weakest gives
+    the smaller; the paper states no rule). Along our path a tie means a weaker penalty did not
+    improve the validation score; at the weak end successive fits often stop at their warm start
+    (the gradient rule already holds), so the tied models are one model and the larger penalty
+    is the one that determined it, and the one whose refit on train+val reproduces it."""
     if score_fn is None:
         raise LogisticInputError("penalty_path needs a score_fn (the data set's metric)")
     if not penalties:
@@ -277,7 +294,7 @@ def penalty_path(
         model = fit(x_train, y_train, penalty=penalties[k], init=model)
         scores[k] = float(score_fn(decision_scores(model, x_val), y_val))
         iterations[k], converged[k] = model.iterations, model.converged
-        if best is None or scores[k] >= best[0]:  # walking down: >= keeps the smaller penalty
+        if best is None or scores[k] > best[0]:  # walking down: > keeps the larger penalty
             best = (scores[k], penalties[k], model.without_solver_state())
         bar.set_postfix(penalty=f"{penalties[k]:.1e}", score=f"{scores[k]:.2f}", it=iterations[k])
     return PathResult(

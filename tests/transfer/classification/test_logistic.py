@@ -18,7 +18,7 @@ from transfer.classification.logistic import (
     fit_one_vs_rest,
     penalty_path,
 )
-from transfer.classification.metrics import top1
+from transfer.classification.metrics import map11, top1
 
 CLASSES = 4
 TIGHT = 1e-8  # both solvers' gradient tolerance where coefficients are compared
@@ -110,12 +110,28 @@ def test_path_picks_the_penalty_with_the_best_validation_score():
     path = penalty_path(fit, x, y, x_val, y_val, penalties, score_fn=top1, progress=False)
     assert path.penalties == penalties and len(path.scores) == 7 and all(path.converged)
     assert path.best_score == max(path.scores)
-    assert path.best_penalty == min(
+    assert path.best_penalty == max(
         p for p, s in zip(penalties, path.scores) if s == max(path.scores)
     )
     assert path.best_model.penalty == path.best_penalty and path.best_model.solver_state is None
     assert top1(decision_scores(path.best_model, x_val), y_val) == path.best_score
     assert len(set(path.scores)) > 1  # the grid spans under- and over-regularised fits
+
+
+def test_one_vs_rest_path_scores_with_map_and_warm_starts_like_cold():
+    x, y = blobs(200)
+    labels = torch.where(y[:, None] == torch.arange(CLASSES), 1, -1)
+    x_val, y_val = blobs(100, seed=3)
+    labels_val = torch.where(y_val[:, None] == torch.arange(CLASSES), 1, -1)
+    path = penalty_path(
+        fit_one_vs_rest, x, labels, x_val, labels_val, (0.1, 10.0), score_fn=map11, progress=False
+    )
+    best = path.best_model
+    assert best.kind == "one-vs-rest" and path.best_score == max(path.scores) > 50
+    cold = fit_one_vs_rest(x, labels, path.best_penalty)
+    assert map11(decision_scores(cold, x_val), labels_val) == pytest.approx(
+        path.best_score, abs=0.5
+    )
 
 
 def test_warm_starts_reach_the_cold_start_solution():
@@ -135,13 +151,13 @@ def test_warm_starts_reach_the_cold_start_solution():
         assert stripped.iterations <= 1  # it starts at the solution
 
 
-def test_ties_go_to_the_smaller_penalty_like_the_reference():
+def test_ties_go_to_the_larger_penalty():
     x, y = blobs(100)
     fit = partial(fit_multinomial, num_classes=CLASSES)
     path = penalty_path(
         fit, x, y, x, y, (1.0, 100.0, 0.01), score_fn=lambda s, t: 50.0, progress=False
     )
-    assert path.best_penalty == 0.01 and path.scores == (50.0, 50.0, 50.0)
+    assert path.best_penalty == 100.0 and path.scores == (50.0, 50.0, 50.0)
 
 
 def test_iteration_cap_is_reported():
