@@ -75,6 +75,7 @@ bench: bench-deps
 	$(PY) -m benchmarks.step
 	$(PY) -m benchmarks.data
 	$(PY) -m benchmarks.linear
+	$(PY) -m benchmarks.transfer_linear --train 10000 --val 1000 --dim 512 --classes 101
 
 clean-demo:
 	rm -rf $(DEMO_RUN)

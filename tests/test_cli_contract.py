@@ -50,6 +50,9 @@ CLIS = {
     ),
     "transfer.detection": Cli(("transfer.detection",), CKPT),
     "transfer.segmentation": Cli(("transfer.segmentation",), CKPT),
+    "transfer.classification": Cli(
+        ("transfer.classification",), (*CKPT, "--dataset", "dtd", "--data", "{missing}")
+    ),
     "transfer.export detectron2": Cli(("transfer.export", "detectron2"), CKPT),
     "transfer.export mmseg": Cli(("transfer.export", "mmseg"), CKPT),
     "results.tables": Cli(("results.tables",), ("--records", "{missing}")),
