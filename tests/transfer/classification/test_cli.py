@@ -3,15 +3,17 @@ the split rule, several data sets, SLURM task split, and bad input."""
 
 import hashlib
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from results.record import read_records
 from results.tables import build_tables
+from slurm import submit as slurm_submit
 from tests.conftest import run_cli
 from tests.transfer.classification.miniatures import write_miniature
-from transfer.classification import cli, linear
+from transfer.classification import cli, finetune, linear
 from transfer.classification.releases import TRANSFER_DATASETS, read_release
 from transfer.classification.splits import heldout_size, selection_splits
 
@@ -170,3 +172,39 @@ def test_finetune_demo_grid_end_to_end_on_voc(releases, tmp_path, monkeypatch, c
     assert selection["images"]["trainval"] == selection["images"]["train"] + 12
     assert (cell_dir / "result.json").is_file()
     assert "lr " in capsys.readouterr().out
+
+
+def test_slurm_linear_is_one_task_per_data_set(releases, monkeypatch, capsys):
+    submitted = {}
+
+    def submit_array(profile, fn, arg_list, name, folder=None, after=()):
+        submitted.update(profile=profile, commands=[command for (command,) in arg_list])
+        paths = SimpleNamespace(stdout="out", stderr="err")
+        return [SimpleNamespace(job_id=f"42_{i}", paths=paths) for i in range(len(arg_list))]
+
+    monkeypatch.setattr(slurm_submit, "submit_array", submit_array)
+    monkeypatch.setattr(slurm_submit, "submit", lambda *a, **k: pytest.fail("not one job"))
+    argv = ["--ckpt", "random:resnet18", "--dataset", "pets", "voc2007", "--data", str(releases)]
+    cli.main([*argv, "--slurm", "--profile", "example"])
+    commands = submitted["commands"]
+    assert [command[1:3] for command in commands] == [["-m", "transfer.classification"]] * 2
+    assert [command[-2:] for command in commands] == [
+        ["--dataset", "pets"],
+        ["--dataset", "voc2007"],
+    ]
+    assert not any("--slurm" in command for command in commands)
+    assert "job array of 2 one-task jobs" in capsys.readouterr().out
+
+
+def test_slurm_finetune_is_one_grid_per_data_set(releases, monkeypatch):
+    grids = []
+    monkeypatch.setattr(
+        finetune, "submit_finetune_grid", lambda args, command, grid, name: grids.append(command)
+    )
+    argv = ["--ckpt", "random:resnet18", "--dataset", "pets", "voc2007", "--data", str(releases)]
+    argv += ["--protocol", "byol-transfer-finetune/1", "--grid", "demo"]
+    cli.main([*argv, "--slurm", "--profile", "example"])
+    assert [command[-2:] for command in grids] == [["--dataset", "pets"], ["--dataset", "voc2007"]]
+    assert all("--slurm" not in command and "--grid" in command for command in grids)
+    with pytest.raises(SystemExit, match="--cell and --slurm"):
+        cli.main([*argv[:2], "--dataset", "pets", *argv[5:], "--cell", "0", "--slurm"])
