@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from evaluate.heads import LinearHeads
-from evaluate.metrics import percent, topk_correct
+from evaluate.metrics import percent, topk_hits
 from evaluate.transforms import Preprocessing, ProbeTrainView
 from pretrain import dist, rundir
 from pretrain.backbones import build_backbone
@@ -392,27 +392,36 @@ def evaluate_classifier(
     model: nn.Module, images: ImageDataset, setup: FinetuneSetup, desc: str
 ) -> dict[str, float]:
     """Top-1 and top-5 (%) on the centre-crop view of `images`; each rank scores its share."""
+    hits = classifier_hits(model, images, setup, desc)
+    return {f"top{k}": percent(hit.sum().item(), len(hit)) for k, hit in hits.items()}
+
+
+def classifier_hits(
+    model: nn.Module, images: ImageDataset, setup: FinetuneSetup, desc: str
+) -> dict[int, torch.Tensor]:
+    """{1: [N], 5: [N]} (bool, CPU): is each image's label the model's first / among its top 5,
+    on the centre-crop view; each rank scores its share and the rows are summed over ranks."""
     model.eval()
     info = setup.info
-    shard = SubsetDataset(images, range(info.rank, len(images), info.world_size))
+    rows = list(range(info.rank, len(images), info.world_size))
     loader = DataLoader(
-        setup.preprocessing.eval_dataset(shard),
+        setup.preprocessing.eval_dataset(SubsetDataset(images, rows)),
         batch_size=max(setup.batch_size // info.world_size, 1),
         num_workers=setup.num_workers,
         pin_memory=setup.device.type == "cuda",
     )
-    counts = torch.zeros(3, dtype=torch.float64, device=setup.device)  # top-1, top-5, images
-    with tqdm(total=len(shard), desc=desc, unit="img", disable=not info.is_main) as bar:
+    hits = torch.zeros(2, len(images), dtype=torch.float64, device=setup.device)  # top-1, top-5
+    done = 0
+    with tqdm(total=len(rows), desc=desc, unit="img", disable=not info.is_main) as bar:
         for views, labels in loader:
             labels = labels.to(setup.device, non_blocking=True)
             with autocast(setup):
                 logits = model(views.to(setup.device, non_blocking=True))  # [B, C]
-            correct = topk_correct(logits.float(), labels)
-            counts[0] += correct[1]
-            counts[1] += correct[5]
-            counts[2] += len(labels)
+            batch = topk_hits(logits.float(), labels)
+            index = torch.tensor(rows[done : done + len(labels)], device=setup.device)
+            hits[0, index], hits[1, index] = batch[1].double(), batch[5].double()
+            done += len(labels)
             bar.update(len(labels))
-    dist.all_reduce_sum(counts)
+    dist.all_reduce_sum(hits)
     model.train()
-    total = int(counts[2].item())
-    return {"top1": percent(counts[0].item(), total), "top5": percent(counts[1].item(), total)}
+    return {1: hits[0].cpu() > 0.5, 5: hits[1].cpu() > 0.5}

@@ -339,17 +339,18 @@ def checkpoint_ref(metadata: dict, label: str | None = None) -> CheckpointRef:
 
 
 def record_run(
-    inputs: EvalInputs, config, task: Task, run: Callable[[], tuple[dict, dict]]
+    inputs: EvalInputs, config, task: Task, run: Callable[[], tuple]
 ) -> tuple[Record, Path]:
-    """Call `run()` -> (metrics, selection) and write its one record into inputs.records_dir:
-    status "complete", or "failed" with the error, which is then re-raised."""
+    """Call `run()` -> (metrics, selection) or (metrics, selection, (intervals, examples)) (the
+    bootstrap intervals and their data, evaluate/metrics.py:uncertainty) and write its one record
+    into inputs.records_dir: status "complete", or "failed" with the error, then re-raised."""
     fields = {"checkpoint": checkpoint_ref(inputs.metadata, config.label), "task": task}
     fields["config"] = dataclasses.asdict(config)
     resize = stated_resize(inputs.metadata)
     if resize is not None:
         fields["config"]["checkpoint_resize"] = resize
     try:
-        metrics, selection = run()
+        metrics, selection, *uncertainty = run()
     except Exception as error:
         message = user_message(error) if isinstance(error, ByolBenchError) else str(error)
         failed = _record(
@@ -357,7 +358,16 @@ def record_run(
         )
         log.error("run failed; wrote %s", write_record(inputs.records_dir, failed))
         raise
-    record = _record(inputs, fields, status="complete", metrics=metrics, selection=selection)
+    intervals, examples = uncertainty[0] if uncertainty else ({}, {})
+    record = _record(
+        inputs,
+        fields,
+        status="complete",
+        metrics=metrics,
+        selection=selection,
+        intervals=intervals,
+        examples=examples,
+    )
     return record, write_record(inputs.records_dir, record)
 
 

@@ -135,6 +135,19 @@ def evaluate_heads(
     ]
 
 
+@torch.no_grad()
+def head_scores(
+    heads: LinearHeads, features: torch.Tensor, head: int = 0, batch_size: int = 4096
+) -> torch.Tensor:
+    """Logits [N, C] (on the CPU) of one head on features [N, D]."""
+    device = next(heads.parameters()).device
+    chunks = [
+        heads(features[start : start + batch_size].to(device))[head].float().cpu()
+        for start in range(0, len(features), batch_size)
+    ]
+    return torch.cat(chunks)
+
+
 def tensor_batches(
     features: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int, device
 ) -> tuple[Batches, int]:

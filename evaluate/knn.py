@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from evaluate import harness, series
-from evaluate.metrics import percent, topk_correct
+from evaluate.metrics import percent, topk_hits, uncertainty
 from evaluate.sanity import assert_unchanged, snapshot
 from results.record import Task
 from slurm import submit as slurm_submit
@@ -62,7 +62,7 @@ class KnnConfig:
 
 
 @torch.no_grad()
-def knn_accuracy(
+def knn_hits(
     train_features: torch.Tensor,
     train_labels: torch.Tensor,
     test_features: torch.Tensor,
@@ -72,8 +72,9 @@ def knn_accuracy(
     ks: Sequence[int] = (10, 20, 100, 200),
     temperature: float = 0.07,
     chunk_size: int | None = None,
-) -> dict[int, dict[str, float]]:
-    """{k: {"top1", "top5"}} (%) of weighted cosine kNN; see KnnConfig for the rule.
+) -> dict[int, dict[int, torch.Tensor]]:
+    """{k: {1: hits [N], 5: hits [N]}} (bool, CPU): whether weighted cosine kNN ranks each test
+    image's label first / among its top 5; see KnnConfig for the rule.
 
     The test set goes in chunks of `chunk_size` rows so that the [chunk, N_train] similarity block
     stays within MEMORY_BUDGET (1.28M x 50k fits); one top-max(ks) per chunk serves every k.
@@ -85,7 +86,7 @@ def knn_accuracy(
     bank = F.normalize(train_features.float(), dim=1)  # [N, D]
     bank_labels = train_labels.to(device)
     chunk_size = chunk_size or max(1, MEMORY_BUDGET // (4 * len(bank)))
-    correct = {k: torch.zeros(2, dtype=torch.long, device=device) for k in ks}
+    hits = {k: {1: [], 5: []} for k in ks}
     for start in tqdm(range(0, len(test_labels), chunk_size), desc="kNN", unit="chunk"):
         queries = F.normalize(test_features[start : start + chunk_size].to(device).float(), dim=1)
         labels = test_labels[start : start + chunk_size].to(device)
@@ -95,24 +96,32 @@ def knn_accuracy(
         for k in ks:
             scores = torch.zeros(len(labels), num_classes, device=device)  # [c, C]
             scores.scatter_add_(1, neighbour_labels[:, :k], votes[:, :k])
-            hits = topk_correct(scores, labels, (1, 5))
-            correct[k] += torch.stack([hits[1], hits[5]])
-    total = len(test_labels)
+            for top, chunk_hits in topk_hits(scores, labels, (1, 5)).items():
+                hits[k][top].append(chunk_hits.cpu())
+    return {k: {top: torch.cat(parts) for top, parts in per_k.items()} for k, per_k in hits.items()}
+
+
+def knn_accuracy(*args, **kwargs) -> dict[int, dict[str, float]]:
+    """{k: {"top1", "top5"}} (%) of weighted cosine kNN (knn_hits, same arguments)."""
     return {
-        k: {"top1": percent(counts[0], total), "top5": percent(counts[1], total)}
-        for k, counts in correct.items()
+        k: {
+            "top1": percent(hits[1].sum(), len(hits[1])),
+            "top5": percent(hits[5].sum(), len(hits[5])),
+        }
+        for k, hits in knn_hits(*args, **kwargs).items()
     }
 
 
-def run_knn(config: KnnConfig, inputs: harness.EvalInputs) -> tuple[dict, dict]:
-    """Cached features of train and test, then knn_accuracy for every k."""
+def run_knn(config: KnnConfig, inputs: harness.EvalInputs) -> tuple[dict, dict, tuple]:
+    """Cached features of train and test, then knn_hits for every k; the third item is the
+    chosen k's bootstrap intervals and their per-example data."""
     train = harness.features(
         inputs, inputs.train_set, "train", config.batch_size, config.num_workers
     )
     test = harness.features(
         inputs, inputs.eval_set, inputs.eval_split, config.batch_size, config.num_workers
     )
-    per_k = knn_accuracy(
+    hits = knn_hits(
         train[0].to(inputs.device),
         train[1],
         *test,
@@ -120,13 +129,18 @@ def run_knn(config: KnnConfig, inputs: harness.EvalInputs) -> tuple[dict, dict]:
         ks=config.ks,
         temperature=config.temperature,
     )
+    per_k = {
+        k: {"top1": percent(h[1].sum(), len(h[1])), "top5": percent(h[5].sum(), len(h[5]))}
+        for k, h in hits.items()
+    }
     selection = {
         "k": config.k,
         "temperature": config.temperature,
         "per_k": {str(k): result for k, result in per_k.items()},
         "bank": f"train ({len(train[1])} images)",
     }
-    return dict(per_k[config.k]), selection
+    chosen = hits[config.k]
+    return dict(per_k[config.k]), selection, uncertainty({"top1": chosen[1], "top5": chosen[5]})
 
 
 def parse_config(argv: list[str] | None) -> KnnConfig:
@@ -163,10 +177,10 @@ def evaluate_one(argv: list[str]) -> None:
         inputs = harness.load_inputs(config)
         frozen = snapshot(inputs.encoder)
 
-        def run() -> tuple[dict, dict]:
-            metrics, selection = run_knn(config, inputs)
+        def run() -> tuple[dict, dict, tuple]:
+            outcome = run_knn(config, inputs)
             assert_unchanged(inputs.encoder, frozen)
-            return metrics, selection
+            return outcome
 
         task = Task("knn", config.dataset, inputs.eval_split, config.protocol)
         record, path = harness.record_run(inputs, config, task, run)

@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 import torch
 
 from evaluate import harness, series
-from evaluate.heads import Batches, LinearHeads, evaluate_heads, fit_heads, tensor_batches
+from evaluate.heads import (
+    Batches,
+    LinearHeads,
+    evaluate_heads,
+    fit_heads,
+    head_scores,
+    tensor_batches,
+)
+from evaluate.metrics import topk_hits, uncertainty
 from evaluate.sanity import assert_unchanged, snapshot
 from evaluate.splits import HeldoutSplit, heldout_split
 from evaluate.transforms import ProbeTrainView
@@ -149,8 +157,9 @@ def heldout_features(
     return harness.features(inputs, images, name, config.batch_size, config.num_workers)
 
 
-def run_probe(config: LinearConfig, inputs: harness.EvalInputs) -> tuple[dict, dict]:
-    """Sweep on train minus held-out, choose on held-out, retrain on all of train, test."""
+def run_probe(config: LinearConfig, inputs: harness.EvalInputs) -> tuple[dict, dict, tuple]:
+    """Sweep on train minus held-out, choose on held-out, retrain on all of train, test; the
+    third item is the test set's bootstrap intervals and their per-example data."""
     split = heldout_split(inputs.train_set, seed=config.seed, out_dir=inputs.records_dir / "splits")
     cache = None
     if config.fast:
@@ -173,6 +182,7 @@ def run_probe(config: LinearConfig, inputs: harness.EvalInputs) -> tuple[dict, d
         inputs, inputs.eval_set, inputs.eval_split, config.batch_size, config.num_workers
     )
     test = evaluate_heads(head, *test_features)[0]
+    hits = topk_hits(head_scores(head, test_features[0]), test_features[1])
     selection = {
         "lr": config.lrs[best],
         "lr_scaled": lrs[best],
@@ -187,7 +197,8 @@ def run_probe(config: LinearConfig, inputs: harness.EvalInputs) -> tuple[dict, d
         "heldout_split_file": str(split.path.resolve()),
         "retrained_on": "train (all images, held-out included)",
     }
-    return {"top1": test["top1"], "top5": test["top5"]}, selection
+    intervals = uncertainty({"top1": hits[1], "top5": hits[5]})
+    return {"top1": test["top1"], "top5": test["top5"]}, selection, intervals
 
 
 def parse_config(argv: list[str] | None) -> LinearConfig:
@@ -244,10 +255,10 @@ def evaluate_one(argv: list[str]) -> None:
         inputs = harness.load_inputs(config)
         frozen = snapshot(inputs.encoder)
 
-        def run() -> tuple[dict, dict]:
-            metrics, selection = run_probe(config, inputs)
+        def run() -> tuple[dict, dict, tuple]:
+            outcome = run_probe(config, inputs)
             assert_unchanged(inputs.encoder, frozen)  # the probe left the encoder untouched
-            return metrics, selection
+            return outcome
 
         task = Task("linear", config.dataset, inputs.eval_split, protocol)
         record, path = harness.record_run(inputs, config, task, run)

@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 
 from evaluate import harness
-from evaluate.finetune import Cell, FinetuneSetup, evaluate_classifier, run_cell, trained_classifier
+from evaluate.finetune import Cell, FinetuneSetup, classifier_hits, run_cell, trained_classifier
 from evaluate.grid_jobs import submit_cells_then_final
+from evaluate.metrics import percent, uncertainty
 from evaluate.semisup_grids import GRIDS, grid_cells, protocol_name
 from evaluate.splits import (
     SEMISUP_FRACTIONS,
@@ -192,8 +193,9 @@ def compared_heldout(
     return held
 
 
-def run_grid(config: SemiSupConfig, inputs: harness.EvalInputs, plan: Plan) -> tuple[dict, dict]:
-    """Every cell (finished ones are read back), the best on held-out, scored on validation."""
+def run_grid(config: SemiSupConfig, inputs: harness.EvalInputs, plan: Plan) -> tuple:
+    """Every cell (finished ones are read back), the best on held-out, scored on validation:
+    (metrics, selection, (bootstrap intervals, their per-example data))."""
     results = [run_cell(cell, plan.setup, plan.run_dir / cell.name) for cell in plan.cells]
     finite = [i for i, result in enumerate(results) if result["heldout_top1"] is not None]
     if not finite:
@@ -201,9 +203,8 @@ def run_grid(config: SemiSupConfig, inputs: harness.EvalInputs, plan: Plan) -> t
     best = max(finite, key=lambda i: (results[i]["heldout_top1"], -i))  # ties: the first listed
     cell = plan.cells[best]
     model = trained_classifier(cell, plan.setup, plan.run_dir / cell.name)
-    test = evaluate_classifier(
-        model, inputs.eval_set, plan.setup, f"{inputs.eval_split} {cell.name}"
-    )
+    hits = classifier_hits(model, inputs.eval_set, plan.setup, f"{inputs.eval_split} {cell.name}")
+    test = {f"top{k}": percent(hit.sum().item(), len(hit)) for k, hit in hits.items()}
     candidates = [
         {key: result[key] for key in ("lr", "epochs", "heldout_top1", "heldout_top5", "steps")}
         | {
@@ -230,7 +231,8 @@ def run_grid(config: SemiSupConfig, inputs: harness.EvalInputs, plan: Plan) -> t
         "run_dir": str(plan.run_dir.resolve()),
         "world_size": plan.setup.info.world_size,
     }
-    return {"top1": test["top1"], "top5": test["top5"]}, selection
+    intervals = uncertainty({"top1": hits[1], "top5": hits[5]})
+    return {"top1": test["top1"], "top5": test["top5"]}, selection, intervals
 
 
 def parse_config(argv: list[str] | None) -> tuple[SemiSupConfig, int | None]:

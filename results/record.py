@@ -111,6 +111,10 @@ class Record:
     provenance: Provenance = field(default_factory=Provenance)
     error: str | None = None
     schema: str = SCHEMA
+    # metric -> [low, high]: its 95% bootstrap interval (results/bootstrap.py), where measured
+    intervals: dict[str, list[float]] = field(default_factory=dict)
+    # what the intervals were drawn from: count, bootstrap settings, per-example bits / labels
+    examples: dict[str, Any] = field(default_factory=dict)
 
 
 _NESTED = {"checkpoint": CheckpointRef, "task": Task, "provenance": Provenance}
@@ -209,8 +213,9 @@ def validate(record: Record) -> None:
             isinstance(value, cls) or (allowed_none and value is None),
             f"{name} must be a {cls.__name__} object",
         )
-    for name in ("metrics", "selection", "config"):
+    for name in ("metrics", "selection", "config", "intervals", "examples"):
         _require(isinstance(getattr(record, name), dict), f"{name} must be a JSON object")
+    _validate_intervals(record)
     _validate_checkpoint(record)
     _validate_task_and_metrics(record)
     if record.status == "failed":
@@ -268,6 +273,18 @@ def _validate_task_and_metrics(record: Record) -> None:
         _require(not missing, f"a complete {task.family} record lacks metrics {missing}")
         if task.family == "transfer-cls":
             _require(len(record.metrics) == 1, "a transfer-cls record carries exactly one metric")
+
+
+def _validate_intervals(record: Record) -> None:
+    for name, bounds in record.intervals.items():
+        _require(name in record.metrics, f"interval of {name!r}, a metric the record lacks")
+        _require(
+            isinstance(bounds, list)
+            and len(bounds) == 2
+            and all(isinstance(v, int | float) and math.isfinite(v) for v in bounds)
+            and 0.0 <= bounds[0] <= bounds[1] <= 100.0,
+            f"interval of {name} = {bounds!r} is not [low, high] with 0 <= low <= high <= 100",
+        )
 
 
 def _require(condition: bool, message: str) -> None:

@@ -1,6 +1,7 @@
 """A built table (results/tables.py:Table) as markdown, LaTeX (booktabs), CSV or an HTML fragment.
 
 Cells: the number (one decimal, like the paper), † when the published number is unconfirmed,
+with `--ci` its 95% bootstrap interval "[low, high]" (CSV: "<column> low" / "high" columns),
 and "(+x.x)" = ours minus the paper's row of the same method and architecture. A cell without a
 number says why: "failed" (the latest record failed), "missing" (not evaluated), "—" (the paper
 does not report it). CSV keeps full precision and puts the delta in its own "Δ ..." column.
@@ -34,12 +35,25 @@ _LATEX_ESCAPES = {
 _HTML_CLASSES = {"failed": "failed", "missing": "missing", "—": "unpublished"}
 
 
-def cell(table, row: str, column: str, digits: int = 1, delta: bool = True) -> str:
-    """The text of one value cell (see the module docstring)."""
+INTERVAL_LEGEND = (
+    "[a, b]: 95% bootstrap interval of the number over the evaluated examples (1,000 seeded "
+    "resamples, the metric's own definition; results/bootstrap.py); none where not measured."
+)
+
+
+def cell(
+    table, row: str, column: str, digits: int = 1, delta: bool = True, interval: bool = True
+) -> str:
+    """The text of one value cell (see the module docstring); with the table's show_intervals,
+    the 95% bootstrap interval follows the number."""
     status = table.status.at[row, column]
     if status != "complete":
         return {"failed": "failed", "missing": "missing", "unpublished": "—"}[status]
     text = f"{table.values.at[row, column]:.{digits}f}{table.markers.at[row, column]}"
+    if interval and getattr(table, "show_intervals", False) and table.lows is not None:
+        low, high = table.lows.at[row, column], table.highs.at[row, column]
+        if not math.isnan(low):
+            text += f" [{low:.{digits}f}, {high:.{digits}f}]"
     difference = table.deltas.at[row, column]
     if delta and not math.isnan(difference):
         text += f" ({difference:+.{digits}f})"
@@ -57,7 +71,8 @@ def _grid(table) -> tuple[list[str], list[list[str]]]:
 
 
 def _footer(table) -> list[str]:
-    return [LEGEND, *(f"† unconfirmed: {note}." for note in table.notes)]
+    intervals = [INTERVAL_LEGEND] if getattr(table, "show_intervals", False) else []
+    return [LEGEND, *intervals, *(f"† unconfirmed: {note}." for note in table.notes)]
 
 
 def to_markdown(table) -> str:
@@ -105,8 +120,12 @@ def to_csv(table) -> str:
     frame = table.rows.copy()
     for column in table.headers:
         frame[column] = [
-            cell(table, row, column, digits=4, delta=False) for row in table.rows.index
+            cell(table, row, column, digits=4, delta=False, interval=False)
+            for row in table.rows.index
         ]
+        if getattr(table, "show_intervals", False) and table.lows is not None:
+            frame[column + " low"] = table.lows[column].round(4)
+            frame[column + " high"] = table.highs[column].round(4)
         if table.deltas[column].notna().any():
             frame["Δ " + column] = table.deltas[column].round(4)
     return frame.to_csv(index=False)

@@ -20,6 +20,7 @@ holds at least one of our records (not only published numbers).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
 from dataclasses import dataclass, field
@@ -121,6 +122,9 @@ class Table:
     markers: pd.DataFrame  # "" or "†" (unconfirmed published number)
     deltas: pd.DataFrame  # ours - paper, NaN where there is no paper row to compare
     notes: list[str] = field(default_factory=list)
+    lows: pd.DataFrame | None = None  # 95% bootstrap interval per cell, NaN where not measured
+    highs: pd.DataFrame | None = None
+    show_intervals: bool = False  # --ci: the renderers print [low, high] after each number
 
 
 def refuse_mixed_protocols(frame: pd.DataFrame, columns: tuple[str, ...]) -> None:
@@ -207,7 +211,10 @@ def build_table(spec: TableSpec, frame: pd.DataFrame, group: dict) -> Table:
     descriptors = rows.set_index("row")[
         ["method_name", "arch_name", "params", "epochs", "checkpoint", "weights"]
     ].rename(columns={"method_name": "method", "arch_name": "architecture"})
-    return Table(table_id, title, descriptors, headers, values, status, markers, deltas, notes)
+    lows, highs = wide("low").astype(float), wide("high").astype(float)
+    return Table(
+        table_id, title, descriptors, headers, values, status, markers, deltas, notes, lows, highs
+    )
 
 
 def _deltas(rows: pd.DataFrame, values: pd.DataFrame) -> pd.DataFrame:
@@ -251,6 +258,7 @@ class TablesConfig:
     format: str = "md"  # md | latex | csv
     out: str | None = None  # write <out>/<table id>.<ext>; default: print to stdout
     tables: tuple[str, ...] = ()  # spec names (linear, semisup, transfer, dense); default: all
+    ci: bool = False  # show each number's 95% bootstrap interval where its record has one
 
 
 def parse_config(argv: list[str] | None) -> TablesConfig:
@@ -269,8 +277,14 @@ def parse_config(argv: list[str] | None) -> TablesConfig:
     parser.add_argument(
         "--table", nargs="+", choices=names, default=[], help="tables to build (default: all)"
     )
+    parser.add_argument(
+        "--ci",
+        action="store_true",
+        help="print each number's 95%% bootstrap interval [low, high] where its record has one "
+        "(default: the paper's layout, numbers only)",
+    )
     args = parser.parse_args(argv)
-    return TablesConfig(args.records, args.format, args.out, tuple(args.table))
+    return TablesConfig(args.records, args.format, args.out, tuple(args.table), args.ci)
 
 
 def write_tables(tables: list[Table], fmt: str, out: str | Path) -> list[Path]:
@@ -292,6 +306,7 @@ def main(argv: list[str] | None = None) -> None:
         tables = build_tables(read_records(config.records), specs)
     except (FileNotFoundError, ByolBenchError) as error:  # no records dir, mixed protocols
         sys.exit(f"error: {error}")
+    tables = [dataclasses.replace(table, show_intervals=config.ci) for table in tables]
     if not tables:
         sys.exit(
             f"error: no evaluation records in {config.records} for tables "

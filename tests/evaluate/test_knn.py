@@ -10,6 +10,7 @@ import torch
 from evaluate.knn import knn_accuracy
 from tests.conftest import run_cli
 from tests.evaluate.conftest import only_record
+from tests.results.test_bootstrap import assert_intervals_follow_from_examples
 
 KNN = ("--dataset", "synthetic", "--num-workers", "0")
 
@@ -84,6 +85,7 @@ def test_contract_quick_check_knn(tiny_export, tmp_path):
     assert set(record.selection["per_k"]) == {"10", "20", "100", "200"}
     assert record.metrics == record.selection["per_k"]["200"]
     assert "knn knn-cosine-t0.07/1 k=200" in result.stdout
+    assert_intervals_follow_from_examples(record, ("top1", "top5"))
 
 
 def test_fast_is_refused_as_a_usage_error(tmp_path):

@@ -11,6 +11,7 @@ from evaluate.heads import LinearHeads
 from results.record import read_records
 from tests.conftest import run_cli
 from tests.evaluate.conftest import only_record
+from tests.results.test_bootstrap import assert_intervals_follow_from_examples
 
 FAST = ("--dataset", "synthetic", "--fast", "--num-workers", "0")
 # byol-paper/2: App. C.1's grid and the authors' code's base LR 0.2 x 1024 / 256 = 0.8 around it
@@ -34,6 +35,7 @@ def test_contract_quick_check_linear_fast(tiny_export, tmp_path):
         assert hashlib.sha256(split_file.read()).hexdigest() == selection["heldout_split_sha256"]
     assert record.provenance.wall_seconds > 0 and record.config["fast"] is True
     assert f"top1 {record.metrics['top1']:.2f}" in result.stdout
+    assert_intervals_follow_from_examples(record, ("top1", "top5"))
 
 
 def test_paper_protocol_end_to_end(tiny_export, tmp_path):

@@ -14,6 +14,7 @@ from pretrain.checkpoint import load_checkpoint
 from pretrain.data import FASHION_MNIST_ROOT
 from results.record import read_records
 from tests.conftest import run_cli
+from tests.results.test_bootstrap import assert_intervals_follow_from_examples
 
 # 10% of the synthetic set: 51 labelled images (4 steps of 16 per epoch), 50 held out, 256 tested.
 SMALL = ("--dataset", "synthetic", "--fraction", "10", "--batch-size", "16", "--num-workers", "0")
@@ -267,13 +268,17 @@ def test_the_held_out_winner_is_chosen_when_held_out_and_test_disagree(tmp_path,
 
     monkeypatch.setattr(semisup, "run_cell", fake_cell)
     monkeypatch.setattr(semisup, "trained_classifier", lambda cell, setup, cell_dir: cell.lr)
-    monkeypatch.setattr(
-        semisup, "evaluate_classifier", lambda lr, *_: {"top1": test[lr], "top5": test[lr]}
-    )
+
+    def fake_hits(lr, *_):  # 10 test images, test[lr] percent of them right
+        hits = torch.arange(10) < test[lr] / 10
+        return {1: hits, 5: hits}
+
+    monkeypatch.setattr(semisup, "classifier_hits", fake_hits)
     grid = ("--lrs", "0.1", "0.4", "1.0", "--epochs", "1")
     records = tmp_path / "records"
     semisup.main(["--ckpt", "random:resnet18", *SMALL, *grid, "--records", str(records)])
     (record,) = read_records(records)
     assert record.selection["lr"] == 0.4
     assert record.metrics == {"top1": 20.0, "top5": 20.0}
+    assert_intervals_follow_from_examples(record, ("top1", "top5"))  # the chosen cell's test bits
     assert [c["heldout_top1"] for c in record.selection["candidates"]] == [30.0, 70.0, 50.0]

@@ -64,6 +64,8 @@ def test_round_trip_matches_the_documented_example():
         "config",
         "provenance",
         "error",
+        "intervals",
+        "examples",
     }
     assert from_json(to_json(record)) == record
     assert record.record_id.startswith(record.created_utc.replace("-", "").replace(":", ""))

@@ -13,6 +13,7 @@ from results.frame import records_frame, select_latest
 from results.published import LINEAR_PROTOCOLS, published_records
 from results.record import RecordError, Task, write_record
 from results.tables import ProtocolMixError, TableSpec, build_table, build_tables
+from tests.results import fixed
 from tests.results.fixed import DEMO, R50, R50X2, RANDOM_R18, fixed_records
 from tests.results.fixed import record as make_record
 
@@ -197,3 +198,36 @@ def test_fine_tune_columns_go_in_label_fraction_order():
     if os.environ.get("UPDATE_GOLDEN"):
         path.write_text(text, encoding="utf-8")
     assert text == path.read_text(encoding="utf-8")
+
+
+def test_ci_prints_each_numbers_bootstrap_interval_and_says_what_it_is(tmp_path, capsys):
+    """--ci: `number [low, high]` where the record has an interval, the legend explains it;
+    without --ci the paper's layout is unchanged (the golden tables above)."""
+    with_interval = dataclasses.replace(
+        fixed.record("10:00:00", fixed.DEMO, fixed.LINEAR_FMNIST, {"top1": 81.25, "top5": 99.0}),
+        intervals={"top1": [80.5, 82.0], "top5": [98.75, 99.25]},
+    )
+    without = fixed.record(
+        "10:00:01",
+        fixed.RANDOM_R18,
+        fixed.LINEAR_FMNIST,
+        {"top1": 70.0, "top5": 95.0},
+        label="random",
+        arch="resnet18",
+        method="random-init",
+        epochs=None,
+    )
+    for item in (with_interval, without):
+        write_record(tmp_path, item)
+    tables.main(["--records", str(tmp_path), "--table", "linear", "--ci"])
+    out = capsys.readouterr().out
+    assert "| 81.2 [80.5, 82.0] |" in out
+    assert "| 70.0 |" in out  # no interval recorded: the number alone
+    assert "95% bootstrap interval" in out
+    tables.main(["--records", str(tmp_path), "--table", "linear"])
+    plain = capsys.readouterr().out
+    assert "[80.5" not in plain and "bootstrap" not in plain
+    tables.main(["--records", str(tmp_path), "--table", "linear", "--ci", "--format", "csv"])
+    frame = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    low = [column for column in frame.columns if "top-1" in column and column.endswith(" low")]
+    assert len(low) == 1 and sorted(frame[low[0]].fillna(-1)) == [-1, 80.5]

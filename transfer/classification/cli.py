@@ -187,9 +187,9 @@ def evaluate_one(config: TransferConfig, cell: int | None = None) -> None:
                 print(f"transfer-cls {config.dataset} cell {cell}: {result}")
             return
 
-        def run() -> tuple[dict, dict]:
-            metrics, selection = run_protocol(config, inputs, release, splits)
-            return metrics, {**selection, "release_notes": list(release.notes)}
+        def run() -> tuple:
+            metrics, selection, *uncertainty = run_protocol(config, inputs, release, splits)
+            return metrics, {**selection, "release_notes": list(release.notes)}, *uncertainty
 
         task = Task("transfer-cls", release.name, "test", protocol_name(config))
         record, path = harness.record_run(inputs, config, task, run)

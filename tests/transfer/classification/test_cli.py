@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from results import bootstrap
 from results.record import read_records
 from results.tables import build_tables
 from slurm import submit as slurm_submit
@@ -53,6 +54,14 @@ def test_two_data_sets_end_to_end_records_and_table(releases, tmp_path, monkeypa
     digest = hashlib.sha256(open(split_file, "rb").read()).hexdigest()
     assert digest == pets.selection["split_sha256"]
     assert voc.selection["chosen_on"] == "creators-val" and voc.selection["split_file"] is None
+    # 95% bootstrap intervals over the test images, by each metric's own definition
+    examples = pets.examples
+    bits = bootstrap.unpack_bits(examples["correct"]["mean_per_class"], examples["count"])
+    labels = bootstrap.unpack_labels(examples["labels"])
+    interval = bootstrap.mean_per_class_interval(bits, labels)
+    assert pets.intervals["mean_per_class"] == pytest.approx(list(interval), abs=1e-3)
+    low, high = voc.intervals["map11"]
+    assert 0 <= low <= high <= 100 and voc.examples["count"] == 12
     # the table: Table 3's layout, the paper's metric named in each column
     (table,) = [t for t in build_tables(read_records(records)) if t.id.startswith("transfer-")]
     assert "pets mean/class" in table.headers and "voc2007 mAP" in table.headers
@@ -79,13 +88,13 @@ def test_selection_never_sees_test_labels(releases, tmp_path, monkeypatch):
     )
     inputs = cli.load_inputs(config, release)
     run = dict(penalties=config.penalties, max_iter=200, batch_size=16, workers=0)
-    metrics, selection = linear.run_linear(inputs, release, splits, **run)
+    metrics, selection, _ = linear.run_linear(inputs, release, splits, **run)
     shifted = [(label + 1) % 3 for label in release.test.targets]
     release.test.targets[:] = shifted  # every test label wrong from here on
     cache = tmp_path / "cache-shifted"
     monkeypatch.setenv("BYOL_BENCH_CACHE", str(cache))
     inputs.cache_dir = str(cache)
-    metrics_shifted, selection_shifted = linear.run_linear(inputs, release, splits, **run)
+    metrics_shifted, selection_shifted, _ = linear.run_linear(inputs, release, splits, **run)
     assert selection_shifted["candidates"] == selection["candidates"]
     assert selection_shifted["penalty"] == selection["penalty"]
     assert metrics_shifted != metrics
