@@ -156,10 +156,10 @@ def run_protocol(config: TransferConfig, inputs, release, splits, cell=None):
         )
         if cell is not None:
             return outcome
-        metrics, selection = outcome
+        metrics, selection, intervals = outcome
         metrics = {release.metric: metrics[f"test_{release.metric}"]}
         selection.update(split_file=splits.split_file, split_sha256=splits.split_sha256)
-        return metrics, {**selection, "chosen_on": splits.val_source}
+        return metrics, {**selection, "chosen_on": splits.val_source}, intervals
     return linear.run_linear(
         inputs,
         release,

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from evaluate import harness
-from evaluate.finetune import Cell, FinetuneSetup, autocast, run_cell
+from evaluate.finetune import Cell, FinetuneSetup, autocast, run_cell, trained_classifier
 from evaluate.grid_jobs import submit_cells_then_final
 from evaluate.splits import data_fingerprint
 from pretrain import dist
@@ -53,7 +53,7 @@ from transfer.classification.finetune_grids import (
     grid_cells,
     protocol_name,
 )
-from transfer.classification.metrics import score
+from transfer.classification.metrics import score, score_uncertainty
 
 log = logging.getLogger(__name__)
 LabelMatrixOf = Callable[[ImageDataset], torch.Tensor]  # images -> [N, C] in {1, -1, 0}
@@ -213,14 +213,15 @@ def run_transfer_finetune(
     cell: int | None = None,
     ckpt_every_min: float = 10.0,
     info: dist.DistInfo | None = None,
-) -> tuple[dict, dict] | dict:
+) -> tuple[dict, dict, tuple] | dict:
     """The protocol of the module docstring on one data set: every cell of `grid` (finished
     ones read back) trained on `train` and scored on `val` with `metric`, then the best one
     retrained on train + val and scored on `test`.
 
     Returns (metrics {"test_<metric>": value}, selection: every cell's val score, the chosen
-    LR and weight decay, the final run's dir). With `cell=K` only that cell runs and its result
-    is returned (a SLURM array task: no selection, no test score). `label_matrix_of` (VOC2007):
+    LR and weight decay, the final run's dir; (the test metric's bootstrap interval, its data)).
+    With `cell=K` only that cell runs and its result is returned (a SLURM array task: no
+    selection, no test score). `label_matrix_of` (VOC2007):
     images -> label matrix [N, C] in {1, -1, 0}; the data set is then trained multi-label and
     `metric` must be map11. `inputs`: encoder, metadata, device and preprocessing.
     """
@@ -272,7 +273,11 @@ def run_transfer_finetune(
         },
         world_size=info.world_size,
     )
-    return {f"test_{metric}": final[f"test_{metric}"]}, selection
+    # the final network's test scores once more, for the bootstrap interval of its test metric
+    model = trained_classifier(cells[best], final_setup, final_dir)
+    scores = classifier_scores(model, test, final_setup, "test scores for the interval")
+    intervals = score_uncertainty(metric, scores, labels_of(test, label_matrix_of))
+    return {f"test_{metric}": final[f"test_{metric}"]}, selection, intervals
 
 
 def retrain_on_train_and_val(

@@ -18,10 +18,8 @@ import logging
 import torch
 
 from evaluate import harness
-from evaluate.metrics import uncertainty
-from results import bootstrap
 from transfer.classification import logistic
-from transfer.classification.metrics import average_precision_11, score
+from transfer.classification.metrics import score, score_uncertainty
 from transfer.classification.splits import SelectionSplits
 
 PROTOCOL = "byol-transfer-linear/1"
@@ -99,26 +97,4 @@ def run_linear(
         release.metric,
         test_score,
     )
-    return {release.metric: test_score}, selection, test_uncertainty(release.metric, *test)
-
-
-def test_uncertainty(metric: str, scores: torch.Tensor, labels: torch.Tensor) -> tuple:
-    """(intervals, examples) of the test score: the 95% bootstrap interval over test images
-    (results/bootstrap.py). Top-1 and mean per-class store one bit per image (and the labels);
-    the 11-point mAP is recomputed on each resample from the scores (over the classes with a
-    positive image in it), which are not stored: 20 floats per image."""
-    if metric != "map11":
-        correct = scores.argmax(dim=1) == labels
-        return uncertainty({metric: correct}, labels if metric == "mean_per_class" else None)
-    scores, labels = scores.double(), labels.long()
-
-    def statistic(index) -> float:
-        picked_scores, picked = scores[torch.from_numpy(index)], labels[torch.from_numpy(index)]
-        present = [c for c in range(labels.shape[1]) if bool((picked[:, c] > 0).any())]
-        return sum(average_precision_11(picked_scores[:, c], picked[:, c]) for c in present) / len(
-            present
-        )
-
-    low, high = bootstrap.interval(statistic, len(labels))
-    examples = {"count": len(labels), "bootstrap": bootstrap.settings()}
-    return {metric: [round(100 * low, 4), round(100 * high, 4)]}, examples
+    return {release.metric: test_score}, selection, score_uncertainty(release.metric, *test)

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import torch
 
+from evaluate.metrics import uncertainty
+from results import bootstrap
+
 METRICS = ("top1", "mean_per_class", "map11")
 METRIC_TITLES = {"top1": "top-1", "mean_per_class": "mean per-class", "map11": "11-point mAP"}
 RECALL_LEVELS = 11  # 0, 0.1, ..., 1.0
@@ -64,3 +67,26 @@ def score(metric: str, scores: torch.Tensor, labels: torch.Tensor) -> float:
     if metric not in functions:
         raise ValueError(f"unknown metric {metric!r}; one of {METRICS}")
     return functions[metric](scores.detach().double().cpu(), labels.cpu())
+
+
+def score_uncertainty(metric: str, scores: torch.Tensor, labels: torch.Tensor) -> tuple:
+    """(intervals, examples) of a record for `metric` of scores [N, C] against labels (as
+    `score`): the 95% bootstrap interval over the images (results/bootstrap.py). Top-1 and mean
+    per-class store one bit per image (and the labels); the 11-point mAP is recomputed on each
+    resample from the scores, over the classes with a positive image in it; the scores are not
+    stored (20 floats per image)."""
+    if metric != "map11":
+        correct = scores.argmax(dim=1) == labels
+        return uncertainty({metric: correct}, labels if metric == "mean_per_class" else None)
+    scores, labels = scores.double().cpu(), labels.long().cpu()
+
+    def statistic(index) -> float:
+        rows = torch.from_numpy(index)
+        picked_scores, picked = scores[rows], labels[rows]
+        present = [c for c in range(labels.shape[1]) if bool((picked[:, c] > 0).any())]
+        aps = [average_precision_11(picked_scores[:, c], picked[:, c]) for c in present]
+        return sum(aps) / len(aps)
+
+    low, high = bootstrap.interval(statistic, len(labels))
+    examples = {"count": len(labels), "bootstrap": bootstrap.settings()}
+    return {metric: [round(100 * low, 4), round(100 * high, 4)]}, examples

@@ -176,6 +176,8 @@ def test_finetune_demo_grid_end_to_end_on_voc(releases, tmp_path, monkeypatch, c
     cli.main(argv)
     (record,) = read_records(records)
     assert record.task.protocol == "demo-transfer-finetune/1" and set(record.metrics) == {"map11"}
+    low, high = record.intervals["map11"]  # the bootstrap interval of the test mAP
+    assert 0 <= low <= high <= 100 and record.examples["count"] == 12
     selection = record.selection
     assert len(selection["candidates"]) == 4 and selection["chosen_on"] == "creators-val"
     assert selection["images"]["trainval"] == selection["images"]["train"] + 12

@@ -21,6 +21,7 @@ from evaluate.transforms import Preprocessing
 from pretrain.checkpoint import load_checkpoint
 from pretrain.data import SubsetDataset, SyntheticDataset
 from pretrain.dist import DistInfo
+from results import bootstrap
 from slurm import submit as slurm_submit
 from transfer.classification import finetune as transfer_finetune
 from transfer.classification import finetune_grids
@@ -169,8 +170,12 @@ def test_the_best_val_cell_is_retrained_on_train_and_val_and_scored_on_test(
         return {"lr": cell.lr, "steps": 4, "diverged_at_step": None, key: value}
 
     monkeypatch.setattr(transfer_finetune, "run_cell", fake_cell)
+    monkeypatch.setattr(transfer_finetune, "trained_classifier", lambda *args: "final network")
+    scores = torch.eye(4)[torch.arange(16) % 4]  # [16, 4]: class i % 4 for image i
+    monkeypatch.setattr(transfer_finetune, "classifier_scores", lambda model, *args: scores)
     train, val, test = splits()
-    metrics, selection = run(inputs, tiny_grid, tmp_path, train, val, test)
+    metrics, selection, (intervals, examples) = run(inputs, tiny_grid, tmp_path, train, val, test)
+    assert set(intervals) == {"top1"} and examples["count"] == len(test) == 16
     assert len(calls) == 5 and metrics == {"test_top1": 55.0}
     assert (selection["lr"], selection["weight_decay"]) == (0.1, 1e-4)  # first of the two 70s
     assert selection["weight_decay_applied"] == pytest.approx(1e-4 / (0.1 * 8 / 256))
@@ -201,8 +206,12 @@ def test_cells_run_alone_then_the_final_call_only_retrains(
     monkeypatch.setattr(
         finetune, "train_step", lambda *a, **k: steps.append(1) or real_step(*a, **k)
     )
-    metrics, selection = run(inputs, tiny_grid, tmp_path)
+    metrics, selection, (intervals, examples) = run(inputs, tiny_grid, tmp_path)
     assert len(steps) == 4  # the final retrain only
+    # the interval's bits are the final network's test hits: they give its recorded test score
+    bits = bootstrap.unpack_bits(examples["correct"]["top1"], examples["count"])
+    assert 100 * bits.mean() == pytest.approx(metrics["test_top1"])
+    assert intervals["top1"] == pytest.approx(list(bootstrap.accuracy_interval(bits)), abs=1e-3)
     assert [c["val_top1"] for c in selection["candidates"]] == [r["val_top1"] for r in results]
     assert 0 <= metrics["test_top1"] <= 100
     final = load_checkpoint(tmp_path / f"final-{selection_name(selection)}/checkpoints/last.pt")
@@ -264,10 +273,11 @@ def test_voc_like_labels_train_one_sigmoid_per_class_and_score_map11(
 
     monkeypatch.setattr(finetune, "train_step", recording_step)
     matrix_of = lambda images: matrices[id(images)]  # noqa: E731
-    metrics, selection = run(
+    metrics, selection, (intervals, _) = run(
         inputs, tiny_grid, tmp_path, train, val, test, metric="map11", label_matrix_of=matrix_of
     )
     assert set(metrics) == {"test_map11"} and 0 <= metrics["test_map11"] <= 100
+    assert 0 <= intervals["map11"][0] <= intervals["map11"][1] <= 100
     assert all(0 <= c["val_map11"] <= 100 for c in selection["candidates"])
     assert len(seen) == 5 * 4 and all(b.shape == (8, 3) and b.dtype == torch.float32 for b in seen)
     assert set(torch.cat(seen).unique().tolist()) == {0.0, 1.0}
