@@ -82,6 +82,8 @@ COLUMNS = (
     "value",
     "low",
     "high",
+    "std",
+    "n",
     "status",
     "marker",
     "note",
@@ -98,8 +100,13 @@ def row_key(record: Record) -> str:
     return f"published:{checkpoint.method}:{checkpoint.arch}:{checkpoint.label}"
 
 
+def seed_of(record: Record):
+    """The seed a record's run was drawn with (`config.seed`), None if it names none."""
+    return record.config.get("seed") if record.kind == "eval" else None
+
+
 def select_latest(records: list[Record]) -> list[Record]:
-    """The records that count: latest complete per (weights, task), else latest failed.
+    """The records that count: latest complete per (weights, task, seed), else latest failed.
 
     Pretraining and import records (no evaluation task) are left out; duplicates of one
     record_id (e.g. published records both on disk and built in) count once.
@@ -111,6 +118,7 @@ def select_latest(records: list[Record]) -> list[Record]:
             continue
         task = record.task
         key = (row_key(record), task.family, task.dataset, task.split, task.protocol)
+        key += (seed_of(record),)
         current = chosen.get(key)
         if current is None or record.status == "complete" or current.status == "failed":
             chosen[key] = record
@@ -198,7 +206,10 @@ def _metric_names(record: Record) -> list[str]:
 
 
 def records_frame(records: list[Record]) -> pd.DataFrame:
-    """Validate `records`, select the ones that count (select_latest), one frame row per metric.
+    """Validate `records`, select the ones that count (select_latest), one frame row per metric
+    and (weights, task): the mean over its seeds, with their std and count (`n`); one seed keeps
+    its record's bootstrap interval (`low`, `high`). A protocol that itself averages seeds
+    (segmentation: `selection.seeds`, `selection.miou_std`) gives its own std and count.
 
     Raises RecordError for an invalid record, e.g. a metric name its task family does not have.
     """
@@ -207,28 +218,54 @@ def records_frame(records: list[Record]) -> pd.DataFrame:
     selected = select_latest(records)
     paper_order = [row_key(record) for record in [*published_records(), *selected]]
     published_index = {key: paper_order.index(key) for key in set(paper_order)}
-    rows = []
+    groups: dict[tuple, list[Record]] = {}
     for record in selected:
-        fields = _row_fields(record, _order(record, published_index))
         task = record.task
-        unconfirmed = record.config.get("unconfirmed", {}) if record.kind == "published" else {}
-        for metric in _metric_names(record):
-            rows.append(
-                {
-                    **fields,
-                    "family": task.family,
-                    "dataset": task.dataset,
-                    "split": task.split,
-                    "protocol": task.protocol,
-                    "metric": metric,
-                    "value": record.metrics.get(metric, float("nan")),
-                    "low": record.intervals.get(metric, [float("nan")] * 2)[0],
-                    "high": record.intervals.get(metric, [float("nan")] * 2)[1],
-                    "status": record.status,
-                    "marker": "†" if metric in unconfirmed else "",
-                    "note": unconfirmed.get(metric, ""),
-                    "record_id": record.record_id,
-                    "created_utc": record.created_utc,
-                }
-            )
+        key = (row_key(record), task.family, task.dataset, task.split, task.protocol)
+        groups.setdefault(key, []).append(record)
+    rows = []
+    for group in groups.values():
+        complete = [record for record in group if record.status == "complete"]
+        shown = complete or [max(group, key=lambda r: (r.created_utc, r.record_id))]
+        latest = max(shown, key=lambda r: (r.created_utc, r.record_id))
+        fields = _row_fields(latest, _order(latest, published_index))
+        for metric in _metric_names(latest):
+            rows.append({**fields, **_task_fields(latest), **_cell(shown, latest, metric)})
     return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def _task_fields(record: Record) -> dict:
+    task = record.task
+    return {
+        "family": task.family,
+        "dataset": task.dataset,
+        "split": task.split,
+        "protocol": task.protocol,
+        "status": record.status,
+        "record_id": record.record_id,
+        "created_utc": record.created_utc,
+    }
+
+
+def _cell(shown: list[Record], latest: Record, metric: str) -> dict:
+    """One cell's numbers: the mean over the seeds of `shown`, their std and count, and the
+    bootstrap interval when there is one seed."""
+    values = [record.metrics[metric] for record in shown if metric in record.metrics]
+    nan = float("nan")
+    value = sum(values) / len(values) if values else nan
+    count, std = len(values), pd.Series(values, dtype=float).std() if len(values) > 1 else nan
+    seeds = latest.selection.get("seeds") if latest.kind == "eval" else None
+    if len(shown) == 1 and isinstance(seeds, list) and len(seeds) > 1 and metric == "miou":
+        count, std = len(seeds), latest.selection.get("miou_std", nan)
+    low, high = latest.intervals.get(metric, [nan, nan]) if len(shown) == 1 else (nan, nan)
+    unconfirmed = latest.config.get("unconfirmed", {}) if latest.kind == "published" else {}
+    return {
+        "metric": metric,
+        "value": value,
+        "low": low,
+        "high": high,
+        "std": std,
+        "n": count,
+        "marker": "†" if metric in unconfirmed else "",
+        "note": unconfirmed.get(metric, ""),
+    }

@@ -1,6 +1,8 @@
 """A built table (results/tables.py:Table) as markdown, LaTeX (booktabs), CSV or an HTML fragment.
 
-Cells: the number (one decimal, like the paper), † when the published number is unconfirmed,
+Cells: the number (one decimal, like the paper), or the mean over seeds "± std (n=k)" when a cell
+has k > 1 seeds (records differing in config.seed, results/frame.py), † when the published number
+is unconfirmed,
 with `--ci` its 95% bootstrap interval "[low, high]" (CSV: "<column> low" / "high" columns),
 and "(+x.x)" = ours minus the paper's row of the same method and architecture. A cell without a
 number says why: "failed" (the latest record failed), "missing" (not evaluated), "—" (the paper
@@ -13,7 +15,8 @@ import html
 import math
 
 LEGEND = (
-    "Cells: latest complete record per (weights, task, protocol); (±x): ours minus the paper's "
+    "Cells: latest complete record per (weights, task, protocol, seed), the mean ± std (n=seeds) "
+    "where there are several seeds; (±x): ours minus the paper's "
     "row of the same method and architecture; failed: the latest run failed (see its record); "
     "missing: not evaluated; —: not published."
 )
@@ -50,6 +53,9 @@ def cell(
     if status != "complete":
         return {"failed": "failed", "missing": "missing", "unpublished": "—"}[status]
     text = f"{table.values.at[row, column]:.{digits}f}{table.markers.at[row, column]}"
+    count = table.counts.at[row, column] if getattr(table, "counts", None) is not None else 1
+    if count > 1:  # the mean over seeds, their std and how many
+        text += f" ± {table.stds.at[row, column]:.{digits}f} (n={int(count)})"
     if interval and getattr(table, "show_intervals", False) and table.lows is not None:
         low, high = table.lows.at[row, column], table.highs.at[row, column]
         if not math.isnan(low):

@@ -4,9 +4,10 @@
     python -m results.tables --records runs/records --format latex --out paper/tables
     python -m results.tables --records runs/records --table linear --format csv
 
-Records -> results/frame.py (latest complete record per weights and task; failed ones stay
-visible) -> one pandas pivot per table -> results/render.py (md, LaTeX, CSV, HTML). The published
-numbers (results/published.py) are added to whatever the directory holds.
+Records -> results/frame.py (latest complete record per weights, task and seed; several seeds
+give mean ± std (n); failed ones stay visible) -> one pandas pivot per table ->
+results/render.py (md, LaTeX, CSV, HTML). The published numbers (results/published.py) are
+added to whatever the directory holds.
 
 Rules the tables keep: a column holds exactly one `task.protocol` (the protocol is in its header, or
 the table is one protocol); the cached-feature probe (cached-centercrop/*) never lands in a
@@ -124,6 +125,8 @@ class Table:
     notes: list[str] = field(default_factory=list)
     lows: pd.DataFrame | None = None  # 95% bootstrap interval per cell, NaN where not measured
     highs: pd.DataFrame | None = None
+    stds: pd.DataFrame | None = None  # std over the cell's seeds (NaN: one seed)
+    counts: pd.DataFrame | None = None  # seeds behind each cell's mean
     show_intervals: bool = False  # --ci: the renderers print [low, high] after each number
 
 
@@ -212,8 +215,21 @@ def build_table(spec: TableSpec, frame: pd.DataFrame, group: dict) -> Table:
         ["method_name", "arch_name", "params", "epochs", "checkpoint", "weights"]
     ].rename(columns={"method_name": "method", "arch_name": "architecture"})
     lows, highs = wide("low").astype(float), wide("high").astype(float)
+    stds, counts = wide("std").astype(float), wide("n").astype(float)
     return Table(
-        table_id, title, descriptors, headers, values, status, markers, deltas, notes, lows, highs
+        table_id,
+        title,
+        descriptors,
+        headers,
+        values,
+        status,
+        markers,
+        deltas,
+        notes,
+        lows,
+        highs,
+        stds,
+        counts,
     )
 
 
@@ -265,7 +281,8 @@ def parse_config(argv: list[str] | None) -> TablesConfig:
     parser = argparse.ArgumentParser(
         prog="python -m results.tables",
         description="The BYOL paper's tables from result records, ours next to the paper's.",
-        epilog="Cells: the latest complete record per (weights, task, protocol).",
+        epilog="Cells: the latest complete record per (weights, task, protocol, seed); several "
+        "seeds: mean ± std (n=seeds).",
         allow_abbrev=False,
     )
     parser.add_argument("--records", required=True, help="directory of result records")

@@ -22,6 +22,8 @@ def record(
     kind: str = "eval",
     source: str | None = None,
     path: str | None = None,
+    config: dict | None = None,
+    selection: dict | None = None,
 ) -> Record:
     """A record created at 2026-11-22T<stamp>Z; failed when `error` is given. `source` defaults
     to ours ("byol-bench", or "random-init" for that method), `path` to an export of run `label`."""
@@ -43,6 +45,8 @@ def record(
         ),
         task=task,
         metrics=metrics or {},
+        config=config or {},
+        selection=selection or {},
         provenance=Provenance(git_sha="a1b2c3d", command="python -m ...", wall_seconds=12.5),
         error=error,
     )
@@ -93,10 +97,20 @@ def fixed_records() -> list[Record]:
         record("14:01:00", DEMO, KNN_FMNIST, {"top1": 82.3, "top5": 98.9}, **demo),
         record("14:02:00", RANDOM_R18, LINEAR_FMNIST, {"top1": 78.05, "top5": 99.1}, **baseline),
         record("14:03:00", RANDOM_R18, KNN_FMNIST, error="ValueError: bad cache", **baseline),
-        record("15:00:00", R50, SEMISUP_1PCT, {"top1": 53.0, "top5": 78.75}),
+        # three seeds of one protocol: a mean +- std (n=3) cell
+        record("15:00:00", R50, SEMISUP_1PCT, {"top1": 53.0, "top5": 78.75}, config={"seed": 0}),
+        record("15:01:00", R50, SEMISUP_1PCT, {"top1": 54.0, "top5": 79.0}, config={"seed": 1}),
+        record("15:02:00", R50, SEMISUP_1PCT, {"top1": 55.0, "top5": 79.25}, config={"seed": 2}),
         record("15:10:00", R50, TRANSFER_FOOD, {"top1": 75.0}),
         record("15:20:00", R50, TRANSFER_VOC, error="OSError: VOC07 not found"),
         record("15:30:00", R50, DETECTION_MOCO, {"ap50": 82.0, "ap": 56.5}),
-        record("15:40:00", R50, SEGMENTATION, {"miou": 76.0}),
+        # a protocol that averages its own 5 seeds (byol-paper-fcn/1)
+        record(
+            "15:40:00",
+            R50,
+            SEGMENTATION,
+            {"miou": 76.0},
+            selection={"seeds": [{"seed": k, "miou": 76.0} for k in range(5)], "miou_std": 0.25},
+        ),
         record("09:00:00", R50, PRETRAIN, {"loss": 0.1}, kind="pretrain"),
     ]
