@@ -247,6 +247,7 @@ def parse_config(argv: list[str] | None) -> tuple[SemiSupConfig, int | None]:
     harness.add_common_arguments(parser)
     add = parser.add_argument
     add("--fraction", type=int, required=True, help="percent of labels: 1 or 10 (BYOL Table 2)")
+    add("--seeds", type=int, nargs="+", help=harness.SEEDS_HELP)
     add(
         "--split-file",
         help="one training image name per line; ImageNet: SimCLR's imagenet_subsets/"
@@ -328,9 +329,18 @@ def submit_grid_if_requested(argv: list[str] | None) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The grid once, or once per seed of --seeds (harness.per_seed_argvs): here in turn, or
+    with --slurm one grid (array + final job) per seed."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     with harness.error_boundary():
-        if submit_grid_if_requested(argv):  # --slurm: the grid as a job array
+        argvs = harness.per_seed_argvs(argv)
+        if all([submit_grid_if_requested(one) for one in argvs]):  # --slurm: the grid(s) as jobs
             return
+    harness.run_per_seed(argvs, evaluate_one)
+
+
+def evaluate_one(argv: list[str]) -> None:
+    """The grid of one seed and its record (`--cell K`: that cell only, no record)."""
     config, cell = parse_config(argv)
     protocol = protocol_name(config)
     with harness.error_boundary():

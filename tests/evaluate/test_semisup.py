@@ -282,3 +282,29 @@ def test_the_held_out_winner_is_chosen_when_held_out_and_test_disagree(tmp_path,
     assert record.metrics == {"top1": 20.0, "top5": 20.0}
     assert_intervals_follow_from_examples(record, ("top1", "top5"))  # the chosen cell's test bits
     assert [c["heldout_top1"] for c in record.selection["candidates"]] == [30.0, 70.0, 50.0]
+
+
+def test_seeds_run_one_grid_each_with_its_own_subset(tmp_path, monkeypatch):
+    """--seeds 0 1: two grids, two records (config.seed 0 and 1), each with its own labelled
+    subset; with --slurm, one grid of jobs per seed."""
+
+    def fake_cell(cell, setup, cell_dir):
+        scores = {"heldout_top1": 50.0, "heldout_top5": 50.0, "steps": 4, "diverged_at_step": None}
+        return {"lr": cell.lr, "epochs": cell.epochs, **scores}
+
+    monkeypatch.setattr(semisup, "run_cell", fake_cell)
+    monkeypatch.setattr(semisup, "trained_classifier", lambda *args: None)
+    hits = torch.arange(10) < 4
+    monkeypatch.setattr(semisup, "classifier_hits", lambda *args: {1: hits, 5: hits})
+    argv = ["--ckpt", "random:resnet18", *SMALL, "--lrs", "0.1", "--epochs", "1"]
+    records = tmp_path / "records"
+    semisup.main([*argv, "--seeds", "0", "1", "--records", str(records)])
+    by_seed = {record.config["seed"]: record for record in read_records(records)}
+    assert set(by_seed) == {0, 1}
+    assert by_seed[0].selection["split_file_sha256"] != by_seed[1].selection["split_file_sha256"]
+    grids = []
+    monkeypatch.setattr(
+        semisup, "submit_cells_then_final", lambda args, command, *rest: grids.append(command)
+    )
+    semisup.main([*argv, "--seeds", "3", "4", "--slurm", "--profile", "example"])
+    assert [command[-2:] for command in grids] == [["--seed", "3"], ["--seed", "4"]]

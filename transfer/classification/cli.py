@@ -122,7 +122,7 @@ def load_inputs(config: TransferConfig, release) -> harness.EvalInputs:
         ckpt=config.ckpt,
         records=config.records,
         run_dir=config.run_dir,
-        variant=release.name,
+        variant=f"{release.name}-seed{config.seed}",
     )
     if len(release.train.classes) != PAPER_CLASSES[release.name]:
         log.warning(
@@ -207,6 +207,11 @@ def evaluate_one(config: TransferConfig, cell: int | None = None) -> None:
     )
 
 
+def per_run_argvs(argv: list[str]) -> list[list[str]]:
+    """One argument list per data set of --dataset and seed of --seeds."""
+    return [one for dataset in per_dataset_argvs(argv) for one in harness.per_seed_argvs(dataset)]
+
+
 def per_dataset_argvs(argv: list[str]) -> list[list[str]]:
     """One argument list per data set of --dataset (`all`: the 12, in Table 3's order)."""
     names = _datasets(argv)
@@ -267,7 +272,12 @@ def parse_config(argv: list[str] | None) -> tuple[TransferConfig, int | None]:
     add("--image-size", type=int, help="input size (default 224: the paper's)")
     add("--batch-size", type=int, help="images per feature-extraction batch (default 256)")
     add("--seed", type=int, help="held-out draws and Caltech-101's train/test draw (default 0)")
-    add("--run-dir", help="work directory (default: <runs>/evals/transfer-cls/<protocol>/...)")
+    add("--seeds", type=int, nargs="+", help=harness.SEEDS_HELP)
+    add(
+        "--run-dir",
+        help="work directory (default: <runs>/evals/transfer-cls/<protocol>/"
+        "<sha8>-<data set>-seed<seed>)",
+    )
     add("--cache-dir", help="feature cache ($BYOL_BENCH_CACHE, else ~/.cache/byol-bench/features)")
     slurm_submit.add_slurm_arguments(parser)
     args = parser.parse_args(argv)
@@ -292,15 +302,15 @@ def submit_if_requested(argv: list[str], configs: list[TransferConfig], cell) ->
         )
     if configs[0].protocol != FINETUNE:
         return slurm_submit.submit_cli_if_requested(
-            "transfer.classification", argv, tasks=per_dataset_argvs
+            "transfer.classification", argv, tasks=per_run_argvs
         )
     slurm_submit.check_slurm_flags(args)
     if not args.slurm:
         return False
-    for config, one in zip(configs, per_dataset_argvs(argv), strict=True):
+    for config, one in zip(configs, per_run_argvs(argv), strict=True):
         _, rest = parser.parse_known_args(one)
         command = [sys.executable, "-m", "transfer.classification", *rest]
-        name = f"transfer-classification-{config.dataset}"
+        name = f"transfer-classification-{config.dataset}-seed{config.seed}"
         finetune.submit_finetune_grid(args, command, config.grid, name)
     return True
 
@@ -310,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
     --slurm as jobs (submit_if_requested)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     with harness.error_boundary():
-        parsed = [parse_config(one) for one in per_dataset_argvs(argv)]
+        parsed = [parse_config(one) for one in per_run_argvs(argv)]
         configs, cell = [config for config, _ in parsed], parsed[0][1]
         if cell is not None and len(configs) > 1:
             raise harness.InputError("--cell runs one cell of one data set: name one --dataset")
@@ -322,15 +332,15 @@ def main(argv: list[str] | None = None) -> None:
     failed = []
     for number, config in enumerate(configs, 1):
         if len(configs) > 1:
-            print(f"data set {number}/{len(configs)}: {config.dataset}", flush=True)
+            print(f"run {number}/{len(configs)}: {config.dataset}, seed {config.seed}", flush=True)
         try:
             evaluate_one(config, cell)
         except SystemExit as exit:
             if exit.code not in (0, None):
                 print(exit.code if isinstance(exit.code, str) else "", file=sys.stderr)
-                failed.append(config.dataset)
+                failed.append(f"{config.dataset} (seed {config.seed})")
     if failed:
-        sys.exit(f"error: {len(failed)} of {len(configs)} data sets failed: {', '.join(failed)}")
+        sys.exit(f"error: {len(failed)} of {len(configs)} runs failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

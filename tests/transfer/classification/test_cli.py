@@ -14,6 +14,7 @@ from results.tables import build_tables
 from slurm import submit as slurm_submit
 from tests.conftest import run_cli
 from tests.transfer.classification.miniatures import write_miniature
+from tests.transfer.segmentation.layouts import make_export
 from transfer.classification import cli, finetune, linear
 from transfer.classification.releases import TRANSFER_DATASETS, read_release
 from transfer.classification.splits import heldout_size, selection_splits
@@ -219,3 +220,22 @@ def test_slurm_finetune_is_one_grid_per_data_set(releases, monkeypatch):
     assert all("--slurm" not in command and "--grid" in command for command in grids)
     with pytest.raises(SystemExit, match="--cell and --slurm"):
         cli.main([*argv[:2], "--dataset", "pets", *argv[5:], "--cell", "0", "--slurm"])
+
+
+def test_seeds_run_the_protocol_once_each_and_the_table_averages_them(
+    releases, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("BYOL_BENCH_CACHE", str(tmp_path / "cache"))
+    records = tmp_path / "records"
+    export = str(make_export(tmp_path))  # one network: random:<arch> would draw one per seed
+    argv = ["--ckpt", export, "--dataset", "pets", "--data", str(releases)]
+    argv += ["--image-size", "32", "--penalties", "0.1", "10", "--seeds", "0", "1"]
+    cli.main([*argv, *FAST, "--records", str(records)])
+    by_seed = {record.config["seed"]: record for record in read_records(records)}
+    assert set(by_seed) == {0, 1}  # each seed its own held-out draw and split file
+    assert by_seed[0].selection["split_sha256"] != by_seed[1].selection["split_sha256"]
+    (table,) = [t for t in build_tables(read_records(records)) if t.id.startswith("transfer-")]
+    values = [by_seed[seed].metrics["mean_per_class"] for seed in (0, 1)]
+    (row,) = [row for row in table.rows.index if table.rows.at[row, "weights"] != "paper"]
+    assert table.counts.at[row, "pets mean/class"] == 2
+    assert table.values.at[row, "pets mean/class"] == pytest.approx(sum(values) / 2)
