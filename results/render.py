@@ -15,6 +15,7 @@ import html
 import math
 
 LEGEND = (
+    "Protocol: in each column's header [name/version] or the title (docs/protocols.md). "
     "Cells: latest complete record per (weights, task, protocol, seed), the mean ± std (n=seeds) "
     "where there are several seeds; (±x): ours minus the paper's "
     "row of the same method and architecture; failed: the latest run failed (see its record); "
@@ -76,9 +77,15 @@ def _grid(table) -> tuple[list[str], list[list[str]]]:
     return names, rows
 
 
-def _footer(table) -> list[str]:
+def _legend(table) -> list[str]:
+    """What every number is, shown above the table (where a reader looks first): the selection
+    and seed rule, the delta, the interval when shown."""
     intervals = [INTERVAL_LEGEND] if getattr(table, "show_intervals", False) else []
-    return [LEGEND, *intervals, *(f"† unconfirmed: {note}." for note in table.notes)]
+    return [LEGEND, *intervals]
+
+
+def _footer(table) -> list[str]:
+    return [f"† unconfirmed: {note}." for note in table.notes]
 
 
 def to_markdown(table) -> str:
@@ -91,7 +98,8 @@ def to_markdown(table) -> str:
         return "| " + " | ".join(text.replace("|", "\\|") for text in cells) + " |"
 
     body = [line(names), "|" + "|".join(align) + "|", *(line(row) for row in rows)]
-    return "\n".join([f"### {table.title}", "", *body, "", *_footer(table), ""])
+    footer = [*_footer(table), ""] if table.notes else []
+    return "\n".join([f"### {table.title}", "", *_legend(table), "", *body, "", *footer])
 
 
 def latex_escape(text: str) -> str:
@@ -107,6 +115,7 @@ def to_latex(table) -> str:
         r"\begin{table}[t]",
         r"\centering",
         rf"\caption{{{latex_escape(table.title)}}}",
+        *(rf"{{\footnotesize {latex_escape(text)}\par}}" for text in _legend(table)),
         rf"\begin{{tabular}}{{{columns}}}",
         r"\toprule",
         " & ".join(latex_escape(name) for name in names) + r" \\",
@@ -149,9 +158,10 @@ def to_html(table) -> str:
             kind = "text" if index < width else _HTML_CLASSES.get(text, "num")
             cells.append(f'<td class="{kind}">{html.escape(text)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
+    legend = "".join(f"<p class='legend'>{html.escape(text)}</p>" for text in _legend(table))
     footer = "".join(f"<p class='legend'>{html.escape(text)}</p>" for text in _footer(table))
     return (
-        f"<div class='scroll'><table class='results' id='{html.escape(table.id)}'>"
+        f"{legend}<div class='scroll'><table class='results' id='{html.escape(table.id)}'>"
         f"<caption>{html.escape(table.title)}</caption>"
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>{footer}"
     )
