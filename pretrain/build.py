@@ -73,6 +73,7 @@ class Run:
     started: float = dataclasses.field(default_factory=time.monotonic)
     last_save: float = 0.0
     saved_step: int = -1
+    probe_heldout: tuple | None = None  # the step lines' fixed held-out batch (step_log.py)
 
 
 def build_run(config: PretrainConfig, run_dir: Path, device: torch.device, info) -> Run:

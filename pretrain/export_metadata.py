@@ -22,6 +22,7 @@ from pretrain.checkpoint import export_backbone
 from pretrain.config import PretrainConfig
 from pretrain.data import dataset_stats
 from results import record as record_lib
+from results import runlog
 
 PRETRAIN_PROTOCOL = "byol-bench-pretrain/1"
 log = logging.getLogger(__name__)
@@ -86,9 +87,9 @@ def export_run(
 def pretrain_record(
     run_dir: Path, config: PretrainConfig, metadata: dict, *, created: str, wall_seconds: float
 ) -> record_lib.Record:
-    """The record of kind "pretrain" for an export's `metadata` (the last log.jsonl line's
-    loss and online-probe accuracy as metrics)."""
-    last = json.loads((run_dir / "log.jsonl").read_text().splitlines()[-1])
+    """The record of kind "pretrain" for an export's `metadata` (the last epoch line of
+    log.jsonl: its loss and online-probe accuracy as metrics)."""
+    last = runlog.epoch_lines(runlog.read_log(run_dir / "log.jsonl"))[-1]
     return record_lib.Record(
         record_id=metadata["pretrain_record_id"],
         kind="pretrain",

@@ -29,6 +29,7 @@ from pretrain.config import (
     config_from_args,
 )
 from pretrain.identity import identity_differences
+from results import runlog
 from results.errors import ByolBenchError
 from slurm import status as slurm_status
 from slurm import submit as slurm_submit
@@ -196,9 +197,12 @@ def print_status(run_dir: str) -> None:
     else:
         print("step:    0 (no checkpoint yet)")
     log_path = run_dir / "log.jsonl"
-    log_lines = log_path.read_text().splitlines() if log_path.exists() else []
-    if log_lines:
-        print(f"last epoch: {log_lines[-1]}")
+    log_lines = runlog.read_log(log_path) if log_path.exists() else []
+    epochs, steps = runlog.epoch_lines(log_lines), runlog.step_lines(log_lines)
+    if epochs:
+        print(f"last epoch: {json.dumps(epochs[-1])}")
+    if steps:
+        print(f"last step line: {json.dumps(steps[-1])}")
     exports = sorted((run_dir / "exports").glob("backbone-*.pt"))
     print(f"export:  {exports[-1] if exports else 'none yet'}")
     print("\n".join(slurm_status.describe_jobs(run_dir / "slurm")))

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from pretrain import dist, rundir
+from pretrain import dist, rundir, step_log
 from pretrain import views as views_lib
 from pretrain.build import Run, build_run, memory_format, resolve_compile
 from pretrain.config import RUNTIME_FIELDS, PretrainConfig
@@ -110,6 +110,7 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
         bar.update(1)
         if run.step % run.config.log_every_steps == 0:
             bar.set_postfix(meter.postfix(run), refresh=False)
+            log_step(run, meter)
         if rundir.checkpoint_due(run.last_save, run.config.ckpt_every_min):
             check_finite(run, (int(meter.first_bad_step.item()), meter.first_bad_loss.item()))
             save(run)
@@ -118,6 +119,30 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
             break
     bar.close()
     return {**meter.summary(run), "stopped_early": stopped_early or _max_steps_reached(run)}
+
+
+def log_step(run: Run, meter: "_EpochMeter") -> None:
+    """One step line of log.jsonl (pretrain/step_log.py), written by rank 0."""
+    loss, img_per_s = meter.window(run.info.world_size)
+    if not run.info.is_main:
+        return
+    line = {
+        "kind": "step",
+        "step": run.step,
+        "epoch": round(run.step / run.schedule.steps_per_epoch, 4),
+        "images_seen": run.step * run.config.batch_size,
+        "loss": loss,
+        "lr": run.schedule.lr(run.step - 1),
+        "tau": run.schedule.tau(run.step - 1),
+        "img_per_s": img_per_s,
+    }
+    probe_due = (run.step // run.config.log_every_steps) % step_log.PROBE_EVERY_LINES == 0
+    if probe_due and run.probe_loader is not None:
+        if run.probe_heldout is None:
+            run.probe_heldout = step_log.heldout_batch(run.probe_loader.dataset, run.device)
+        top1 = step_log.heldout_top1(run.byol.online_encoder, run.probe, run.probe_heldout)
+        line["online_probe_heldout_top1"] = top1
+    step_log.append_line(run.run_dir, line)
 
 
 def batch_to_device(run: Run, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -145,6 +170,15 @@ class _EpochMeter:
         self.first_bad_loss = torch.zeros((), device=device)
         self.seen = self.steps = 0
         self.started = time.monotonic()
+        self.mark = (0.0, 0, 0, self.started)  # loss sum, steps, images, time at the last line
+
+    def window(self, world_size: int) -> tuple[float, float]:
+        """(mean loss, img/s over all ranks) of the steps since the previous call."""
+        loss_sum, now = self.loss_sum.item(), time.monotonic()
+        loss_mark, steps_mark, seen_mark, time_mark = self.mark
+        self.mark = (loss_sum, self.steps, self.seen, now)
+        loss = (loss_sum - loss_mark) / max(self.steps - steps_mark, 1)
+        return loss, (self.seen - seen_mark) * world_size / max(now - time_mark, 1e-9)
 
     def add(self, loss: torch.Tensor, correct: torch.Tensor, batch: int, step: int) -> None:
         first_bad = (self.first_bad_step < 0) & ~torch.isfinite(loss)
@@ -215,8 +249,7 @@ def end_of_epoch(run: Run, epoch: int, stats: dict) -> None:
         ),
         "img_per_s": stats["img_per_s"],
     }
-    with open(run.run_dir / "log.jsonl", "a") as handle:
-        handle.write(json.dumps(line) + "\n")
+    step_log.append_line(run.run_dir, line)
     if run.info.world_size > 1:
         log.info("target networks identical on all %d ranks", run.info.world_size)
     log.info("epoch %s: %s", line["epoch"], json.dumps(line))

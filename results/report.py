@@ -5,10 +5,11 @@
 
 Everything is in the one file (inline CSS, plots as base64 PNGs), so it can be mailed or attached.
 Sources: the tables come from the records (results/tables.py), the curves from each run's
-log.jsonl (one line per epoch: loss, lr, tau, online-probe top-1), accuracy vs pretraining epochs
-from eval records of several checkpoints of one run (same label, task and protocol; one curve
-per run and task, the random-init baseline of the task as a line: AccuracyCurve), and the
-provenance view lists every record, superseded and failed ones included.
+log.jsonl (results/runlog.py: a line every log_every_steps steps and one per epoch; plotted
+against steps and images seen, the random-init linear probe as a line), accuracy vs
+pretraining epochs from eval records of several checkpoints of one run (same label, task and
+protocol; one curve per run and task, the random-init baseline of the task as a line:
+AccuracyCurve), and the provenance view lists every record, superseded and failed ones included.
 """
 
 from __future__ import annotations
@@ -27,15 +28,18 @@ import matplotlib
 matplotlib.use("Agg")  # no display; must precede any other matplotlib import
 from matplotlib.figure import Figure  # noqa: E402
 
-from results import render  # noqa: E402
+from results import render, runlog  # noqa: E402
 from results.errors import ByolBenchError  # noqa: E402
 from results.frame import select_latest  # noqa: E402
 from results.record import Record, read_records, to_dict, utc_now  # noqa: E402
 from results.tables import build_tables  # noqa: E402
 
-CURVES = (  # (title, log.jsonl keys)
+CURVES = (  # (title, log.jsonl keys); step lines and epoch lines (results/runlog.py)
     ("BYOL loss (both directions, summed)", ("loss",)),
-    ("online probe top-1 (%)", ("online_probe_train_top1", "online_probe_test_top1")),
+    (
+        "online probe top-1 (%)",
+        ("online_probe_train_top1", "online_probe_test_top1", "online_probe_heldout_top1"),
+    ),
     ("learning rate", ("lr",)),
     ("target decay rate tau", ("tau",)),
 )
@@ -63,33 +67,74 @@ def png(figure: Figure, alt: str = "plot") -> str:
 
 
 def read_logs(runs: Path | None) -> dict[str, list[dict]]:
-    """{run name: log.jsonl lines} for `runs` itself and each run directory directly in it."""
+    """{run name: log.jsonl lines (runlog.read_log)} for `runs` itself and each run directory
+    directly in it."""
     if runs is None:
         return {}
     logs = {}
     for path in sorted([runs / "log.jsonl", *runs.glob("*/log.jsonl")]):
         if path.is_file():
-            lines = path.read_text(encoding="utf-8").splitlines()
-            logs[path.parent.name] = [json.loads(line) for line in lines if line.strip()]
+            logs[path.parent.name] = runlog.read_log(path)
     return logs
 
 
-def curves_figure(name: str, lines: list[dict]) -> Figure:
-    """Loss, online-probe accuracy, lr and tau against the epoch of one run."""
-    figure = Figure(figsize=(12, 2.8), layout="constrained")
-    epochs = [line["epoch"] for line in lines]
-    style = "o-" if len(lines) < 20 else "-"
+def curves_figure(name: str, lines: list[dict], baseline: float | None = None) -> Figure:
+    """Loss, online-probe accuracy, lr and tau of one run against the training step (images
+    seen on the top axis): the step lines as curves, the epoch lines as dots; `baseline`, the
+    random-init linear probe's top-1 on the run's data set, as a horizontal line."""
+    figure = Figure(figsize=(12, 3.0), layout="constrained")
+    steps, epochs = runlog.step_lines(lines), runlog.epoch_lines(lines)
+    images_per_step = steps[-1]["images_seen"] / steps[-1]["step"] if steps else None
     for index, (title, keys) in enumerate(CURVES):
         axes = figure.add_subplot(1, len(CURVES), index + 1)
         for key in keys:
-            axes.plot(epochs, [line.get(key) for line in lines], style, label=key, markersize=3)
+            for part, style in ((steps, "-"), (epochs, "o")):
+                points = [(line["step"], line[key]) for line in part if key in line]
+                if points:
+                    label = key if part is steps or not any(key in x for x in steps) else None
+                    axes.plot(*zip(*points), style, label=label, markersize=3, linewidth=1)
+        if baseline is not None and index == 1:
+            axes.axhline(baseline, color="grey", linestyle="--", label="random init (linear)")
         axes.set_title(title, fontsize=9)
-        axes.set_xlabel("epoch", fontsize=8)
+        axes.set_xlabel("step", fontsize=8)
         axes.tick_params(labelsize=7)
-        if len(keys) > 1:
-            axes.legend(fontsize=7)
+        if images_per_step:
+            top = axes.secondary_xaxis(
+                "top", functions=(lambda x: x * images_per_step, lambda x: x / images_per_step)
+            )
+            top.set_xlabel("images seen", fontsize=7)
+            top.tick_params(labelsize=6)
+        if index == 1:
+            axes.legend(fontsize=6)
     figure.suptitle(f"pretraining: {name}", fontsize=10)
     return figure
+
+
+def curves_alt(name: str, lines: list[dict]) -> str:
+    """The curve image's description: how many step and epoch points it draws."""
+    steps, epochs = runlog.step_lines(lines), runlog.epoch_lines(lines)
+    return (
+        f"pretraining curves of {name}: {len(steps)} step points, {len(epochs)} epoch points, "
+        f"up to step {max((line['step'] for line in lines), default=0)}"
+    )
+
+
+def random_init_baseline(records: list[Record], run_dir: Path) -> float | None:
+    """The random-init linear probe's top-1 on the data set the run in `run_dir` pretrained on
+    (its config.json), from the latest such record; None when there is none."""
+    config = run_dir / "config.json"
+    if not config.is_file():
+        return None
+    dataset = json.loads(config.read_text(encoding="utf-8")).get("dataset")
+    found = [
+        record
+        for record in select_latest(records)
+        if record.status == "complete"
+        and record.checkpoint.method == "random-init"
+        and record.task.family == "linear"
+        and record.task.dataset == dataset
+    ]
+    return found[-1].metrics["top1"] if found else None
 
 
 @dataclass(frozen=True)
@@ -247,6 +292,11 @@ def provenance_rows(records: list[Record]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
+def run_path(runs: Path, name: str) -> Path:
+    """The run directory read_logs named `name`: `runs` itself or a directory in it."""
+    return runs if runs.name == name and (runs / "log.jsonl").is_file() else runs / name
+
+
 def build_report(records: list[Record], runs: Path | None, title: str) -> str:
     """The whole HTML document."""
     tables = build_tables(records)
@@ -260,7 +310,14 @@ def build_report(records: list[Record], runs: Path | None, title: str) -> str:
         *(render.to_html(table) for table in tables),
         "" if tables else "<p>No evaluation records yet.</p>",
         "<h2>Pretraining curves (log.jsonl)</h2>",
-        *(png(curves_figure(name, lines)) for name, lines in logs.items() if lines),
+        *(
+            png(
+                curves_figure(name, lines, random_init_baseline(records, run_path(runs, name))),
+                curves_alt(name, lines),
+            )
+            for name, lines in logs.items()
+            if lines
+        ),
         "" if logs else "<p>No log.jsonl under --runs.</p>",
         "<h2>Accuracy against pretraining epochs</h2>",
         *(png(figure, alt) for figure, alt in accuracy),

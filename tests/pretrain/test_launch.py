@@ -22,9 +22,17 @@ def test_quick_check_leaves_checkpoint_export_and_log(tmp_path):
     assert state["step"] == 20
     torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)  # plain types only
 
-    lines = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    every = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    lines = [line for line in every if line.get("kind") != "step"]
     # 512 images / batch 16 = 32 steps per epoch: one partial-epoch line at the stop
     assert [(line["epoch"], line["step"]) for line in lines] == [(0.625, 20)]
+    # a step line every log_every_steps (tiny_cpu: 1), the held-out probe on every 10th
+    steps = [line for line in every if line.get("kind") == "step"]
+    assert [line["step"] for line in steps] == list(range(1, 21))
+    assert [line["images_seen"] for line in steps[:2]] == [16, 32]
+    probed = [line["step"] for line in steps if "online_probe_heldout_top1" in line]
+    assert probed == [10, 20] and all(0 <= line["loss"] <= 8 for line in steps)  # 2 x (2 - 2 cos)
+    assert steps[-1]["lr"] == pytest.approx(lines[-1]["lr"])
     for key in (
         "loss",
         "lr",

@@ -31,7 +31,8 @@ C0_BLUE = (31, 119, 180)  # matplotlib's first line colour: the plots were drawn
 
 @pytest.fixture
 def report_inputs(tmp_path):
-    """Records (fixed set + the demo run evaluated at epochs 1, 2 and 4) and two run dirs."""
+    """Records (fixed set + the demo run evaluated at epochs 1, 2 and 4) and three run dirs (two
+    with epoch lines only, one one-epoch run with step lines)."""
     records_dir = tmp_path / "records"
     checkpoints = [("1" * 64, 1, 70.5), ("2" * 64, 2, 79.0)]
     extra = [
@@ -65,7 +66,27 @@ def report_inputs(tmp_path):
             for epoch in range(1, epochs + 1)
         ]
         (runs / name / "log.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    write_one_epoch_run(runs / "short")
     return records_dir, runs
+
+
+def write_one_epoch_run(run_dir):
+    """A one-epoch run on fmnist as pretrain/train.py logs it: a step line every 5 of its 100
+    steps (some with the held-out probe), steps 40-50 logged twice (a resume), an epoch line."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"dataset": "fmnist", "batch_size": 128}))
+    lines = []
+    for step in [*range(5, 55, 5), *range(40, 105, 5)]:
+        line = {"kind": "step", "step": step, "epoch": step / 100, "images_seen": 128 * step}
+        line.update(loss=4.0 - step / 50, lr=0.01 * step, tau=0.99, img_per_s=600.0)
+        if step % 50 == 0:
+            line["online_probe_heldout_top1"] = 40.0 + step / 5
+        lines.append(line)
+    lines.append(
+        {"epoch": 1, "step": 100, "loss": 2.5, "lr": 1.0, "tau": 0.99, "img_per_s": 600.0}
+        | {"online_probe_train_top1": 55.0, "online_probe_test_top1": 57.0}
+    )
+    (run_dir / "log.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
 
 
 def test_report_is_self_contained_with_every_section(report_inputs, tmp_path, capsys):
@@ -76,7 +97,9 @@ def test_report_is_self_contained_with_every_section(report_inputs, tmp_path, ca
     text = out.read_text(encoding="utf-8")
     assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", text)  # nothing external
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
-    assert len(images) == 3  # curves of two runs + accuracy vs epochs (fmnist)
+    assert len(images) == 4  # curves of three runs + accuracy vs epochs (fmnist)
+    # the one-epoch run draws a curve, not a dot: 20 step points (a resumed step counted once)
+    assert 'alt="pretraining curves of short: 20 step points, 1 epoch points' in text
     for table_id in ("linear-imagenet-val", "linear-fmnist-test", "dense"):
         assert f"id='{table_id}'" in text
     for item in fixed_records():
@@ -141,3 +164,10 @@ def test_report_renders_in_headless_chromium(report_inputs, tmp_path):
     assert ink > 0.02 * 3000 * 1400, f"the page looks blank ({ink} dark pixels)"
     blue = int((np.abs(pixels - np.array(C0_BLUE)).max(axis=2) < 40).sum())
     assert blue > 200, f"no plot lines on the page ({blue} blue pixels)"
+
+
+def test_the_random_init_linear_probe_is_the_curves_baseline(report_inputs):
+    records_dir, runs = report_inputs
+    records = [*fixed_records()]
+    assert report.random_init_baseline(records, runs / "short") == 78.05  # fmnist, random init
+    assert report.random_init_baseline(records, runs / "demo") is None  # no config.json

@@ -1,0 +1,51 @@
+"""log.jsonl's lines: one per epoch (train.py:end_of_epoch) and one every `log_every_steps` steps
+(`step_line`), so that a short run (the demo) still draws curves (results/report.py).
+
+A step line holds the mean loss and the img/s of the steps since the previous line, the lr and
+tau of the last step, the epoch as a fraction and the images seen so far (all ranks), and on every
+PROBE_EVERY_LINES-th line the online probe's top-1 on a fixed held-out set: the first
+HELDOUT_IMAGES images of the probe's test split, decoded once and kept in memory (read from the
+data set, not a DataLoader, so the random-number streams, and with them exact resume, are
+untouched). Lines are marked `"kind": "step"`; epoch lines have no kind. After a resume the
+steps between the checkpoint and the interruption are logged again: the reader
+(results/runlog.py) keeps the last line of each step.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+HELDOUT_IMAGES = 256
+PROBE_EVERY_LINES = 10
+
+
+def append_line(run_dir: Path, line: dict) -> None:
+    """Append one JSON line to run_dir/log.jsonl."""
+    with open(Path(run_dir) / "log.jsonl", "a") as handle:
+        handle.write(json.dumps(line) + "\n")
+
+
+def heldout_batch(dataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first HELDOUT_IMAGES (view, label) pairs of `dataset` as two tensors on `device`."""
+    pairs = [dataset[index] for index in range(min(HELDOUT_IMAGES, len(dataset)))]
+    images = torch.stack([image for image, _ in pairs]).to(device)
+    return images, torch.tensor([int(label) for _, label in pairs], device=device)
+
+
+@torch.no_grad()
+def heldout_top1(encoder, probe, batch, chunk: int = 128) -> float:
+    """Top-1 (%) of the probe on the encoder's eval-mode features of the held-out batch."""
+    images, labels = batch
+    was_training = encoder.training
+    encoder.eval()
+    correct = sum(
+        int(
+            (probe(encoder(images[i : i + chunk]).float()).argmax(1) == labels[i : i + chunk]).sum()
+        )
+        for i in range(0, len(labels), chunk)
+    )
+    encoder.train(was_training)
+    return 100.0 * correct / max(len(labels), 1)
