@@ -114,7 +114,7 @@ class PretrainConfig:
     max_steps: int | None = cited(
         None, "stop after this many steps (smoke tests, demos); the schedule is unchanged"
     )
-    log_every_steps: int = cited(10, "host synchronisation interval for progress and checks")
+    log_every_steps: int = cited(10, "host sync interval: progress, checks, log.jsonl step lines")
     records: str | None = cited(
         None, "result records directory (default: <run dir>/../records, the contract's)"
     )
