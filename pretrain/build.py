@@ -74,6 +74,7 @@ class Run:
     last_save: float = 0.0
     saved_step: int = -1
     probe_heldout: tuple | None = None  # the step lines' fixed held-out batch (step_log.py)
+    log_sinks: list = dataclasses.field(default_factory=list)  # --log-to (log_sinks.py), rank 0
 
 
 def build_run(config: PretrainConfig, run_dir: Path, device: torch.device, info) -> Run:

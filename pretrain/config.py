@@ -118,6 +118,9 @@ class PretrainConfig:
     records: str | None = cited(
         None, "result records directory (default: <run dir>/../records, the contract's)"
     )
+    log_to: str = cited(
+        "", "also send log.jsonl's lines to: tensorboard, wandb or both, comma-separated"
+    )
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():
@@ -126,6 +129,9 @@ class PretrainConfig:
                     f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
                 )
         augment_semantics(self.augment_ops)
+        unknown = [name for name in log_destinations(self.log_to) if name not in LOG_TO]
+        if unknown:
+            raise ConfigError(f"log_to takes {' and '.join(LOG_TO)}, not {', '.join(unknown)}")
 
 
 CHOICES = {  # fields that take one of a few words
@@ -133,7 +139,15 @@ CHOICES = {  # fields that take one of a few words
     "compile": ("auto", "on", "off"),
     "augment_on": ("auto", "loader", "device"),
 }
+LOG_TO = ("tensorboard", "wandb")  # where log.jsonl's lines also go (pretrain/log_sinks.py)
 AUGMENT_SEMANTICS = ("authors", "torchvision")  # whose ops (pretrain/augment.py)
+
+
+def log_destinations(log_to: str) -> list[str]:
+    """The names in a `log_to` value: "tensorboard,wandb" -> ["tensorboard", "wandb"]."""
+    return [name.strip() for name in log_to.split(",") if name.strip()]
+
+
 AUGMENT_PARTS = ("crop", "resize", "colour", "blur")  # what `augment_ops` switches, part by part
 
 
@@ -169,6 +183,7 @@ RUNTIME_FIELDS = frozenset(
         "keep_every_epochs",
         "max_steps",
         "log_every_steps",
+        "log_to",
         "records",
         "compile",  # same computation, fused kernels
         "single_position_matmul",  # same computation, one matrix product

@@ -22,10 +22,13 @@ HELDOUT_IMAGES = 256
 PROBE_EVERY_LINES = 10
 
 
-def append_line(run_dir: Path, line: dict) -> None:
-    """Append one JSON line to run_dir/log.jsonl."""
+def record_line(run_dir: Path, line: dict, sinks: list = ()) -> None:
+    """Append one JSON line to run_dir/log.jsonl and send it to the `--log-to` sinks
+    (pretrain/log_sinks.py)."""
     with open(Path(run_dir) / "log.jsonl", "a") as handle:
         handle.write(json.dumps(line) + "\n")
+    for sink in sinks:
+        sink.write(line)
 
 
 def heldout_batch(dataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from pretrain import dist, rundir, step_log
+from pretrain import dist, log_sinks, rundir, step_log
 from pretrain import views as views_lib
 from pretrain.build import Run, build_run, memory_format, resolve_compile
 from pretrain.config import RUNTIME_FIELDS, PretrainConfig
@@ -45,15 +45,21 @@ def train(config: PretrainConfig, run_dir: str | Path, device: str | None = None
     run = build_run(config, run_dir, device, info)
     restore(run)
     log_header(run)
-    start_epoch = run.step // run.schedule.steps_per_epoch
-    for epoch in range(start_epoch, config.epochs):
-        if _max_steps_reached(run):  # a rerun of a run that already stopped at --max-steps
-            break
-        stats = train_one_epoch(run, epoch)
-        end_of_epoch(run, epoch, stats)
-        if stats["stopped_early"]:
-            break
-    export_path = export(run) if info.is_main else None
+    if info.is_main:  # --log-to: log.jsonl's lines also to TensorBoard / W&B
+        run.log_sinks = log_sinks.open_sinks(run_dir, config.log_to, dataclasses.asdict(config))
+    try:
+        start_epoch = run.step // run.schedule.steps_per_epoch
+        for epoch in range(start_epoch, config.epochs):
+            if _max_steps_reached(run):  # a rerun of a run that already stopped at --max-steps
+                break
+            stats = train_one_epoch(run, epoch)
+            end_of_epoch(run, epoch, stats)
+            if stats["stopped_early"]:
+                break
+        export_path = export(run) if info.is_main else None
+    finally:
+        for sink in run.log_sinks:
+            sink.close()
     dist.barrier()
     return export_path
 
@@ -142,7 +148,7 @@ def log_step(run: Run, meter: "_EpochMeter") -> None:
             run.probe_heldout = step_log.heldout_batch(run.probe_loader.dataset, run.device)
         top1 = step_log.heldout_top1(run.byol.online_encoder, run.probe, run.probe_heldout)
         line["online_probe_heldout_top1"] = top1
-    step_log.append_line(run.run_dir, line)
+    step_log.record_line(run.run_dir, line, run.log_sinks)
 
 
 def batch_to_device(run: Run, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -249,7 +255,7 @@ def end_of_epoch(run: Run, epoch: int, stats: dict) -> None:
         ),
         "img_per_s": stats["img_per_s"],
     }
-    step_log.append_line(run.run_dir, line)
+    step_log.record_line(run.run_dir, line, run.log_sinks)
     if run.info.world_size > 1:
         log.info("target networks identical on all %d ranks", run.info.world_size)
     log.info("epoch %s: %s", line["epoch"], json.dumps(line))
