@@ -1,4 +1,4 @@
-"""One self-contained HTML report: the tables, pretraining curves, accuracy vs epochs, provenance.
+"""One self-contained HTML report: tables, bar charts, curves, accuracy vs epochs, provenance.
 
     python -m results.report --records runs/records --runs runs/demo --out runs/demo/report.html
     python -m results.report --records /shared/runs/records --runs /shared/runs
@@ -19,6 +19,7 @@ import base64
 import html
 import io
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,6 +263,48 @@ def accuracy_figures(records: list[Record]) -> list[tuple[Figure, str]]:
     return figures
 
 
+def bar_figure(table) -> tuple[Figure, str] | None:
+    """(figure, alt text) of one table as grouped bars: a group per column, a bar per row that
+    has a number there (the paper's rows and ours), with an error bar: the 95% bootstrap
+    interval where the record has one, else the std over seeds; None if nothing to draw."""
+    rows = [row for row in table.rows.index if (table.status.loc[row] == "complete").any()]
+    if not rows:
+        return None
+    figure = Figure(figsize=(max(6, 1.2 * len(table.headers) + 2), 3.6), layout="constrained")
+    axes = figure.add_subplot(1, 1, 1)
+    width = 0.8 / len(rows)
+    described = []
+    for index, row in enumerate(rows):
+        label = f"{table.rows.at[row, 'method']} ({table.rows.at[row, 'checkpoint']})"
+        xs, heights, errors = [], [], [[], []]
+        for position, column in enumerate(table.headers):
+            if table.status.at[row, column] != "complete":
+                continue
+            value = table.values.at[row, column]
+            low, high = bar_error(table, row, column)
+            xs.append(position + (index - (len(rows) - 1) / 2) * width)
+            heights.append(value)
+            errors[0].append(value - low)
+            errors[1].append(high - value)
+        axes.bar(xs, heights, width, yerr=errors, capsize=2, label=label)
+        described.append(f"{label}: {len(xs)} bars")
+    axes.set_xticks(range(len(table.headers)), table.headers, rotation=30, ha="right", fontsize=7)
+    axes.set_ylabel("%", fontsize=8)
+    axes.set_title(table.title, fontsize=9)
+    axes.legend(fontsize=6)
+    return figure, f"bar chart of {table.id}: " + "; ".join(described)
+
+
+def bar_error(table, row: str, column: str) -> tuple[float, float]:
+    """(low, high) of a bar's error bar: the bootstrap interval, else mean ± std, else none."""
+    value = table.values.at[row, column]
+    if table.lows is not None and not math.isnan(table.lows.at[row, column]):
+        return table.lows.at[row, column], table.highs.at[row, column]
+    if table.stds is not None and not math.isnan(table.stds.at[row, column]):
+        return value - table.stds.at[row, column], value + table.stds.at[row, column]
+    return value, value
+
+
 def provenance_rows(records: list[Record]) -> str:
     """One table row per record (newest first) and its full JSON on demand."""
     counted = {record.record_id for record in select_latest(records)}
@@ -309,6 +352,8 @@ def build_report(records: list[Record], runs: Path | None, title: str) -> str:
         "<h2>Tables</h2>",
         *(render.to_html(table) for table in tables),
         "" if tables else "<p>No evaluation records yet.</p>",
+        "<h2>Bar charts (error bars: 95% bootstrap interval, else std over seeds)</h2>",
+        *(png(*bars) for bars in (bar_figure(table) for table in tables) if bars),
         "<h2>Pretraining curves (log.jsonl)</h2>",
         *(
             png(

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from results import report
-from results.record import write_record
+from results.record import read_records, write_record
+from results.tables import build_tables
 from tests.results.fixed import LINEAR_FMNIST, fixed_records, record
 
 CHROMIUM_FLAGS = [
@@ -97,7 +98,12 @@ def test_report_is_self_contained_with_every_section(report_inputs, tmp_path, ca
     text = out.read_text(encoding="utf-8")
     assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", text)  # nothing external
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
-    assert len(images) == 4  # curves of three runs + accuracy vs epochs (fmnist)
+    tables = build_tables(read_records(records_dir))
+    # a bar chart per table, curves of three runs, accuracy vs epochs (fmnist)
+    assert len(images) == len(tables) + 3 + 1
+    # the semi-supervised table's 3 seeds: our two bars carry their std as error bars
+    assert "bar chart of semisup-imagenet-val: BYOL (Grill et al. 2020): 6 bars; " in text
+    assert "BYOL (byol-r50-1000ep): 2 bars" in text
     # the one-epoch run draws a curve, not a dot: 20 step points (a resumed step counted once)
     assert 'alt="pretraining curves of short: 20 step points, 1 epoch points' in text
     for table_id in ("linear-imagenet-val", "linear-fmnist-test", "dense"):
@@ -171,3 +177,19 @@ def test_the_random_init_linear_probe_is_the_curves_baseline(report_inputs):
     records = [*fixed_records()]
     assert report.random_init_baseline(records, runs / "short") == 78.05  # fmnist, random init
     assert report.random_init_baseline(records, runs / "demo") is None  # no config.json
+
+
+def test_bar_errors_are_the_interval_else_the_std_over_seeds():
+    with_interval = dataclasses.replace(
+        record("16:00:00", "4" * 64, LINEAR_FMNIST, {"top1": 81.0, "top5": 99.0}, label="x"),
+        intervals={"top1": [80.0, 82.5], "top5": [98.5, 99.5]},
+    )
+    tables = {table.id: table for table in build_tables([*fixed_records(), with_interval])}
+    fmnist = tables["linear-fmnist-test"]
+    row = next(row for row in fmnist.rows.index if fmnist.rows.at[row, "checkpoint"] == "x")
+    assert report.bar_error(fmnist, row, fmnist.headers[0]) == (80.0, 82.5)
+    semisup = tables["semisup-imagenet-val"]
+    ours = next(row for row in semisup.rows.index if semisup.rows.at[row, "weights"] != "paper")
+    assert report.bar_error(semisup, ours, semisup.headers[0]) == pytest.approx((53.0, 55.0))
+    paper = next(row for row in semisup.rows.index if semisup.rows.at[row, "weights"] == "paper")
+    assert report.bar_error(semisup, paper, semisup.headers[0]) == (53.2, 53.2)  # no error bar
