@@ -17,18 +17,23 @@ done, result.json: the same command resumes an interrupted protocol where it sto
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from evaluate import harness
 from evaluate.transforms import Preprocessing
 from pretrain.data import dataset_stats
+from results import bootstrap
 from results.record import Task
 from slurm import submit as slurm_submit
 from transfer.segmentation.data import build_segmentation_set, check_sizes, hold_out_images
-from transfer.segmentation.engine import Job, run_job
+from transfer.segmentation.engine import PER_IMAGE_FILE, Job, run_job
+from transfer.segmentation.metrics import mean_iou_of_counts
 from transfer.segmentation.protocols import PROTOCOLS, SegmentationProtocol
 
 ENGINES = ("torchvision", "mmseg")
@@ -92,7 +97,8 @@ def resolve(config: SegmentationConfig) -> SegmentationProtocol:
 
 
 def run_protocol(config: SegmentationConfig, inputs: harness.EvalInputs) -> tuple:
-    """(metrics, selection): LR sweep on the held-out images if several LRs, then the seeds."""
+    """(metrics, selection, (intervals, examples)): LR sweep on the held-out images if several
+    LRs, then the seeds; the mIoU's bootstrap interval over the evaluated images."""
     settings, run_dir = config.settings, Path(inputs.work_dir)
     run_one = _engine(config.engine)
     candidates = []
@@ -140,7 +146,30 @@ def run_protocol(config: SegmentationConfig, inputs: harness.EvalInputs) -> tupl
         "eval_images": len(inputs.eval_set),
         "eval_ids_sha256": inputs.eval_set.fingerprint(),
     }
-    return {"miou": statistics.mean(mious)}, selection
+    final_dirs = [run_dir / f"final-lr{best:g}-seed{seed}" for seed in settings.seeds]
+    return {"miou": statistics.mean(mious)}, selection, miou_uncertainty(final_dirs)
+
+
+def miou_uncertainty(final_dirs: list[Path]) -> tuple[dict, dict]:
+    """(intervals, examples): the 95% bootstrap interval of the reported mIoU (the mean over
+    the seeds' runs), resampling the evaluated images jointly for every seed, from each run's
+    per-image counts (engine.PER_IMAGE_FILE; metrics.py). Empty where a run has none (the mmseg
+    engine, or a run finished before they were kept)."""
+    paths = [directory / PER_IMAGE_FILE for directory in final_dirs]
+    if not all(path.is_file() for path in paths):
+        return {}, {}
+    counts = [np.load(path) for path in paths]  # each [N, 3, K]
+
+    def statistic(index: np.ndarray) -> float:
+        return statistics.mean(mean_iou_of_counts(one[index].sum(axis=0)) for one in counts)
+
+    low, high = bootstrap.interval(statistic, len(counts[0]))
+    files = [
+        {"file": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        for path in paths
+    ]
+    examples = {"count": len(counts[0]), "bootstrap": bootstrap.settings(), "per_image": files}
+    return {"miou": [round(100 * low, 4), round(100 * high, 4)]}, examples
 
 
 def _engine(name: str):

@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,11 +30,12 @@ from pretrain.sampling import SeededBatches, sample_seed
 from results.atomic import write_atomic
 from transfer.segmentation.augment import IGNORE, Augmentation
 from transfer.segmentation.data import EvalPairs, SegmentationSet, TrainPairs
-from transfer.segmentation.metrics import confusion, mean_iou, per_class_iou
+from transfer.segmentation.metrics import confusion, image_counts, mean_iou, per_class_iou
 from transfer.segmentation.models import build_segmenter
 from transfer.segmentation.protocols import SegmentationProtocol
 
 log = logging.getLogger(__name__)
+PER_IMAGE_FILE = "per_image_counts.npy"  # [N, 3, K] int64: metrics.image_counts of each image
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,8 @@ def run_job(job: Job, encoder: nn.Module) -> dict:
         optimizer.load_state_dict(state["optimizer"])
         start, seconds = int(state["step"]), float(state["train_seconds"])
     seconds = train(model, optimizer, job, start, seconds)
-    matrix = evaluate(model, job.eval_set, job)
+    matrix, counts = evaluate(model, job.eval_set, job)
+    np.save(job.run_dir / PER_IMAGE_FILE, counts.numpy())  # for the bootstrap interval
     iterations = job.protocol.iterations
     result = {
         "lr": job.lr,
@@ -109,6 +112,7 @@ def run_job(job: Job, encoder: nn.Module) -> dict:
         "seconds_per_iteration": round(seconds / max(iterations, 1), 4),
         "eval_split": job.eval_set.split,
         "eval_images": len(job.eval_set),
+        "per_image_counts": PER_IMAGE_FILE,
     }
     write_atomic(result_path, json.dumps(result, indent=2).encode())
     return result
@@ -193,8 +197,9 @@ def train_step(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: SegmentationSet, job: Job) -> torch.Tensor:
-    """Confusion matrix [K, K] of the model's argmax over `images` (one image per batch)."""
+def evaluate(model: nn.Module, images: SegmentationSet, job: Job) -> tuple:
+    """Confusion matrix [K, K] of the model's argmax over `images` (one image per batch), and
+    each image's metrics.image_counts [N, 3, K] (int64)."""
     protocol, device = job.protocol, torch.device(job.device)
     aug = augmentation(job)
     loader = torch.utils.data.DataLoader(
@@ -202,12 +207,15 @@ def evaluate(model: nn.Module, images: SegmentationSet, job: Job) -> torch.Tenso
     )
     model.eval()
     matrix = torch.zeros(images.num_classes, images.num_classes, dtype=torch.int64)
+    counts = []
     for image, label in tqdm(loader, desc=f"eval {images.split}", unit="img"):
         logits = model(image.to(device))  # [1, K, h, w]
         if logits.shape[-2:] != label.shape[-2:]:  # rescaled input: back to the label's size
             logits = F.interpolate(
                 logits, size=label.shape[-2:], mode="bilinear", align_corners=False
             )
-        matrix += confusion(label[0], logits[0].argmax(0).cpu(), images.num_classes)
+        one = confusion(label[0], logits[0].argmax(0).cpu(), images.num_classes)
+        matrix += one
+        counts.append(image_counts(one))
     model.train()
-    return matrix
+    return matrix, torch.stack(counts)

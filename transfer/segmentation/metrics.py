@@ -4,6 +4,10 @@ As MoCo (He et al. 2020, detectron2's SemSegEvaluator) and mmseg's IoUMetric: on
 matrix summed over every evaluated pixel of the split (pixels labelled IGNORE = 255 excluded);
 IoU_k = TP_k / (TP_k + FP_k + FN_k); mIoU = the mean of IoU_k over the classes that occur in the
 ground truth or the predictions (a class absent from both has no IoU and is left out).
+
+Its 95% bootstrap interval resamples the evaluated images: each image's confusion matrix reduces
+to three K-vectors (true positives, ground-truth and predicted pixels per class), whose sums over
+any resample give every IoU (union = ground truth + predicted - true positives).
 """
 
 from __future__ import annotations
@@ -40,3 +44,17 @@ def mean_iou(matrix: torch.Tensor) -> float:
     if not present.any():
         raise ValueError("no labelled pixels: mIoU is undefined")
     return float(iou[present].mean())
+
+
+def image_counts(matrix: torch.Tensor) -> torch.Tensor:
+    """int64 [3, K] of one image's confusion matrix: true positives, ground-truth pixels and
+    predicted pixels per class (what a bootstrap over images needs)."""
+    return torch.stack([matrix.diag(), matrix.sum(1), matrix.sum(0)])
+
+
+def mean_iou_of_counts(counts) -> float:
+    """mIoU in [0, 1] from summed image_counts [3, K] (numpy or torch), as mean_iou."""
+    true_positive, truth, predicted = (counts[0] * 1.0, counts[1] * 1.0, counts[2] * 1.0)
+    union = truth + predicted - true_positive
+    present = union > 0
+    return float((true_positive[present] / union[present]).mean())

@@ -1,5 +1,6 @@
 """`python -m transfer.segmentation` end to end on tiny VOC2012 / ADE20K trees, and bad input."""
 
+import hashlib
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -57,6 +58,11 @@ def test_voc_protocol_sweep_seeds_and_one_record(tmp_path, capsys):
     assert [c["lr"] for c in selection["candidates"]] == [0.01, 0.1]
     assert selection["chosen_on"] == "heldout-2" and selection["lr"] in (0.01, 0.1)
     assert record.metrics["miou"] == selection["seeds"][0]["miou"]
+    # the bootstrap interval over the 2 val images, from the final run's per-image counts
+    (kept,) = record.examples["per_image"]
+    assert hashlib.sha256(open(kept["file"], "rb").read()).hexdigest() == kept["sha256"]
+    low, high = record.intervals["miou"]
+    assert 0 <= low <= high <= 100 and record.examples["count"] == 2
     assert record.config["settings"]["iterations"] == 2 and record.config["settings"]["crop"] == 48
     assert record.checkpoint.weights_sha256.startswith(export.stem.split("-")[1])
     assert f"mIoU {record.metrics['miou']:.2f}" in capsys.readouterr().out

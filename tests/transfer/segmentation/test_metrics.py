@@ -37,3 +37,23 @@ def test_matrices_add_over_images_and_bad_labels_are_refused():
         confusion(torch.tensor([5]), torch.tensor([0]), 2)
     with pytest.raises(ValueError, match="no labelled pixels"):
         mean_iou(confusion(torch.tensor([255]), torch.tensor([0]), 2))
+
+
+def test_per_image_counts_sum_to_the_split_miou_and_bootstrap_like_whole_matrices():
+    """The three K-vectors per image give the same mIoU as summed confusion matrices, for the
+    whole split and for any resample (the interval's statistic), checked against matrices."""
+    import numpy as np
+
+    from results import bootstrap
+    from transfer.segmentation.metrics import image_counts, mean_iou_of_counts
+
+    generator = torch.Generator().manual_seed(0)
+    matrices = torch.randint(0, 50, (12, 4, 4), generator=generator)
+    matrices[:, 3, :] = 0  # class 3 never in the ground truth of these images
+    counts = torch.stack([image_counts(matrix) for matrix in matrices]).numpy()
+    assert mean_iou_of_counts(counts.sum(0)) == pytest.approx(mean_iou(matrices.sum(0)))
+    by_counts = bootstrap.interval(lambda index: mean_iou_of_counts(counts[index].sum(0)), 12)
+    rng, whole = np.random.default_rng(0), []
+    for _ in range(1000):
+        whole.append(mean_iou(matrices[torch.from_numpy(rng.integers(0, 12, 12))].sum(0)))
+    assert by_counts == pytest.approx(tuple(np.percentile(whole, [2.5, 97.5])), abs=1e-12)
