@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -248,6 +249,7 @@ def parse_config(argv: list[str] | None) -> DetectionConfig:
         "<runs>/evals/detection/<protocol>/<sha8>-seed<seed>)",
     )
     add("--seed", type=int, help="data order, flips and new layers' initialisation (default 0)")
+    add("--seeds", type=int, nargs="+", help=harness.SEEDS_HELP)
     add("--ckpt-every-min", type=float, help="minutes between checkpoints (default 10)")
     add("--max-steps", type=int, help="stop after N iterations (smoke runs); schedule unchanged")
     group = parser.add_argument_group("protocol overrides (recorded as '<protocol>-custom')")
@@ -269,9 +271,20 @@ def parse_config(argv: list[str] | None) -> DetectionConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """One run, or one per seed of --seeds (harness.per_seed_argvs): here in turn, or with
+    --slurm one job each (a job array)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     with harness.error_boundary():
-        if slurm_submit.submit_cli_if_requested("transfer.detection", argv):  # --slurm: a job
+        argvs = harness.per_seed_argvs(argv)
+        if slurm_submit.submit_cli_if_requested(  # --slurm: a job (one per seed)
+            "transfer.detection", argv, tasks=harness.per_seed_argvs
+        ):
             return
+    harness.run_per_seed(argvs, evaluate_one)
+
+
+def evaluate_one(argv: list[str]) -> None:
+    """The detection protocol for one seed and its record."""
     config = parse_config(argv)
     with harness.error_boundary():
         protocol, changed = resolve_protocol(config)

@@ -119,7 +119,8 @@ def moco_detectron2_c4_24k() -> Protocol:
     PascalVOCDetectionEvaluator on VOC2007 test (11-point AP): AP50, AP75, AP (mean over IoU
     0.5:0.95).
     """
-    # DEVIATION(single-run): MoCo reports the mean of 5 runs; one record is one run (its seed).
+    # DEVIATION(single-run): MoCo reports the mean of 5 runs; one record is one run (its seed);
+    # `--seeds 0 1 2 3 4` runs five, and the tables show their mean ± std (results/frame.py).
     return Protocol(
         name=MOCO_PROTOCOL,
         dataset="voc07",

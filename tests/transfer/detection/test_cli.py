@@ -79,3 +79,28 @@ def test_default_work_dir_is_under_runs_evals_not_records(tmp_path):
     assert detection.prepare(explicit, detection.resolve_protocol(explicit)[0])[1].run_dir == (
         tmp_path / "mine"
     )
+
+
+def test_seeds_run_one_detection_each_here_or_as_a_job_array(monkeypatch, capsys):
+    """--seeds 0 1 2 (MoCo reports the mean of 5 runs): one run and record per seed, in turn
+    here, or one SLURM job each; the tables then show their mean ± std (n)."""
+    seen = []
+    monkeypatch.setattr(detection, "evaluate_one", lambda argv: seen.append(argv))
+    detection.main(["--ckpt", "random:resnet50", "--seeds", "0", "1", "2"])
+    assert [argv[-2:] for argv in seen] == [["--seed", "0"], ["--seed", "1"], ["--seed", "2"]]
+
+    from types import SimpleNamespace
+
+    from slurm import submit as slurm_submit
+
+    submitted = {}
+
+    def submit_array(profile, fn, arg_list, name, folder=None, after=()):
+        submitted["commands"] = [command for (command,) in arg_list]
+        paths = SimpleNamespace(stdout="out", stderr="err")
+        return [SimpleNamespace(job_id=f"9_{i}", paths=paths) for i in range(len(arg_list))]
+
+    monkeypatch.setattr(slurm_submit, "submit_array", submit_array)
+    detection.main(["--ckpt", "x.pt", "--seeds", "3", "4", "--slurm", "--profile", "example"])
+    assert [command[-2:] for command in submitted["commands"]] == [["--seed", "3"], ["--seed", "4"]]
+    assert "job array of 2 one-task jobs" in capsys.readouterr().out
