@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from evaluate import harness
+from results import bootstrap
 from results.record import Task
 from slurm import submit as slurm_submit
 from transfer.detection import models as detection_models
@@ -35,7 +36,12 @@ from transfer.detection import train as detection_train
 from transfer.detection.coco_eval import coco_metrics, coco_results
 from transfer.detection.data import CocoDetection, VocDetection
 from transfer.detection.protocols import PAPER_PROTOCOL, PROTOCOLS, Protocol
-from transfer.detection.voc_eval import Detections, GroundTruth, voc_detection_metrics
+from transfer.detection.voc_eval import (
+    Detections,
+    GroundTruth,
+    ap50_interval,
+    voc_detection_metrics,
+)
 
 ENGINES = ("torchvision", "detectron2")
 # Flags that change a protocol setting; giving one renames the recorded protocol "<name>-custom/v".
@@ -165,6 +171,13 @@ def evaluate(protocol: Protocol, predictions: list[dict], test_set) -> tuple[dic
     metrics, details = voc_detection_metrics(
         detections, ground_truth, len(test_set.classes), protocol.use_07_metric
     )
+    low, high = ap50_interval(
+        detections, ground_truth, len(test_set.classes), protocol.use_07_metric
+    )
+    details["uncertainty"] = (
+        {"ap50": [round(low, 4), round(high, 4)]},
+        {"count": len(ground_truth), "bootstrap": bootstrap.settings()},
+    )
     return metrics, details
 
 
@@ -183,13 +196,14 @@ def run_torchvision(
     started = time.monotonic()
     predictions = detection_train.predict(detector, inputs.eval_set, run.device, config.num_workers)
     metrics, details = evaluate(protocol, predictions, inputs.eval_set)
+    uncertainty = details.pop("uncertainty", ({}, {}))
     selection = {
         **summary,
         "backbone_tensors_loaded": loaded,
         "eval_seconds_per_image": (time.monotonic() - started) / max(len(inputs.eval_set), 1),
         **{k: [None if a is None else round(100 * a, 3) for a in v] for k, v in details.items()},
     }
-    return {k: round(float(v), 4) for k, v in metrics.items()}, selection
+    return {k: round(float(v), 4) for k, v in metrics.items()}, selection, uncertainty
 
 
 def prepare(
@@ -299,11 +313,12 @@ def evaluate_one(argv: list[str]) -> None:
             detectron2_runner.require_detectron2(protocol.name)
         inputs, run = prepare(config, protocol)
 
-        def run_engine() -> tuple[dict, dict]:
+        def run_engine() -> tuple[dict, dict, tuple]:
+            uncertainty = ({}, {})  # the detectron2 engine gives no per-image data
             if config.engine == "detectron2":
                 metrics, selection = detectron2_runner.run(config, protocol, inputs, run)
             else:
-                metrics, selection = run_torchvision(config, protocol, inputs, run)
+                metrics, selection, uncertainty = run_torchvision(config, protocol, inputs, run)
             selection = {
                 "engine": config.engine,
                 "run_dir": str(run.run_dir),
@@ -311,7 +326,7 @@ def evaluate_one(argv: list[str]) -> None:
                 "protocol_settings": dataclasses.asdict(protocol),
                 "overrides": changed,
             }
-            return metrics, json.loads(json.dumps(selection, default=_plain))
+            return metrics, json.loads(json.dumps(selection, default=_plain)), uncertainty
 
         task = Task("detection", config.dataset, inputs.eval_split, protocol.name)
         record, path = harness.record_run(inputs, config, task, run_engine)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from results import bootstrap
+
 IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.50 ... 0.95
 
 
@@ -71,19 +73,25 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area + areas - inter, np.finfo(np.float64).eps)
 
 
-def class_ap(
-    detections: list[Detections],
-    ground_truth: list[GroundTruth],
-    label: int,
-    iou_threshold: float,
-    use_07_metric: bool,
-) -> float | None:
-    """AP of class `label` over all images (lists aligned by image); None without positives."""
+@dataclass(frozen=True)
+class ClassMatches:
+    """One class's detections of all images in descending score order, each a true or a false
+    positive (or neither: a difficult object), and its non-difficult objects per image."""
+
+    images: np.ndarray  # [D] the image of each detection
+    true_pos: np.ndarray  # [D] 0/1
+    false_pos: np.ndarray  # [D] 0/1
+    positives: np.ndarray  # [N images] non-difficult objects of the class
+
+
+def class_matches(
+    detections: list[Detections], ground_truth: list[GroundTruth], label: int, iou_threshold: float
+) -> ClassMatches:
+    """The greedy matching of the module docstring for class `label`. A detection's outcome
+    depends on its own image only, so a resample of images keeps every flag."""
     gt_boxes = [gt.boxes[gt.labels == label] for gt in ground_truth]
     gt_difficult = [gt.difficult[gt.labels == label].astype(bool) for gt in ground_truth]
-    positives = sum(int((~difficult).sum()) for difficult in gt_difficult)
-    if positives == 0:
-        return None
+    positives = np.array([int((~difficult).sum()) for difficult in gt_difficult])
     image_ids, scores, boxes = [], [], []
     for image, det in enumerate(detections):
         keep = det.labels == label
@@ -91,7 +99,7 @@ def class_ap(
         scores.append(det.scores[keep])
         boxes.append(det.boxes[keep])
     if not image_ids:
-        return 0.0
+        return ClassMatches(np.zeros(0, dtype=int), np.zeros(0), np.zeros(0), positives)
     order = np.argsort(-np.concatenate(scores), kind="stable")
     boxes_sorted = np.concatenate(boxes)[order]
     images_sorted = np.asarray(image_ids)[order]
@@ -114,10 +122,57 @@ def class_ap(
             matched[image][best] = True
         else:
             false_pos[d] = 1  # a duplicate of a matched object
-    true_pos, false_pos = np.cumsum(true_pos), np.cumsum(false_pos)
+    return ClassMatches(images_sorted, true_pos, false_pos, positives)
+
+
+def matches_ap(matches: ClassMatches, use_07_metric: bool, weights=None) -> float | None:
+    """AP of one class's matches, each image counted `weights[image]` times (a bootstrap
+    resample; default once); None without positives. Copies of one image's detections share
+    their scores, so they count as one step of the precision/recall curve."""
+    weights = np.ones(len(matches.positives)) if weights is None else weights
+    positives = float(weights @ matches.positives)
+    if positives == 0:
+        return None
+    if len(matches.images) == 0:
+        return 0.0
+    counted = weights[matches.images]
+    true_pos = np.cumsum(matches.true_pos * counted)
+    false_pos = np.cumsum(matches.false_pos * counted)
     recall = true_pos / positives
     precision = true_pos / np.maximum(true_pos + false_pos, np.finfo(np.float64).eps)
     return voc_ap(recall, precision, use_07_metric)
+
+
+def class_ap(
+    detections: list[Detections],
+    ground_truth: list[GroundTruth],
+    label: int,
+    iou_threshold: float,
+    use_07_metric: bool,
+) -> float | None:
+    """AP of class `label` over all images (lists aligned by image); None without positives."""
+    matches = class_matches(detections, ground_truth, label, iou_threshold)
+    return matches_ap(matches, use_07_metric)
+
+
+def ap50_interval(
+    detections: list[Detections],
+    ground_truth: list[GroundTruth],
+    num_classes: int,
+    use_07_metric: bool = True,
+) -> tuple[float, float]:
+    """95% bootstrap interval (percent) of the mAP at IoU 0.5 over the test images
+    (results/bootstrap.py): each resample reweights the images, every class's matches fixed."""
+    matches = [class_matches(detections, ground_truth, c, 0.5) for c in range(1, num_classes + 1)]
+    count = len(ground_truth)
+
+    def statistic(index: np.ndarray) -> float:
+        weights = np.bincount(index, minlength=count).astype(np.float64)
+        aps = [matches_ap(one, use_07_metric, weights) for one in matches]
+        return float(np.mean([ap for ap in aps if ap is not None]))
+
+    low, high = bootstrap.interval(statistic, count)
+    return 100.0 * low, 100.0 * high
 
 
 def voc_detection_metrics(

@@ -10,6 +10,7 @@ from transfer.detection.data import CocoDetection, VocDetection
 from transfer.detection.voc_eval import (
     Detections,
     GroundTruth,
+    ap50_interval,
     class_ap,
     voc_ap,
     voc_detection_metrics,
@@ -119,3 +120,37 @@ def test_coco_ground_truth_as_predictions_scores_100_boxes_and_masks(tmp_path):
     shifted = [dict(p, boxes=p["boxes"] + np.array([3.0, 0.0, 3.0, 0.0])) for p in predictions]
     worse = coco_metrics(val.coco, coco_results(shifted, val.image_ids, val.category_ids), False)
     assert worse["ap50"] == pytest.approx(100.0) and worse["ap"] < 100.0
+
+
+def random_voc_problem(images: int = 40, seed: int = 0):
+    """Ground truth (some difficult) and noisy detections of 3 classes on `images` images."""
+    rng = np.random.default_rng(seed)
+    ground_truth, detections = [], []
+    for _ in range(images):
+        count = rng.integers(1, 4)
+        corner = rng.uniform(0, 50, (count, 2))
+        boxes = np.concatenate([corner, corner + rng.uniform(10, 40, (count, 2))], axis=1)
+        labels = rng.integers(1, 4, count)
+        ground_truth.append(GroundTruth(boxes, labels, rng.random(count) < 0.1))
+        found = rng.integers(0, count, rng.integers(0, 5))
+        noisy = boxes[found] + rng.normal(0, 6, (len(found), 4))
+        guessed = np.where(
+            rng.random(len(found)) < 0.8, labels[found], rng.integers(1, 4, len(found))
+        )
+        detections.append(Detections(noisy, guessed, rng.random(len(found))))
+    return detections, ground_truth
+
+
+def test_ap50_interval_equals_resampling_whole_images_through_the_evaluator():
+    """The interval reweights fixed per-image matches; the reference duplicates the resampled
+    images and runs the whole VOC evaluation on each of the 1,000 resamples (same seed)."""
+    detections, ground_truth = random_voc_problem()
+    low, high = ap50_interval(detections, ground_truth, 3)
+    rng, values = np.random.default_rng(0), []
+    for _ in range(1000):
+        index = rng.integers(0, 40, 40)
+        picked = ([detections[i] for i in index], [ground_truth[i] for i in index])
+        values.append(voc_detection_metrics(*picked, 3)[0]["ap50"])
+    assert (low, high) == pytest.approx(tuple(np.percentile(values, [2.5, 97.5])), abs=1e-6)
+    point = voc_detection_metrics(detections, ground_truth, 3)[0]["ap50"]
+    assert low < point < high

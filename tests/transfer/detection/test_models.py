@@ -112,6 +112,10 @@ def _run(ckpt, data, records, run_dir, *flags: str) -> None:
     detection.main([*inputs, *outputs, *TINY, *flags])
 
 
+def read_voc_test(root):
+    return VocDetection(root, [("2007", "test")])
+
+
 def _only_record(records_dir):
     (record,) = read_records(records_dir)  # validated on read
     return record
@@ -125,6 +129,8 @@ def test_c4_trains_evaluates_and_resumes(export, voc, tmp_path):
     assert (first.task.dataset, first.task.split) == ("voc07", "test")
     assert first.task.protocol == "byol-paper-frcnn-c4-custom/1"  # sizes were changed
     assert set(first.metrics) == {"ap50", "ap", "ap75"}
+    low, high = first.intervals["ap50"]  # the bootstrap interval over the test images
+    assert 0 <= low <= high <= 100 and first.examples["count"] == len(read_voc_test(voc))
     assert first.selection["overrides"]["test_size"] == [1024, 96]
     assert first.selection["iterations_run"] == 2 and first.selection["resumed_from"] == 0
     assert first.selection["backbone_tensors_loaded"] == 100  # 120 - 20 BN step counters
