@@ -400,7 +400,18 @@ def classifier_hits(
     model: nn.Module, images: ImageDataset, setup: FinetuneSetup, desc: str
 ) -> dict[int, torch.Tensor]:
     """{1: [N], 5: [N]} (bool, CPU): is each image's label the model's first / among its top 5,
-    on the centre-crop view; each rank scores its share and the rows are summed over ranks."""
+    on the centre-crop view (classifier_scores)."""
+    scores = classifier_scores(model, images, setup, desc)
+    return topk_hits(scores, torch.tensor(images.targets, dtype=torch.long))
+
+
+@torch.no_grad()
+def classifier_scores(
+    model: nn.Module, images: ImageDataset, setup: FinetuneSetup, desc: str
+) -> torch.Tensor:
+    """Logits [N, C] (float64, CPU) of the centre-crop view of `images`; each rank scores its
+    share (rank, rank + world size, ...) and the rows are summed over ranks (each row is
+    written by one rank only, so the sum is exact)."""
     model.eval()
     info = setup.info
     rows = list(range(info.rank, len(images), info.world_size))
@@ -410,18 +421,15 @@ def classifier_hits(
         num_workers=setup.num_workers,
         pin_memory=setup.device.type == "cuda",
     )
-    hits = torch.zeros(2, len(images), dtype=torch.float64, device=setup.device)  # top-1, top-5
+    scores = torch.zeros(len(images), setup.num_classes, device=setup.device)
     done = 0
     with tqdm(total=len(rows), desc=desc, unit="img", disable=not info.is_main) as bar:
-        for views, labels in loader:
-            labels = labels.to(setup.device, non_blocking=True)
+        for views, _ in loader:
             with autocast(setup):
                 logits = model(views.to(setup.device, non_blocking=True))  # [B, C]
-            batch = topk_hits(logits.float(), labels)
-            index = torch.tensor(rows[done : done + len(labels)], device=setup.device)
-            hits[0, index], hits[1, index] = batch[1].double(), batch[5].double()
-            done += len(labels)
-            bar.update(len(labels))
-    dist.all_reduce_sum(hits)
+            scores[rows[done : done + len(views)]] = logits.float()
+            done += len(views)
+            bar.update(len(views))
+    dist.all_reduce_sum(scores)
     model.train()
-    return {1: hits[0].cpu() > 0.5, 5: hits[1].cpu() > 0.5}
+    return scores.double().cpu()

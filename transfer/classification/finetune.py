@@ -36,15 +36,19 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from evaluate import harness
-from evaluate.finetune import Cell, FinetuneSetup, autocast, run_cell, trained_classifier
+from evaluate.finetune import (
+    Cell,
+    FinetuneSetup,
+    classifier_scores,
+    run_cell,
+    trained_classifier,
+)
 from evaluate.grid_jobs import submit_cells_then_final
 from evaluate.splits import data_fingerprint
 from pretrain import dist
-from pretrain.data import ConcatImages, ImageDataset, SubsetDataset
+from pretrain.data import ConcatImages, ImageDataset
 from pretrain.sampling import SeededBatches
 from transfer.classification.finetune_grids import (
     GRIDS,
@@ -72,35 +76,6 @@ class MultiLabelImages(ImageDataset):
     def load(self, index: int):
         image, _ = self.base.load(index)
         return image, self.label_targets[index]
-
-
-@torch.no_grad()
-def classifier_scores(
-    model: nn.Module, images: ImageDataset, setup: FinetuneSetup, desc: str
-) -> torch.Tensor:
-    """Logits [N, C] (float64, CPU) of the test view of `images`; each rank scores its share
-    and the rows are summed over ranks."""
-    model.eval()
-    info = setup.info
-    rows = list(range(info.rank, len(images), info.world_size))
-    loader = DataLoader(
-        setup.preprocessing.eval_dataset(SubsetDataset(images, rows)),
-        batch_size=max(setup.batch_size // info.world_size, 1),
-        num_workers=setup.num_workers,
-        pin_memory=setup.device.type == "cuda",
-    )
-    scores = torch.zeros(len(images), setup.num_classes, dtype=torch.float64, device=setup.device)
-    done = 0
-    with tqdm(total=len(rows), desc=desc, unit="img", disable=not info.is_main) as bar:
-        for views, _ in loader:
-            with autocast(setup):
-                logits = model(views.to(setup.device, non_blocking=True))  # [B, C]
-            scores[rows[done : done + len(views)]] = logits.double()
-            done += len(views)
-            bar.update(len(views))
-    dist.all_reduce_sum(scores)
-    model.train()
-    return scores.cpu()
 
 
 def score_images(
