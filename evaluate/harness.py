@@ -167,53 +167,6 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, series: bool = Fals
     slurm_submit.add_slurm_arguments(parser)  # handled before parsing: submit_cli_if_requested
 
 
-SEEDS_HELP = (
-    "run the whole protocol once per seed, one record each (held-out draws, subsets, sample "
-    "order, head init); the tables show their mean ± std and count (replaces --seed)"
-)
-
-
-def per_seed_argvs(argv: list[str]) -> list[list[str]]:
-    """`--seeds A B ...` as one argument list per seed (`--seed A`, ...); without it, [argv].
-    A seed named twice runs once."""
-    if "--seeds" not in argv:
-        return [list(argv)]
-    start = argv.index("--seeds")
-    values = []
-    for item in argv[start + 1 :]:
-        if item.startswith("--"):
-            break
-        values.append(item)
-    if not values or not all(value.lstrip("-").isdigit() for value in values):
-        raise InputError(f"--seeds takes one or more integers, not {values or 'nothing'}")
-    rest = argv[:start] + argv[start + 1 + len(values) :]
-    if "--seed" in rest:
-        raise InputError("--seed and --seeds do not go together: pass the seeds to --seeds")
-    return [[*rest, "--seed", value] for value in dict.fromkeys(values)]
-
-
-def run_per_seed(argvs: list[list[str]], run_one: Callable[[list[str]], None]) -> None:
-    """run_one(argv) per seed; a seed that fails (its record says so) does not stop the others,
-    and the command then exits with status 1 naming the failed seeds."""
-    if len(argvs) == 1:
-        run_one(argvs[0])
-        return
-    failed = []
-    for argv in argvs:
-        seed = argv[argv.index("--seed") + 1]
-        print(f"seed {seed} ({argvs.index(argv) + 1} of {len(argvs)})", flush=True)
-        try:
-            run_one(argv)
-        except SystemExit as exit:
-            if exit.code == 2:
-                raise
-            if exit.code not in (0, None):
-                print(exit.code if isinstance(exit.code, str) else "", file=sys.stderr, flush=True)
-                failed.append(seed)
-    if failed:
-        sys.exit(f"error: {len(failed)} of {len(argvs)} seeds failed: {', '.join(failed)}")
-
-
 def config_from_args(config_class: type, args: argparse.Namespace):
     """`config_class` with every flag that was given applied over its defaults."""
     if isinstance(getattr(args, "ckpt", None), list):  # a series CLI's --ckpt (nargs="+")

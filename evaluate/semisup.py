@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from evaluate import harness
+from evaluate import harness, series
 from evaluate.finetune import Cell, FinetuneSetup, classifier_hits, run_cell, trained_classifier
 from evaluate.grid_jobs import submit_cells_then_final
 from evaluate.metrics import percent, uncertainty
@@ -247,7 +247,7 @@ def parse_config(argv: list[str] | None) -> tuple[SemiSupConfig, int | None]:
     harness.add_common_arguments(parser)
     add = parser.add_argument
     add("--fraction", type=int, required=True, help="percent of labels: 1 or 10 (BYOL Table 2)")
-    add("--seeds", type=int, nargs="+", help=harness.SEEDS_HELP)
+    add("--seeds", type=int, nargs="+", help=series.SEEDS_HELP)
     add(
         "--split-file",
         help="one training image name per line; ImageNet: SimCLR's imagenet_subsets/"
@@ -329,14 +329,14 @@ def submit_grid_if_requested(argv: list[str] | None) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The grid once, or once per seed of --seeds (harness.per_seed_argvs): here in turn, or
+    """The grid once, or once per seed of --seeds (series.per_seed_argvs): here in turn, or
     with --slurm one grid (array + final job) per seed."""
     argv = sys.argv[1:] if argv is None else list(argv)
     with harness.error_boundary():
-        argvs = harness.per_seed_argvs(argv)
+        argvs = series.per_seed_argvs(argv)
         if all([submit_grid_if_requested(one) for one in argvs]):  # --slurm: the grid(s) as jobs
             return
-    harness.run_per_seed(argvs, evaluate_one)
+    series.run_series(argvs, evaluate_one, what="seed")
 
 
 def evaluate_one(argv: list[str]) -> None:

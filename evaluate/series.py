@@ -1,4 +1,6 @@
-"""Checkpoint series: `--ckpt` with several files, a glob or a run directory.
+"""Series of runs of one CLI: checkpoints (`--ckpt` with several files, a glob or a run
+directory) and seeds (`--seeds A B ...`, per_seed_argvs: one run and record per seed, whose
+mean ± std the tables show).
 
     python -m evaluate.knn --ckpt RUNS/r18 --dataset cifar10            (every keeper of a run)
     python -m evaluate.knn --ckpt 'RUNS/r18/checkpoints/epoch_*.pt' --dataset cifar10
@@ -112,16 +114,19 @@ def per_checkpoint_argvs(argv: Sequence[str]) -> list[list[str]]:
     return [[*rest, "--ckpt", spec] for spec in expand_checkpoints(args.ckpt)]
 
 
-def run_series(argvs: Sequence[list[str]], run_one: Callable[[list[str]], None]) -> None:
-    """run_one(argv) for each checkpoint's argv, in order. One checkpoint: as it is. Several: a
-    checkpoint that fails (its record says so) does not stop the others; the command then exits
-    with status 1 naming the failed ones. A usage error (status 2) stops at once."""
+def run_series(
+    argvs: Sequence[list[str]], run_one: Callable[[list[str]], None], what: str = "checkpoint"
+) -> None:
+    """run_one(argv) for each argv of a series (`what`: checkpoint or seed; each argv ends with
+    its checkpoint or seed), in order. One: as it is. Several: one that fails (its record says
+    so) does not stop the others; the command then exits with status 1 naming the failed ones.
+    A usage error (status 2) stops at once."""
     if len(argvs) == 1:
         run_one(list(argvs[0]))
         return
     failed = []
     for number, argv in enumerate(argvs, 1):
-        print(f"checkpoint {number}/{len(argvs)}: {argv[-1]}", flush=True)
+        print(f"{what} {number}/{len(argvs)}: {argv[-1]}", flush=True)
         try:
             run_one(list(argv))
         except SystemExit as exit:
@@ -131,4 +136,29 @@ def run_series(argvs: Sequence[list[str]], run_one: Callable[[list[str]], None])
                 print(exit.code if isinstance(exit.code, str) else "", file=sys.stderr, flush=True)
                 failed.append(argv[-1])
     if failed:
-        sys.exit(f"error: {len(failed)} of {len(argvs)} checkpoints failed: {', '.join(failed)}")
+        sys.exit(f"error: {len(failed)} of {len(argvs)} {what}s failed: {', '.join(failed)}")
+
+
+SEEDS_HELP = (
+    "run the whole protocol once per seed, one record each (held-out draws, subsets, sample "
+    "order, head init); the tables show their mean ± std and count (replaces --seed)"
+)
+
+
+def per_seed_argvs(argv: list[str]) -> list[list[str]]:
+    """`--seeds A B ...` as one argument list per seed (`--seed A`, ...); without it, [argv].
+    A seed named twice runs once."""
+    if "--seeds" not in argv:
+        return [list(argv)]
+    start = argv.index("--seeds")
+    values = []
+    for item in argv[start + 1 :]:
+        if item.startswith("--"):
+            break
+        values.append(item)
+    if not values or not all(value.lstrip("-").isdigit() for value in values):
+        raise SeriesError(f"--seeds takes one or more integers, not {values or 'nothing'}")
+    rest = argv[:start] + argv[start + 1 + len(values) :]
+    if "--seed" in rest:
+        raise SeriesError("--seed and --seeds do not go together: pass the seeds to --seeds")
+    return [[*rest, "--seed", value] for value in dict.fromkeys(values)]

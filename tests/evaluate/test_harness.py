@@ -243,18 +243,3 @@ def test_inputs_compute_single_position_convolutions_as_matrix_products(tmp_path
     images = torch.rand(4, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(inputs.encoder.eval()(images), plain.eval()(images))
-
-
-def test_seeds_expand_to_one_run_per_seed():
-    argv = ["--ckpt", "x.pt", "--seeds", "0", "2", "0", "--fraction", "1"]
-    assert harness.per_seed_argvs(argv) == [
-        ["--ckpt", "x.pt", "--fraction", "1", "--seed", "0"],
-        ["--ckpt", "x.pt", "--fraction", "1", "--seed", "2"],
-    ]
-    assert harness.per_seed_argvs(["--ckpt", "x.pt"]) == [["--ckpt", "x.pt"]]
-    with pytest.raises(harness.InputError, match="--seed and --seeds"):
-        harness.per_seed_argvs(["--seeds", "1", "--seed", "0"])
-    with pytest.raises(harness.InputError, match="one or more integers"):
-        harness.per_seed_argvs(["--seeds", "a"])
-    with pytest.raises(harness.InputError, match="one or more integers"):
-        harness.per_seed_argvs(["--seeds", "--ckpt", "x.pt"])

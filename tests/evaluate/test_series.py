@@ -10,6 +10,7 @@ epoch would take minutes on a shared CPU). Same code path as a real run.
 import html
 import json
 import re
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -86,8 +87,9 @@ def test_a_run_dir_gives_one_record_per_keeper_and_the_report_draws_the_curve(ke
     assert curve.baseline == baseline.metrics["top1"]
     out = tmp_path / "report.html"
     report.main(["--records", str(records_dir), "--out", str(out)])
-    (alt,) = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,', out.read_text())
-    alt = html.unescape(alt)
+    alts = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,', out.read_text())
+    (alt,) = [html.unescape(alt) for alt in alts if alt.startswith("top-1 against")]
+    assert any(alt.startswith("bar chart of") for alt in alts)  # and the table's bars
     assert "tiny: 3 points at epochs 1, 2, 3" in alt
     assert f"random init resnet18: {baseline.metrics['top1']:.1f}" in alt
 
@@ -200,3 +202,28 @@ def test_one_file_clis_refuse_a_run_directory_with_a_sentence(tmp_path):
     _touch(tmp_path / "run" / "checkpoints" / "epoch_0001.pt")
     with pytest.raises(CheckpointError, match="is a directory: a run directory stands for"):
         load_encoder(str(tmp_path / "run"))
+
+
+def test_seeds_expand_to_one_run_per_seed():
+    argv = ["--ckpt", "x.pt", "--seeds", "0", "2", "0", "--fraction", "1"]
+    assert series.per_seed_argvs(argv) == [
+        ["--ckpt", "x.pt", "--fraction", "1", "--seed", "0"],
+        ["--ckpt", "x.pt", "--fraction", "1", "--seed", "2"],
+    ]
+    assert series.per_seed_argvs(["--ckpt", "x.pt"]) == [["--ckpt", "x.pt"]]
+    with pytest.raises(series.SeriesError, match="--seed and --seeds"):
+        series.per_seed_argvs(["--seeds", "1", "--seed", "0"])
+    with pytest.raises(series.SeriesError, match="one or more integers"):
+        series.per_seed_argvs(["--seeds", "a"])
+    with pytest.raises(series.SeriesError, match="one or more integers"):
+        series.per_seed_argvs(["--seeds", "--ckpt", "x.pt"])
+
+
+def test_a_failed_seed_does_not_stop_the_others(capsys):
+    def run_one(argv):
+        if argv[-1] == "1":
+            sys.exit("error: seed 1 diverged")
+
+    with pytest.raises(SystemExit, match="1 of 3 seeds failed: 1"):
+        series.run_series(series.per_seed_argvs(["--seeds", "0", "1", "2"]), run_one, "seed")
+    assert "seed 3/3: 2" in capsys.readouterr().out

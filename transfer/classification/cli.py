@@ -22,7 +22,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
-from evaluate import harness
+from evaluate import harness, series
 from evaluate.transforms import Preprocessing
 from pretrain import dist
 from pretrain.data import dataset_stats
@@ -209,7 +209,7 @@ def evaluate_one(config: TransferConfig, cell: int | None = None) -> None:
 
 def per_run_argvs(argv: list[str]) -> list[list[str]]:
     """One argument list per data set of --dataset and seed of --seeds."""
-    return [one for dataset in per_dataset_argvs(argv) for one in harness.per_seed_argvs(dataset)]
+    return [one for dataset in per_dataset_argvs(argv) for one in series.per_seed_argvs(dataset)]
 
 
 def per_dataset_argvs(argv: list[str]) -> list[list[str]]:
@@ -272,7 +272,7 @@ def parse_config(argv: list[str] | None) -> tuple[TransferConfig, int | None]:
     add("--image-size", type=int, help="input size (default 224: the paper's)")
     add("--batch-size", type=int, help="images per feature-extraction batch (default 256)")
     add("--seed", type=int, help="held-out draws and Caltech-101's train/test draw (default 0)")
-    add("--seeds", type=int, nargs="+", help=harness.SEEDS_HELP)
+    add("--seeds", type=int, nargs="+", help=series.SEEDS_HELP)
     add(
         "--run-dir",
         help="work directory (default: <runs>/evals/transfer-cls/<protocol>/"

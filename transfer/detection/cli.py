@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from evaluate import harness
+from evaluate import harness, series
 from results import bootstrap
 from results.record import Task
 from slurm import submit as slurm_submit
@@ -263,7 +263,7 @@ def parse_config(argv: list[str] | None) -> DetectionConfig:
         "<runs>/evals/detection/<protocol>/<sha8>-seed<seed>)",
     )
     add("--seed", type=int, help="data order, flips and new layers' initialisation (default 0)")
-    add("--seeds", type=int, nargs="+", help=harness.SEEDS_HELP)
+    add("--seeds", type=int, nargs="+", help=series.SEEDS_HELP)
     add("--ckpt-every-min", type=float, help="minutes between checkpoints (default 10)")
     add("--max-steps", type=int, help="stop after N iterations (smoke runs); schedule unchanged")
     group = parser.add_argument_group("protocol overrides (recorded as '<protocol>-custom')")
@@ -285,16 +285,16 @@ def parse_config(argv: list[str] | None) -> DetectionConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """One run, or one per seed of --seeds (harness.per_seed_argvs): here in turn, or with
+    """One run, or one per seed of --seeds (series.per_seed_argvs): here in turn, or with
     --slurm one job each (a job array)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     with harness.error_boundary():
-        argvs = harness.per_seed_argvs(argv)
+        argvs = series.per_seed_argvs(argv)
         if slurm_submit.submit_cli_if_requested(  # --slurm: a job (one per seed)
-            "transfer.detection", argv, tasks=harness.per_seed_argvs
+            "transfer.detection", argv, tasks=series.per_seed_argvs
         ):
             return
-    harness.run_per_seed(argvs, evaluate_one)
+    series.run_series(argvs, evaluate_one, what="seed")
 
 
 def evaluate_one(argv: list[str]) -> None:
