@@ -19,7 +19,6 @@ import base64
 import html
 import io
 import json
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,19 +30,11 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from results import render, runlog  # noqa: E402
 from results.errors import ByolBenchError  # noqa: E402
+from results.figures import bar_figure, curves_alt, curves_figure  # noqa: E402
 from results.frame import select_latest  # noqa: E402
 from results.record import Record, read_records, to_dict, utc_now  # noqa: E402
 from results.tables import build_tables  # noqa: E402
 
-CURVES = (  # (title, log.jsonl keys); step lines and epoch lines (results/runlog.py)
-    ("BYOL loss (both directions, summed)", ("loss",)),
-    (
-        "online probe top-1 (%)",
-        ("online_probe_train_top1", "online_probe_test_top1", "online_probe_heldout_top1"),
-    ),
-    ("learning rate", ("lr",)),
-    ("target decay rate tau", ("tau",)),
-)
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}
 h1{font-size:1.6em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
@@ -77,47 +68,6 @@ def read_logs(runs: Path | None) -> dict[str, list[dict]]:
         if path.is_file():
             logs[path.parent.name] = runlog.read_log(path)
     return logs
-
-
-def curves_figure(name: str, lines: list[dict], baseline: float | None = None) -> Figure:
-    """Loss, online-probe accuracy, lr and tau of one run against the training step (images
-    seen on the top axis): the step lines as curves, the epoch lines as dots; `baseline`, the
-    random-init linear probe's top-1 on the run's data set, as a horizontal line."""
-    figure = Figure(figsize=(12, 3.0), layout="constrained")
-    steps, epochs = runlog.step_lines(lines), runlog.epoch_lines(lines)
-    images_per_step = steps[-1]["images_seen"] / steps[-1]["step"] if steps else None
-    for index, (title, keys) in enumerate(CURVES):
-        axes = figure.add_subplot(1, len(CURVES), index + 1)
-        for key in keys:
-            for part, style in ((steps, "-"), (epochs, "o")):
-                points = [(line["step"], line[key]) for line in part if key in line]
-                if points:
-                    label = key if part is steps or not any(key in x for x in steps) else None
-                    axes.plot(*zip(*points), style, label=label, markersize=3, linewidth=1)
-        if baseline is not None and index == 1:
-            axes.axhline(baseline, color="grey", linestyle="--", label="random init (linear)")
-        axes.set_title(title, fontsize=9)
-        axes.set_xlabel("step", fontsize=8)
-        axes.tick_params(labelsize=7)
-        if images_per_step:
-            top = axes.secondary_xaxis(
-                "top", functions=(lambda x: x * images_per_step, lambda x: x / images_per_step)
-            )
-            top.set_xlabel("images seen", fontsize=7)
-            top.tick_params(labelsize=6)
-        if index == 1:
-            axes.legend(fontsize=6)
-    figure.suptitle(f"pretraining: {name}", fontsize=10)
-    return figure
-
-
-def curves_alt(name: str, lines: list[dict]) -> str:
-    """The curve image's description: how many step and epoch points it draws."""
-    steps, epochs = runlog.step_lines(lines), runlog.epoch_lines(lines)
-    return (
-        f"pretraining curves of {name}: {len(steps)} step points, {len(epochs)} epoch points, "
-        f"up to step {max((line['step'] for line in lines), default=0)}"
-    )
 
 
 def random_init_baseline(records: list[Record], run_dir: Path) -> float | None:
@@ -261,48 +211,6 @@ def accuracy_figures(records: list[Record]) -> list[tuple[Figure, str]]:
         axes.legend(fontsize=7)
         figures.append((figure, curve_alt(curves)))
     return figures
-
-
-def bar_figure(table) -> tuple[Figure, str] | None:
-    """(figure, alt text) of one table as grouped bars: a group per column, a bar per row that
-    has a number there (the paper's rows and ours), with an error bar: the 95% bootstrap
-    interval where the record has one, else the std over seeds; None if nothing to draw."""
-    rows = [row for row in table.rows.index if (table.status.loc[row] == "complete").any()]
-    if not rows:
-        return None
-    figure = Figure(figsize=(max(6, 1.2 * len(table.headers) + 2), 3.6), layout="constrained")
-    axes = figure.add_subplot(1, 1, 1)
-    width = 0.8 / len(rows)
-    described = []
-    for index, row in enumerate(rows):
-        label = f"{table.rows.at[row, 'method']} ({table.rows.at[row, 'checkpoint']})"
-        xs, heights, errors = [], [], [[], []]
-        for position, column in enumerate(table.headers):
-            if table.status.at[row, column] != "complete":
-                continue
-            value = table.values.at[row, column]
-            low, high = bar_error(table, row, column)
-            xs.append(position + (index - (len(rows) - 1) / 2) * width)
-            heights.append(value)
-            errors[0].append(value - low)
-            errors[1].append(high - value)
-        axes.bar(xs, heights, width, yerr=errors, capsize=2, label=label)
-        described.append(f"{label}: {len(xs)} bars")
-    axes.set_xticks(range(len(table.headers)), table.headers, rotation=30, ha="right", fontsize=7)
-    axes.set_ylabel("%", fontsize=8)
-    axes.set_title(table.title, fontsize=9)
-    axes.legend(fontsize=6)
-    return figure, f"bar chart of {table.id}: " + "; ".join(described)
-
-
-def bar_error(table, row: str, column: str) -> tuple[float, float]:
-    """(low, high) of a bar's error bar: the bootstrap interval, else mean ± std, else none."""
-    value = table.values.at[row, column]
-    if table.lows is not None and not math.isnan(table.lows.at[row, column]):
-        return table.lows.at[row, column], table.highs.at[row, column]
-    if table.stds is not None and not math.isnan(table.stds.at[row, column]):
-        return value - table.stds.at[row, column], value + table.stds.at[row, column]
-    return value, value
 
 
 def provenance_rows(records: list[Record]) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from results import report
+from results import figures, report
 from results.record import read_records, write_record
 from results.tables import build_tables
 from tests.results.fixed import LINEAR_FMNIST, fixed_records, record
@@ -187,9 +187,9 @@ def test_bar_errors_are_the_interval_else_the_std_over_seeds():
     tables = {table.id: table for table in build_tables([*fixed_records(), with_interval])}
     fmnist = tables["linear-fmnist-test"]
     row = next(row for row in fmnist.rows.index if fmnist.rows.at[row, "checkpoint"] == "x")
-    assert report.bar_error(fmnist, row, fmnist.headers[0]) == (80.0, 82.5)
+    assert figures.bar_error(fmnist, row, fmnist.headers[0]) == (80.0, 82.5)
     semisup = tables["semisup-imagenet-val"]
     ours = next(row for row in semisup.rows.index if semisup.rows.at[row, "weights"] != "paper")
-    assert report.bar_error(semisup, ours, semisup.headers[0]) == pytest.approx((53.0, 55.0))
+    assert figures.bar_error(semisup, ours, semisup.headers[0]) == pytest.approx((53.0, 55.0))
     paper = next(row for row in semisup.rows.index if semisup.rows.at[row, "weights"] == "paper")
-    assert report.bar_error(semisup, paper, semisup.headers[0]) == (53.2, 53.2)  # no error bar
+    assert figures.bar_error(semisup, paper, semisup.headers[0]) == (53.2, 53.2)  # no error bar
