@@ -241,8 +241,8 @@ def submit_jobs(config: PipelineConfig, profile) -> list:
     return [pretrain, *evals, tables_job]
 
 
-def parse_config(argv: list[str] | None) -> tuple[PipelineConfig, argparse.Namespace]:
-    """PipelineConfig (paths made absolute, demo defaults applied) and the raw arguments."""
+def build_parser() -> argparse.ArgumentParser:
+    """The pipeline's flags (parse_config turns them into a PipelineConfig)."""
     parser = argparse.ArgumentParser(
         allow_abbrev=False,
         prog="python -m results.pipeline",
@@ -279,6 +279,12 @@ def parse_config(argv: list[str] | None) -> tuple[PipelineConfig, argparse.Names
     add("--max-steps", type=int, help="stop pretraining early (the schedule is unchanged)")
     add("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     slurm_submit.add_slurm_arguments(parser)
+    return parser
+
+
+def parse_config(argv: list[str] | None) -> tuple[PipelineConfig, argparse.Namespace]:
+    """PipelineConfig (paths made absolute, demo defaults applied) and the raw arguments."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.evals is None:
         args.evals = ",".join(DEMO_EVALS.get(args.preset, DEFAULT_EVALS))

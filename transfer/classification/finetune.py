@@ -117,15 +117,7 @@ def make_setup(
     """The settings of every cell trained on `train` and scored (`score_key`: `metric`) on
     `scored`; `key`: what else names the run (its data), for the resume check."""
     grid = GRIDS[grid_name]
-    batches = SeededBatches(  # the sampler of evaluate/finetune.py:cell_batches
-        len(train),
-        grid.batch_size,
-        seed,
-        world_size=info.world_size,
-        last="keep",
-        min_last=2 * info.world_size,
-    )
-    momentum = bn_momentum(batches.steps_per_epoch)
+    momentum = bn_momentum_of(len(train), grid.batch_size, seed, info)
     device, metadata = inputs.device, inputs.metadata
     if device.type == "cuda" and info.world_size > 1:
         device = torch.device("cuda", info.local_rank)
@@ -156,10 +148,7 @@ def make_setup(
             "weights_sha256": metadata["weights_sha256"],
             "protocol": protocol_name(grid_name),
             "metric": metric,
-            "batch_size": grid.batch_size,
-            "lr_batch_size": LR_BATCH_SIZE,
-            "momentum": grid.momentum,
-            "bn_momentum": momentum,
+            **grid_key(grid, momentum),
             "seed": seed,
             "precision": precision,
             "preprocessing": dataclasses.asdict(inputs.preprocessing),
@@ -170,6 +159,30 @@ def make_setup(
         heldout_score=scorer,
         heldout_keys=(score_key,),
     )
+
+
+def bn_momentum_of(images: int, batch_size: int, seed: int, info: dist.DistInfo) -> float:
+    """BN momentum from the steps per epoch of the cells' sampler (evaluate/finetune.py:
+    cell_batches) over `images` training images."""
+    batches = SeededBatches(
+        images,
+        batch_size,
+        seed,
+        world_size=info.world_size,
+        last="keep",
+        min_last=2 * info.world_size,
+    )
+    return bn_momentum(batches.steps_per_epoch)
+
+
+def grid_key(grid, momentum: float) -> dict:
+    """The grid's optimiser settings as they name a cell's run (the resume check)."""
+    return {
+        "batch_size": grid.batch_size,
+        "lr_batch_size": LR_BATCH_SIZE,
+        "momentum": grid.momentum,
+        "bn_momentum": momentum,
+    }
 
 
 def run_transfer_finetune(
@@ -200,11 +213,7 @@ def run_transfer_finetune(
     images -> label matrix [N, C] in {1, -1, 0}; the data set is then trained multi-label and
     `metric` must be map11. `inputs`: encoder, metadata, device and preprocessing.
     """
-    if (metric == "map11") != (label_matrix_of is not None):
-        raise harness.InputError(
-            f"metric {metric} with{'' if label_matrix_of else 'out'} a label matrix: the 11-point "
-            "mAP (VOC2007) needs one, top1 and mean_per_class take class indices"
-        )
+    check_metric(metric, label_matrix_of)
     info = info or dist.init_from_env(inputs.device.type)
     cells = grid_cells(GRIDS[grid])
     if cell is not None and not 0 <= cell < len(cells):
@@ -248,11 +257,24 @@ def run_transfer_finetune(
         },
         world_size=info.world_size,
     )
-    # the final network's test scores once more, for the bootstrap interval of its test metric
     model = trained_classifier(cells[best], final_setup, final_dir)
-    scores = classifier_scores(model, test, final_setup, "test scores for the interval")
-    intervals = score_uncertainty(metric, scores, labels_of(test, label_matrix_of))
+    intervals = final_test_uncertainty(model, test, final_setup, metric, label_matrix_of)
     return {f"test_{metric}": final[f"test_{metric}"]}, selection, intervals
+
+
+def check_metric(metric: str, label_matrix_of: LabelMatrixOf | None) -> None:
+    """map11 (VOC2007) goes with a label matrix, the other metrics with class indices."""
+    if (metric == "map11") != (label_matrix_of is not None):
+        raise harness.InputError(
+            f"metric {metric} with{'' if label_matrix_of else 'out'} a label matrix: the 11-point "
+            "mAP (VOC2007) needs one, top1 and mean_per_class take class indices"
+        )
+
+
+def final_test_uncertainty(model, test, setup, metric: str, label_matrix_of) -> tuple:
+    """The final network's test scores once more: the bootstrap interval of its test metric."""
+    scores = classifier_scores(model, test, setup, "test scores for the interval")
+    return score_uncertainty(metric, scores, labels_of(test, label_matrix_of))
 
 
 def retrain_on_train_and_val(
