@@ -48,8 +48,9 @@ def split_features(inputs, release, splits: SelectionSplits, batch_size: int, wo
 
 def run_linear(
     inputs, release, splits: SelectionSplits, *, penalties, max_iter, batch_size, workers
-) -> tuple[dict, dict]:
-    """(metrics, selection) of the protocol on one release."""
+) -> tuple[dict, dict, tuple]:
+    """(metrics, selection, (intervals, examples)) of the protocol on one release: the interval
+    is the bootstrap of the refitted classifier's test scores (metrics.score_uncertainty)."""
     train, val, test = split_features(inputs, release, splits, batch_size, workers)
     test = (test[0], test[1].cpu())
     multilabel = release.metric == "map11"
@@ -97,4 +98,5 @@ def run_linear(
         release.metric,
         test_score,
     )
-    return {release.metric: test_score}, selection, score_uncertainty(release.metric, *test)
+    uncertainty = score_uncertainty(release.metric, test_scores, test[1])
+    return {release.metric: test_score}, selection, uncertainty
