@@ -20,7 +20,8 @@ Protocol names (what our evaluation CLIs write in `task.protocol` for the same m
                   supervised rows
     detection     byol-paper-frcnn-c4/1   App. D.5; NOT MoCo's detectron2 VOC07+12 R50-C4 24k
     segmentation  byol-paper-fcn/1        App. D.4
-Table 4's depth estimation (NYU v2) has no record family yet and is not listed.
+    depth         byol-paper-depth/1      App. D.6 (transfer/depth/): Table 4's NYU v2 row, with
+                                          the supervised (Laina et al.) and SimCLR rows of Table 12
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ SEMISUP_PROTOCOLS = {1: "byol-paper-1pct/1", 10: "byol-paper-10pct/1", 100: "byo
 TRANSFER_PROTOCOLS = {"linear": "byol-transfer-linear/1", "finetune": "byol-transfer-finetune/1"}
 DETECTION_PROTOCOL = "byol-paper-frcnn-c4/1"
 SEGMENTATION_PROTOCOL = "byol-paper-fcn/1"
+DEPTH_PROTOCOL = "byol-paper-depth/1"
 
 # Table 3's data sets in the paper's order, with the metric App. D.2 reports for each.
 TRANSFER_METRICS = {
@@ -95,6 +97,12 @@ _SEMISUP = {
 }
 # Table 4, VOC07 test AP50 with the paper's Faster R-CNN protocol: BYOL and the two baselines
 _DETECTION = {"byol": 77.5, "supervised": 74.4, "simclr": 75.2}
+# Table 4 / Table 12, NYU v2 depth on the 654 test images: delta1-3 (%), rms (m), rel
+_DEPTH = {
+    "byol": (84.6, 96.7, 99.1, 0.541, 0.129),
+    "supervised": (81.1, 95.3, 98.8, 0.573, 0.127),  # Laina et al. 2016's own result
+    "simclr": (83.3, 96.5, 99.1, 0.557, 0.134),
+}
 _LABELS = {  # checkpoint.label: one table row per (method, arch)
     "byol": "Grill et al. 2020",
     "supervised": "Grill et al. 2020 (supervised IN-1k)",
@@ -126,7 +134,7 @@ def _record(table: str, method: str, arch: str, task: Task, metrics: dict) -> Re
 
 
 def published_records(linear_protocols: Sequence[str] = LINEAR_PROTOCOLS[:1]) -> list[Record]:
-    """Every number of docs/protocols.md "Published numbers" (bar depth) as a record.
+    """Every number of docs/protocols.md "Published numbers" as a record.
 
     Table 1's linear numbers come once per name in `linear_protocols` (default: byol-paper/1).
     """
@@ -150,6 +158,10 @@ def published_records(linear_protocols: Sequence[str] = LINEAR_PROTOCOLS[:1]) ->
         records.append(_record("Table 4", method, "resnet50", task, {"ap50": ap50}))
     task = Task("segmentation", "voc2012", "val", SEGMENTATION_PROTOCOL)
     records.append(_record("Table 4", "byol", "resnet50", task, {"miou": 76.3}))
+    for method, values in _DEPTH.items():
+        task = Task("depth", "nyu-v2", "test", DEPTH_PROTOCOL)
+        metrics = dict(zip(("delta1", "delta2", "delta3", "rms", "rel"), values, strict=True))
+        records.append(_record("Table 4", method, "resnet50", task, metrics))
     for record in records:
         validate(record)
     return records

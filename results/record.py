@@ -44,8 +44,16 @@ METRICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # box AP (VOC or COCO); mask AP of instance segmentation (COCO Mask R-CNN)
     "detection": (("ap50", "ap", "ap75", "mask_ap", "mask_ap50", "mask_ap75"), ("ap50",)),
     "segmentation": (("miou",), ("miou",)),
+    # NYU v2 depth (BYOL v3, Table 4): pct of pixels within 1.25^n, rms error (m), mean
+    # relative error, mean |log10 error|
+    "depth": (
+        ("delta1", "delta2", "delta3", "rms", "rel", "log10"),
+        ("delta1", "delta2", "delta3", "rms", "rel"),
+    ),
 }
-UNBOUNDED_METRICS = ("loss",)  # every other metric is a percentage in [0, 100]
+# not percentages: the pretraining loss, depth's errors in metres and their ratios
+UNBOUNDED_METRICS = ("loss", "rms", "rel", "log10")
+LOWER_IS_BETTER = ("rms", "rel", "log10")  # every other metric: higher is better
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 log = logging.getLogger(__name__)
@@ -282,8 +290,10 @@ def _validate_intervals(record: Record) -> None:
             isinstance(bounds, list)
             and len(bounds) == 2
             and all(isinstance(v, int | float) and math.isfinite(v) for v in bounds)
-            and 0.0 <= bounds[0] <= bounds[1] <= 100.0,
-            f"interval of {name} = {bounds!r} is not [low, high] with 0 <= low <= high <= 100",
+            and bounds[0] <= bounds[1]
+            and (name in UNBOUNDED_METRICS or 0.0 <= bounds[0] and bounds[1] <= 100.0),
+            f"interval of {name} = {bounds!r} is not [low, high] with "
+            + ("low <= high" if name in UNBOUNDED_METRICS else "0 <= low <= high <= 100"),
         )
 
 

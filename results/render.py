@@ -1,6 +1,7 @@
 """A built table (results/tables.py:Table) as markdown, LaTeX (booktabs), CSV or an HTML fragment.
 
-Cells: the number (one decimal, like the paper), or the mean over seeds "± std (n=k)" when a cell
+Cells: the number (one decimal, like the paper; three for depth's errors in metres and ratios),
+or the mean over seeds "± std (n=k)" when a cell
 has k > 1 seeds (records differing in config.seed, results/frame.py), † when the published number
 is unconfirmed,
 with `--ci` its 95% bootstrap interval "[low, high]" (CSV: "<column> low" / "high" columns),
@@ -46,10 +47,13 @@ INTERVAL_LEGEND = (
 
 
 def cell(
-    table, row: str, column: str, digits: int = 1, delta: bool = True, interval: bool = True
+    table, row: str, column: str, digits: int | None = None, delta: bool = True, interval=True
 ) -> str:
     """The text of one value cell (see the module docstring); with the table's show_intervals,
-    the 95% bootstrap interval follows the number."""
+    the 95% bootstrap interval follows the number. Decimals: `digits`, else the column's
+    (table.digits: 3 for depth's rms and rel, as the paper), else one."""
+    if digits is None:
+        digits = getattr(table, "digits", {}).get(column, 1)
     status = table.status.at[row, column]
     if status != "complete":
         return {"failed": "failed", "missing": "missing", "unpublished": "—"}[status]

@@ -33,7 +33,7 @@ from results import render
 from results.errors import ByolBenchError
 from results.frame import records_frame
 from results.published import LINEAR_PROTOCOLS, TRANSFER_METRICS, published_records
-from results.record import METRICS, Record, read_records
+from results.record import METRICS, UNBOUNDED_METRICS, Record, read_records
 
 FORMATS = {"md": "md", "latex": "tex", "csv": "csv"}
 FAMILY_NAMES = {"linear": "linear", "knn": "kNN", "semisup": "fine-tune"}
@@ -46,6 +46,12 @@ METRIC_NAMES = {
     "ap": "AP",
     "ap75": "AP75",
     "miou": "mIoU",
+    "delta1": "δ<1.25",
+    "delta2": "δ<1.25²",
+    "delta3": "δ<1.25³",
+    "rms": "rms ↓",
+    "rel": "rel ↓",
+    "log10": "log10 ↓",
 }
 
 
@@ -101,8 +107,8 @@ SPECS = (
     ),
     TableSpec(
         "dense",
-        "Detection and segmentation",
-        ("detection", "segmentation"),
+        "Detection, segmentation and depth",
+        ("detection", "segmentation", "depth"),
         ("family", "dataset", "split", "protocol", "metric"),
         (),
         "Table 4",
@@ -128,6 +134,7 @@ class Table:
     stds: pd.DataFrame | None = None  # std over the cell's seeds (NaN: one seed)
     counts: pd.DataFrame | None = None  # seeds behind each cell's mean
     show_intervals: bool = False  # --ci: the renderers print [low, high] after each number
+    digits: dict[str, int] = field(default_factory=dict)  # header -> decimals (default 1)
 
 
 def refuse_mixed_protocols(frame: pd.DataFrame, columns: tuple[str, ...]) -> None:
@@ -216,6 +223,9 @@ def build_table(spec: TableSpec, frame: pd.DataFrame, group: dict) -> Table:
     ].rename(columns={"method_name": "method", "arch_name": "architecture"})
     lows, highs = wide("low").astype(float), wide("high").astype(float)
     stds, counts = wide("std").astype(float), wide("n").astype(float)
+    # errors in metres and their ratios (depth's rms, rel) with the paper's three decimals
+    metric_of = dict(zip(headers, (dict(zip(spec.columns, key))["metric"] for key in keys)))
+    digits = {h: 3 for h, metric in metric_of.items() if metric in UNBOUNDED_METRICS}
     return Table(
         table_id,
         title,
@@ -230,6 +240,7 @@ def build_table(spec: TableSpec, frame: pd.DataFrame, group: dict) -> Table:
         highs,
         stds,
         counts,
+        digits=digits,
     )
 
 

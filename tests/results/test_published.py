@@ -21,8 +21,9 @@ def by_task(family: str, dataset: str, protocol: str, arch: str = "resnet50", me
 
 def test_every_published_record_is_valid_cited_and_unique(tmp_path):
     records = published_records()
-    # Table 1: 4 archs; Table 2: 4 + 4; Table 8: 1; Table 3: 3 rows x 2 x 12; Table 4: 3 + 1
-    assert len(records) == 4 + 8 + 1 + 72 + 3 + 1
+    # Table 1: 4 archs; Table 2: 4 + 4; Table 8: 1; Table 3: 3 rows x 2 x 12;
+    # Table 4: detection 3, segmentation 1, depth 3
+    assert len(records) == 4 + 8 + 1 + 72 + 3 + 1 + 3
     assert len({record.record_id for record in records}) == len(records)
     for record in records:
         validate(record)
@@ -34,7 +35,7 @@ def test_every_published_record_is_valid_cited_and_unique(tmp_path):
         "Table 2": 8,
         "Table 8": 1,
         "Table 3": 72,
-        "Table 4": 4,
+        "Table 4": 7,
     }
 
 
@@ -57,6 +58,13 @@ def test_every_published_record_is_valid_cited_and_unique(tmp_path):
         ("transfer-cls", "food101", "byol-transfer-finetune/1", "resnet50", {"top1": 88.5}),
         ("detection", "voc07", "byol-paper-frcnn-c4/1", "resnet50", {"ap50": 77.5}),
         ("segmentation", "voc2012", "byol-paper-fcn/1", "resnet50", {"miou": 76.3}),
+        (
+            "depth",
+            "nyu-v2",
+            "byol-paper-depth/1",
+            "resnet50",
+            {"delta1": 84.6, "delta2": 96.7, "delta3": 99.1, "rms": 0.541, "rel": 0.129},
+        ),
     ],
 )
 def test_values_match_the_protocol_doc(family, dataset, protocol, arch, metrics):

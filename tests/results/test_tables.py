@@ -147,7 +147,7 @@ def test_cli_prints_markdown_and_selects_tables(tmp_path, capsys):
         write_record(tmp_path, record)
     tables.main(["--records", str(tmp_path), "--table", "dense"])
     out = capsys.readouterr().out
-    assert out.startswith("### Detection and segmentation") and "### Frozen" not in out
+    assert out.startswith("### Detection, segmentation and depth") and "### Frozen" not in out
 
 
 def test_cli_explains_empty_or_missing_records_dir(tmp_path):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,8 +25,8 @@ from torch import nn
 from tqdm import tqdm
 
 from pretrain import rundir
-from pretrain.sampling import SeededBatches, sample_seed
 from results.atomic import write_atomic
+from transfer.iterations import resume_or_start, set_lr, train_iterations
 from transfer.segmentation.augment import IGNORE, Augmentation
 from transfer.segmentation.data import EvalPairs, SegmentationSet, TrainPairs
 from transfer.segmentation.metrics import confusion, image_counts, mean_iou, per_class_iou
@@ -90,12 +89,7 @@ def run_job(job: Job, encoder: nn.Module) -> dict:
     optimizer = torch.optim.SGD(
         parameter_groups(model, job.protocol), lr=job.lr, momentum=job.protocol.momentum
     )
-    start, seconds = 0, 0.0
-    state = rundir.resume(job.run_dir)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, seconds = int(state["step"]), float(state["train_seconds"])
+    start, seconds = resume_or_start(model, optimizer, job.run_dir)
     seconds = train(model, optimizer, job, start, seconds)
     matrix, counts = evaluate(model, job.eval_set, job)
     np.save(job.run_dir / PER_IMAGE_FILE, counts.numpy())  # for the bootstrap interval
@@ -135,45 +129,12 @@ def parameter_groups(model: nn.Module, protocol: SegmentationProtocol) -> list[d
 def train(
     model: nn.Module, optimizer: torch.optim.Optimizer, job: Job, start: int, seconds: float
 ) -> float:
-    """SGD from iteration `start` to the end, checkpointing; returns the training seconds so far
-    (`seconds`: those of the iterations before `start`)."""
-    protocol, device = job.protocol, torch.device(job.device)
-    sampler = SeededBatches(len(job.train_set), protocol.batch_size, job.seed, last="stream")
-    sampler.set_steps(start, protocol.iterations)
-    loader = torch.utils.data.DataLoader(
-        TrainPairs(job.train_set, augmentation(job), job.seed),
-        batch_sampler=sampler,
-        num_workers=job.num_workers,
-        pin_memory=device.type == "cuda",
+    """SGD from iteration `start` to the end on the job's training views (transfer/iterations.py),
+    checkpointing; returns the training seconds so far."""
+    pairs = TrainPairs(job.train_set, augmentation(job), job.seed)
+    return train_iterations(
+        model, optimizer, job, start, seconds, pairs, train_step, "segmentation loss"
     )
-    model.train()
-    began = last_save = time.monotonic()
-    bar = tqdm(loader, total=len(sampler), initial=0, desc=f"train lr {job.lr:g} seed {job.seed}")
-    for iteration, (images, labels) in enumerate(bar, start=start):
-        lr = protocol.lr(iteration, job.lr)
-        torch.manual_seed(sample_seed(job.seed, iteration, 2))  # dropout: exact resume
-        loss = train_step(model, optimizer, images.to(device), labels.to(device), lr)
-        rundir.check_finite(
-            loss, step=iteration, lr=lr, run_dir=job.run_dir, what="segmentation loss"
-        )
-        elapsed, done = time.monotonic() - began, iteration + 1
-        bar.set_postfix(
-            it=f"{done}/{protocol.iterations}",
-            loss=f"{loss:.4f}",
-            lr=f"{lr:.2e}",
-            s_it=f"{elapsed / (done - start):.2f}",
-        )
-        if done == protocol.iterations or rundir.checkpoint_due(last_save, job.ckpt_every_min):
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "step": done,
-                "train_seconds": seconds + elapsed,
-                "loss": loss,
-            }
-            rundir.save(job.run_dir, state)
-            last_save = time.monotonic()
-    return seconds + time.monotonic() - began
 
 
 def train_step(
@@ -185,8 +146,7 @@ def train_step(
 ) -> float:
     """One SGD step on per-pixel cross-entropy (IGNORE left out) at `lr`; returns the loss.
     A non-finite loss is not stepped on: the caller stops before anything is saved."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    set_lr(optimizer, lr)
     logits = model(images)  # [B, K, crop, crop]
     loss = F.cross_entropy(logits, labels, ignore_index=IGNORE)
     if torch.isfinite(loss):
