@@ -1,0 +1,3 @@
+from transfer.depth.cli import main
+
+main()
