@@ -50,6 +50,7 @@ CLIS = {
     ),
     "transfer.detection": Cli(("transfer.detection",), CKPT),
     "transfer.segmentation": Cli(("transfer.segmentation",), CKPT),
+    "transfer.depth": Cli(("transfer.depth",), (*CKPT, "--data", "{missing}")),
     "transfer.classification": Cli(
         ("transfer.classification",), (*CKPT, "--dataset", "dtd", "--data", "{missing}")
     ),

@@ -178,6 +178,7 @@ EVALUATION_CLIS = [
     "evaluate.semisup",
     "transfer.detection.cli",
     "transfer.segmentation.cli",
+    "transfer.depth.cli",
 ]
 
 

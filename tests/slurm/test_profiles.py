@@ -91,6 +91,7 @@ ONE_PROCESS_CLIS = [
     "evaluate.knn",
     "transfer.detection.cli",
     "transfer.segmentation.cli",
+    "transfer.depth.cli",
 ]
 
 
