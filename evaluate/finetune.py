@@ -60,6 +60,7 @@ from pretrain.checkpoint import last_checkpoint_path, load_checkpoint
 from pretrain.data import ImageDataset, SubsetDataset
 from pretrain.sampling import SeededBatches
 from pretrain.schedule import warmup_cosine
+from pretrain.step_log import open_trainer_log
 from results.atomic import write_atomic
 
 RESULT_FILE = "result.json"
@@ -121,6 +122,7 @@ class FinetuneSetup:
     # when the cell diverged); default: top-1 and top-5 of evaluate_classifier
     heldout_score: Callable[[nn.Module, FinetuneSetup], dict] | None = None
     heldout_keys: tuple[str, ...] = ("heldout_top1", "heldout_top5")
+    log_to: str = ""  # --log-to: each cell's log.jsonl step lines also to tensorboard, wandb
 
 
 class Classifier(nn.Module):
@@ -305,6 +307,9 @@ def train_cell(
     )
     peak_lr, seen, started = cell.lr * setup.lr_scale, 0, time.monotonic()
     last_save, first_step = started, step
+    step_log = open_trainer_log(
+        cell_dir, setup.log_to if setup.info.is_main else "", cell_key(cell, setup)
+    )
     model.train()
     while step < total_steps:
         sampler.set_epoch(*divmod(step, steps_per_epoch))
@@ -318,6 +323,8 @@ def train_cell(
             bar.update(1)
             rate = seen / max(time.monotonic() - started, 1e-9)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}", refresh=False)
+            if setup.info.is_main:
+                step_log.step(step, last=step == total_steps, loss=loss, lr=lr, img_s=rate)
             if step == total_steps:
                 break  # a step-length cell may end inside an epoch
             due = rundir.checkpoint_due(last_save, setup.ckpt_every_min)
@@ -327,6 +334,7 @@ def train_cell(
     if step != first_step:  # the final weights (a cell resumed at its end has them already)
         save(cell_dir, model, optimizer, step, steps_per_epoch, setup.info)
     bar.close()
+    step_log.close()
 
 
 def _distributed(model: Classifier, setup: FinetuneSetup) -> nn.Module:

@@ -91,6 +91,7 @@ class SemiSupConfig:
     records: str | None = None  # default: records/ beside the run dir of ckpt, else ./records
     run_dir: str | None = None  # the cells' checkpoints; default: harness.work_dir (not records/)
     ckpt_every_min: float = 10.0  # checkpoint a cell this often (and at every epoch end)
+    log_to: str = ""  # each cell's log.jsonl step lines also to tensorboard, wandb
     cache_dir: str | None = None  # unused (fine-tuning has no frozen features to cache)
 
 
@@ -156,6 +157,7 @@ def make_plan(config: SemiSupConfig, inputs: harness.EvalInputs, info: dist.Dist
         precision=config.precision,
         num_workers=config.num_workers,
         ckpt_every_min=config.ckpt_every_min,
+        log_to=harness.check_log_to(config.log_to),
         device=device,
         info=info,
         key=key,
@@ -277,6 +279,7 @@ def parse_config(argv: list[str] | None) -> tuple[SemiSupConfig, int | None]:
     )
     add("--ckpt-every-min", type=float, help="checkpoint interval within an epoch (default 10)")
     add("--cell", type=int, help="run only this cell of the grid (0-based; SLURM array tasks)")
+    harness.add_log_argument(parser)
     args = parser.parse_args(argv)
     if args.fraction not in SEMISUP_FRACTIONS:
         parser.error(

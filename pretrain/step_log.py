@@ -52,3 +52,31 @@ def heldout_top1(encoder, probe, batch, chunk: int = 128) -> float:
     )
     encoder.train(was_training)
     return 100.0 * correct / max(len(labels), 1)
+
+
+class TrainerLog:
+    """log.jsonl step lines of an evaluation trainer (a fine-tuning cell, a detection,
+    segmentation or depth run) in its run directory, every `every` steps and at the last, each
+    `{"kind": "step", "step": ..., <numbers>}` as pretraining's; with `--log-to` the same lines
+    go to TensorBoard / W&B (pretrain/log_sinks.py). `close()` ends the sinks' runs."""
+
+    def __init__(self, run_dir: Path, every: int = 10, sinks: list | None = None) -> None:
+        self.run_dir, self.every, self.sinks = Path(run_dir), max(int(every), 1), sinks or []
+
+    def step(self, step: int, *, last: bool = False, **values) -> None:
+        """Record the numbers of training step `step` (1-based: steps done) when due."""
+        if step % self.every == 0 or last:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            record_line(self.run_dir, {"kind": "step", "step": step, **values}, self.sinks)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+
+def open_trainer_log(run_dir: Path, log_to: str, config: dict, every: int = 10) -> TrainerLog:
+    """A TrainerLog for `run_dir` with the `log_to` sinks opened (`config`: the run's settings,
+    attached to a W&B run)."""
+    from pretrain.log_sinks import open_sinks  # the sinks import their packages only when named
+
+    return TrainerLog(run_dir, every, open_sinks(Path(run_dir), log_to, config) if log_to else [])

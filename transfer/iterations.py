@@ -8,8 +8,12 @@ the model, optimiser, step and training seconds to the job's run directory every
 `job.ckpt_every_min` minutes and at the last iteration. A resumed run therefore equals an
 uninterrupted one. Each task supplies its pairs and its step (loss + optimiser update).
 
+Every 10 steps and at the last, a step line (loss, lr, s/it, images seen) goes to
+`<run_dir>/log.jsonl` and, with the job's `log_to` (`--log-to tensorboard,wandb`), to those
+(pretrain/step_log.py:TrainerLog).
+
 `job` needs: protocol (iterations, batch_size, lr(iteration, base_lr)), lr, seed, run_dir,
-device, num_workers, ckpt_every_min.
+device, num_workers, ckpt_every_min, log_to.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from tqdm import tqdm
 
 from pretrain import rundir
 from pretrain.sampling import SeededBatches, sample_seed
+from pretrain.step_log import open_trainer_log
 
 # step(model, optimizer, inputs, targets, lr) -> loss (float); a non-finite loss is not stepped on
 Step = Callable[[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor, float], float]
@@ -58,8 +63,19 @@ def train_iterations(
         pin_memory=device.type == "cuda",
     )
     model.train()
-    began = last_save = time.monotonic()
     bar = tqdm(loader, total=len(sampler), initial=0, desc=f"train lr {job.lr:g} seed {job.seed}")
+    settings = {"lr": job.lr, "seed": job.seed, "iterations": protocol.iterations, "what": what}
+    log = open_trainer_log(job.run_dir, job.log_to, settings)
+    try:
+        return _iterate(model, optimizer, job, start, seconds, bar, step, what, log)
+    finally:
+        log.close()
+
+
+def _iterate(model, optimizer, job, start, seconds, bar, step, what, log) -> float:
+    """The loop of train_iterations over the batches of `bar`."""
+    protocol, device = job.protocol, torch.device(job.device)
+    began = last_save = time.monotonic()
     for iteration, (inputs, targets) in enumerate(bar, start=start):
         lr = protocol.lr(iteration, job.lr)
         torch.manual_seed(sample_seed(job.seed, iteration, 2))  # dropout: exact resume
@@ -72,6 +88,8 @@ def train_iterations(
             lr=f"{lr:.2e}",
             s_it=f"{elapsed / (done - start):.2f}",
         )
+        images_seen = done * protocol.batch_size
+        log.step(done, last=done == protocol.iterations, loss=loss, lr=lr, images_seen=images_seen)
         if done == protocol.iterations or rundir.checkpoint_due(last_save, job.ckpt_every_min):
             state = {
                 "model": model.state_dict(),

@@ -50,6 +50,7 @@ class TransferConfig:
     grid: str = "paper"  # fine-tuning: a key of finetune_grids.GRIDS (demo: a small CPU grid)
     precision: str = "fp32"  # fine-tuning: fp32 | bf16 (autocast)
     ckpt_every_min: float = 10.0  # fine-tuning: minutes between checkpoints of a cell
+    log_to: str = ""  # fine-tuning: each cell's log.jsonl lines also to tensorboard, wandb
     penalties: tuple[float, ...] = logistic.PENALTIES  # App. D.2: 45 values in [1e-6, 1e5]
     max_iter: int = logistic.MAX_ITER  # L-BFGS iterations per fit
     image_size: int = linear.IMAGE_SIZE  # App. D.2, D.3: 224
@@ -98,6 +99,7 @@ def check_config(config: TransferConfig) -> None:
         )
     if config.precision not in ("fp32", "bf16"):
         raise harness.InputError(f"--precision is fp32 or bf16, not {config.precision!r}")
+    harness.check_log_to(config.log_to)
 
 
 def load_inputs(config: TransferConfig, release) -> harness.EvalInputs:
@@ -153,6 +155,7 @@ def run_protocol(config: TransferConfig, inputs, release, splits, cell=None):
             precision=config.precision,
             cell=cell,
             ckpt_every_min=config.ckpt_every_min,
+            log_to=config.log_to,
         )
         if cell is not None:
             return outcome
@@ -279,6 +282,7 @@ def parse_config(argv: list[str] | None) -> tuple[TransferConfig, int | None]:
         "<sha8>-<data set>-seed<seed>)",
     )
     add("--cache-dir", help="feature cache ($BYOL_BENCH_CACHE, else ~/.cache/byol-bench/features)")
+    harness.add_log_argument(parser)
     slurm_submit.add_slurm_arguments(parser)
     args = parser.parse_args(argv)
     if args.dataset is not None:

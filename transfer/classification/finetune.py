@@ -112,6 +112,7 @@ def make_setup(
     precision: str,
     info: dist.DistInfo,
     ckpt_every_min: float,
+    log_to: str = "",
     key: dict,
 ) -> FinetuneSetup:
     """The settings of every cell trained on `train` and scored (`score_key`: `metric`) on
@@ -141,6 +142,7 @@ def make_setup(
         precision=precision,
         num_workers=num_workers,
         ckpt_every_min=ckpt_every_min,
+        log_to=log_to,
         device=device,
         info=info,
         key={
@@ -201,6 +203,7 @@ def run_transfer_finetune(
     cell: int | None = None,
     ckpt_every_min: float = 10.0,
     info: dist.DistInfo | None = None,
+    log_to: str = "",
 ) -> tuple[dict, dict, tuple] | dict:
     """The protocol of the module docstring on one data set: every cell of `grid` (finished
     ones read back) trained on `train` and scored on `val` with `metric`, then the best one
@@ -227,6 +230,7 @@ def run_transfer_finetune(
         "precision": precision,
         "info": info,
         "ckpt_every_min": ckpt_every_min,
+        "log_to": log_to,
     }
     fingerprints = {"train_sha256": data_fingerprint(train), "val_sha256": data_fingerprint(val)}
     train_labels, val_labels = labels_of(train, label_matrix_of), labels_of(val, label_matrix_of)

@@ -58,6 +58,7 @@ class DepthConfig:
     batch_size: int | None = None  # the LR scales linearly with it (base 0.16 at 256)
     lr: float | None = None  # the peak LR itself (default: 0.16 x batch / 256)
     crop: tuple[int, int] | None = None  # (H, W) of the centre crop (default 228 304)
+    log_to: str = ""  # log.jsonl's step lines also to tensorboard, wandb (harness.add_log_argument)
 
 
 def resolve(config: DepthConfig) -> tuple[protocols.DepthProtocol, float]:
@@ -66,6 +67,7 @@ def resolve(config: DepthConfig) -> tuple[protocols.DepthProtocol, float]:
         raise harness.InputError(
             f"unknown protocol {config.protocol!r}; use one of {', '.join(protocols.PROTOCOLS)}"
         )
+    harness.check_log_to(config.log_to)
     if config.train_source not in DEPTH_SOURCES:
         raise harness.InputError(f"--train-source must be one of {DEPTH_SOURCES}")
     preset = protocols.PROTOCOLS[config.protocol]()
@@ -116,6 +118,7 @@ def run_protocol(config: DepthConfig, settings, lr: float, inputs: harness.EvalI
         device=str(inputs.device),
         num_workers=config.num_workers,
         ckpt_every_min=config.ckpt_every_min,
+        log_to=config.log_to,
     )
     job = replace(job, protocol=replace(settings, aug=checkpoint_normalisation(settings, inputs)))
     result = run_job(job, inputs.encoder)
@@ -208,6 +211,7 @@ def parse_config(argv: list[str] | None) -> DepthConfig:
     add("--batch-size", type=int, help="images per step (default 256; the LR scales with it)")
     add("--lr", type=float, help="peak LR (default 0.16 x batch / 256)")
     add("--crop", type=int, nargs=2, metavar=("H", "W"), help="centre crop (default 228 304)")
+    harness.add_log_argument(parser)
     slurm_submit.add_slurm_arguments(parser)
     args = parser.parse_args(argv)
     if args.crop is not None:

@@ -54,6 +54,7 @@ class Job:
     device: str
     num_workers: int = 4
     ckpt_every_min: float = 10.0
+    log_to: str = ""  # --log-to: log.jsonl's step lines also to tensorboard, wandb (not identity)
 
     def identity(self) -> dict:
         """What must match for a run directory to resume this job."""

@@ -15,7 +15,6 @@ previous.pt) with the detector, optimizer, iteration and torch RNG (the multi-sc
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from tqdm import tqdm
 
 from pretrain import rundir
 from pretrain.sampling import SeededBatches, sample_seed
+from pretrain.step_log import open_trainer_log
 from transfer.detection.protocols import Protocol
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class RunSettings:
     num_workers: int = 4
     ckpt_every_min: float = 10.0  # and at the last iteration
     max_iters: int | None = None  # stop early (smoke runs); None: the protocol's max_iters
+    log_to: str = ""  # --log-to: log.jsonl's step lines also to tensorboard, wandb
 
 
 def iteration_batches(size: int, protocol: Protocol, seed: int, start: int, stop: int):
@@ -120,6 +121,8 @@ def train(detector: nn.Module, images: Dataset, protocol: Protocol, run: RunSett
     bar = tqdm(
         total=stop, initial=start, desc=f"train {protocol.name}", unit="it", dynamic_ncols=True
     )
+    settings = {"protocol": protocol.name, "seed": run.seed, "max_iters": stop}
+    step_log = open_trainer_log(run.run_dir, run.log_to, settings, every=LOG_EVERY)
     tick = time.monotonic()
     for iteration, (batch_images, targets) in enumerate(loader, start=start):
         lr = protocol.lr(iteration)
@@ -131,13 +134,13 @@ def train(detector: nn.Module, images: Dataset, protocol: Protocol, run: RunSett
         losses = {name: value.item() for name, value in loss_dict.items()}
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
-        if done % LOG_EVERY == 0 or done == stop:
-            line = {"iteration": done, "loss": loss, "lr": lr, **losses}
-            _log_line(run.run_dir, {**line, "seconds_per_iter": timings[-1]})
+        line = {"loss": loss, "lr": lr, **losses, "seconds_per_iter": timings[-1]}
+        step_log.step(done, last=done == stop, **line)
         if done == stop or rundir.checkpoint_due(last_save, run.ckpt_every_min):
             _save(detector, optimizer, done, run)
             last_save = time.monotonic()
     bar.close()
+    step_log.close()
     steady = timings[1:] or timings  # the first iteration carries warm-up costs
     return {
         "iterations_run": len(timings),
@@ -206,12 +209,6 @@ def _save(detector: nn.Module, optimizer, iteration: int, run: RunSettings) -> N
         "rng": torch.get_rng_state(),
     }
     rundir.save(run.run_dir, state)
-
-
-def _log_line(run_dir: Path, values: dict) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "log.jsonl", "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(values) + "\n")
 
 
 @torch.no_grad()
