@@ -80,13 +80,14 @@ class DenseView:
 
     def apply(self, image: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(normalised image [3, h, w], target [h, w]) of uint8 image [3, H, W], target [H, W]."""
-        height, width = image.shape[-2:]
+        height, width, dtype = *image.shape[-2:], target.dtype
         scale = self.size / min(height, width)
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
         pixels = F.interpolate(
             image[None].float(), size=size, mode="bilinear", align_corners=False, antialias=True
         )[0]
         target = F.interpolate(target[None, None].float(), size=size, mode="nearest")[0, 0]
+        target = target.to(dtype)
         if self.crop:
             pixels, target = centre_crop(pixels, target, self.size)
         return normalize(pixels.clamp(0, 255) / 255.0, self.mean, self.std), target
