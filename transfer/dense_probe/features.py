@@ -1,13 +1,13 @@
 """A frozen encoder's dense feature maps of every image at one fixed test view, cached on disk.
 
-The view (`DenseView`): the shorter side resized to `size` (image bilinear with antialiasing,
-target nearest), then a centre crop of size x size, the classification probe's test-view idea
-(BYOL v3, App. C.1: resize + centre crop; evaluate/transforms.py) with DINOv2's 512 px
-segmentation crop (DINOv2 ADE20K linear config, crop_size (512, 512); docs/depth-nyu.md §7) as the
-segmentation default. `crop=False` keeps the whole resized image instead, for data sets whose
-images share one size (NYU's 480 x 640, which DINOv2 tests whole); a set whose views differ in
-size is refused. The target (labels, or depth) is kept beside the features at the view's
-resolution, so the probe is scored on the view's pixels.
+The view (`DenseView`): the shorter side resized to `size` (image bilinear with antialiasing, target
+nearest), then a centre crop of size x size, the classification probe's test-view idea (BYOL v3,
+App. C.1: resize + centre crop; evaluate/transforms.py) with DINOv2's 512 px segmentation crop
+(DINOv2 ADE20K linear config, crop_size (512, 512); the issue-17 facts sheet "depth-nyu", §7) as the
+segmentation default. `crop=False` keeps the whole resized image instead, for data sets whose images
+share one size (NYU's 480 x 640, which DINOv2 tests whole); a set whose views differ in size is
+refused. The target (labels, or depth) is kept beside the features at the view's resolution, so the
+probe is scored on the view's pixels.
 
 The map is `conv5_map`: a pretrain.backbones ResNet's last stage (conv5 / layer4, stride 32),
 read through transfer/segmentation/models.py:resnet_stages; another `feature_map` callable (a

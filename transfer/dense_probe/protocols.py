@@ -2,8 +2,8 @@
 
 Each is its own `task.protocol` (results/tables.py never puts two protocols in one column), so a
 frozen probe never shares a column with a fine-tune (byol-paper-fcn/1). These are OUR adaptation
-of DINOv2's linear ViT probes (Oquab et al. 2023, §7; docs/depth-nyu.md §7) to ResNets: not a
-published protocol, and no published number pairs with them.
+of DINOv2's linear ViT probes (Oquab et al. 2023, §7; the issue-17 facts sheet "depth-nyu", §7)
+to ResNets: not a published protocol, and no published number pairs with them.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def voc12aug_frozen_linear() -> ProbeProtocol:
     """`frozen-linear-seg/1`: BN + 1x1 conv on the frozen conv5 map, VOC2012 train_aug -> val.
 
     View: shorter side 512, centre crop 512 (DINOv2's 512 px crop), features cached once
-    (transfer/dense_probe/features.py); scored on the view's pixels. DEVIATION(view): DINOv2
+    (transfer/dense_probe/features.py); scored on the view's pixels. Differs from DINOv2, which
     trains on random crops and tests with a sliding window over the whole image; cached
     features allow neither. 60 epochs of 10,582 images ~ DINOv2's 640,000 samples; LR among
     LRS chosen on the 2,119 held-out images of byol-paper-fcn/1 (BYOL v3, App. D.4), then

@@ -5,16 +5,17 @@ One loop for every target: a `DenseTask` says what differs (the heads, one head'
 additive per-image statistics and the metrics they give, the metric that chooses the LR).
 `segmentation_task` is per-pixel cross-entropy (IGNORE = 255 left out) with mIoU;
 `depth_task` takes the loss and the metrics as callables (DINOv2's NYU linear config uses SigLoss
-+ 0.5 GradientLoss, docs/depth-nyu.md §7; transfer/depth/loss.py and metrics.py provide them).
++ 0.5 GradientLoss, the issue-17 facts sheet "depth-nyu", §7; the transfer.depth package's loss
+and metrics modules provide them).
 A head's output is resized bilinearly to the target's size before its loss and its scores, as
 mmseg's / DINOv2's decode heads do.
 
-Optimisation (`ProbeSchedule`): DINOv2's linear segmentation config (docs/depth-nyu.md §7, from
-the third-party copies of dinov2_vitb14_ade20k_linear_config.py): AdamW, weight decay 1e-4,
-betas (0.9, 0.999) (mmcv's AdamW default), poly decay with power 1 to 0 after mmcv's linear
-warm-up (1,500 of 40,000 iterations, warm-up ratio 1e-6), batch 16 (2 per GPU x 8). On cached
-features the iterations become epochs over the training images: the same number of samples seen
-(40,000 x 16 = 640,000), so the warm-up is the same 3.75% of all steps (OUR equivalence; the
+Optimisation (`ProbeSchedule`): DINOv2's linear segmentation config (the issue-17 facts sheet
+"depth-nyu", §7, from the third-party copies of dinov2_vitb14_ade20k_linear_config.py): AdamW,
+weight decay 1e-4, betas (0.9, 0.999) (mmcv's AdamW default), poly decay with power 1 to 0 after
+mmcv's linear warm-up (1,500 of 40,000 iterations, warm-up ratio 1e-6), batch 16 (2 per GPU x 8). On
+cached features the iterations become epochs over the training images: the same number of samples
+seen (40,000 x 16 = 640,000), so the warm-up is the same 3.75% of all steps (OUR equivalence; the
 presets in protocols.py state the epochs). DINOv2 trains one LR (1e-3); we sweep a grid around it
 (protocols.py) in one pass, as evaluate/heads.py does for the classification probe.
 
