@@ -243,7 +243,7 @@ def _step(task, probes, optimizer, features, targets, alive: list[bool]) -> list
 
 
 @torch.no_grad()
-def image_stats(
+def per_image_stats(
     task: DenseTask, probes, data: DenseFeatures, indices: np.ndarray, batch_size: int, device
 ) -> list[torch.Tensor]:
     """Per head, task.image_stats of every image in `indices` ([N, ...], in index order)."""
@@ -261,6 +261,37 @@ def image_stats(
     return [torch.cat(chunks) for chunks in per_head]
 
 
+def sweep_lrs(
+    task: DenseTask,
+    train: DenseFeatures,
+    heldout: np.ndarray,
+    lrs: Sequence[float],
+    schedule: ProbeSchedule,
+    *,
+    seed: int,
+    device,
+) -> tuple[float, list[dict]]:
+    """(best LR, candidates): every head trained on train minus `heldout` (indices into
+    `train`), scored on the held-out images; diverged heads have no score and are never chosen."""
+    sweep = np.setdiff1d(np.arange(len(train)), heldout)
+    probes, summary = fit_probes(
+        task, train, sweep, lrs, schedule, seed=seed, device=device, desc="probe sweep"
+    )
+    stats = per_image_stats(task, probes, train, heldout, schedule.batch_size, device)
+    score, candidates = f"heldout_{task.select}", []
+    for lr, trained, one in zip(lrs, summary, stats):
+        value = None if trained["diverged"] else task.metrics(one.sum(0))[task.select]
+        candidates.append({"lr": lr, score: value, **trained})
+    live = [c for c in candidates if c[score] is not None]
+    if not live:
+        raise ProbeDivergedError(
+            f"every candidate LR ({', '.join(f'{lr:g}' for lr in lrs)}) diverged; pass "
+            "smaller values with --lrs"
+        )
+    sign = 1.0 if task.higher_is_better else -1.0
+    return max(live, key=lambda c: sign * c[score])["lr"], candidates
+
+
 def run_probe(
     task: DenseTask,
     train: DenseFeatures,
@@ -273,34 +304,17 @@ def run_probe(
     device: str | torch.device = "cpu",
     heldout_name: str = "heldout",
 ) -> tuple[dict, dict, torch.Tensor]:
-    """(metrics, selection, per-image stats of `evaluated`): with several LRs every head trains
-    on train minus `heldout` (indices into `train`) and the best live one on the held-out images
-    is chosen; the chosen LR is retrained on all of train (as evaluate/linear.py retrains the
-    classification probe) and scored on `evaluated`. One LR: no sweep ("given")."""
-    everything = np.arange(len(train))
+    """(metrics, selection, per-image stats of `evaluated`): with several LRs the best on the
+    held-out images (sweep_lrs) is chosen, then retrained on all of train (as evaluate/linear.py
+    retrains the classification probe) and scored on `evaluated`. One LR: no sweep ("given")."""
     candidates, best, chosen_on = [], lrs[0], "given"
     if len(lrs) > 1:
-        sweep = np.setdiff1d(everything, heldout)
-        probes, summary = fit_probes(
-            task, train, sweep, lrs, schedule, seed=seed, device=device, desc="probe sweep"
-        )
-        stats = image_stats(task, probes, train, heldout, schedule.batch_size, device)
-        for lr, trained, one in zip(lrs, summary, stats):
-            score = None if trained["diverged"] else task.metrics(one.sum(0))[task.select]
-            candidates.append({"lr": lr, f"heldout_{task.select}": score, **trained})
-        live = [c for c in candidates if c[f"heldout_{task.select}"] is not None]
-        if not live:
-            raise ProbeDivergedError(
-                f"every candidate LR ({', '.join(f'{lr:g}' for lr in lrs)}) diverged; pass "
-                "smaller values with --lrs"
-            )
-        sign = 1.0 if task.higher_is_better else -1.0
-        best = max(live, key=lambda c: sign * c[f"heldout_{task.select}"])["lr"]
+        best, candidates = sweep_lrs(task, train, heldout, lrs, schedule, seed=seed, device=device)
         chosen_on = heldout_name
     probes, (trained,) = fit_probes(
         task,
         train,
-        everything,
+        np.arange(len(train)),
         [best],
         schedule,
         seed=seed,
@@ -311,7 +325,7 @@ def run_probe(
         raise ProbeDivergedError(
             f"the probe diverged at lr {best:g}; pass a smaller one with --lrs"
         )
-    (stats,) = image_stats(task, probes, evaluated, np.arange(len(evaluated)), 16, device)
+    (stats,) = per_image_stats(task, probes, evaluated, np.arange(len(evaluated)), 16, device)
     selection = {
         "lr": best,
         "chosen_on": chosen_on,
