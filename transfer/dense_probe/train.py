@@ -18,6 +18,8 @@ cached features the iterations become epochs over the training images: the same 
 seen (40,000 x 16 = 640,000), so the warm-up is the same 3.75% of all steps (OUR equivalence; the
 presets in protocols.py state the epochs). DINOv2 trains one LR (1e-3); we sweep a grid around it
 (protocols.py) in one pass, as evaluate/heads.py does for the classification probe.
+The depth probe's `nyu_depth_schedule` is DINOv2's NYU linear config in the same way (AdamW,
+weight decay 0.01, a third of the steps of warm-up, then cosine).
 
 Batches come from pretrain/sampling.py:SeededBatches (keep mode: the last batch may be smaller),
 so the order depends only on (seed, epoch). A head diverged when its weights or its loss became
@@ -62,13 +64,33 @@ class ProbeSchedule:
     betas: tuple[float, float] = (0.9, 0.999)  # torch/mmcv AdamW default
     warmup_fraction: float = 1_500 / 40_000  # DINOv2 linear seg: 1,500 warm-up of 40k iterations
     warmup_ratio: float = 1e-6  # mmcv linear warm-up starts at ratio x LR
+    decay: str = "poly"  # "poly" (DINOv2 linear seg) | "cosine" (DINOv2 NYU linear depth)
     poly_power: float = 1.0  # DINOv2 linear seg: poly, power 1, min_lr 0
 
 
-def warmup_poly(step: int, total_steps: int, peak_lr: float, schedule: ProbeSchedule) -> float:
-    """mmcv's PolyLrUpdaterHook with linear warm-up: peak (1 - step/total)^power, times
-    1 - (1 - step/warmup)(1 - ratio) during the warm-up."""
-    regular = peak_lr * (1 - min(step, total_steps) / total_steps) ** schedule.poly_power
+def nyu_depth_schedule(train_images: int) -> ProbeSchedule:
+    """DINOv2's NYU linear-depth optimisation (facts sheet "depth-nyu", §7, from a third-party
+    copy of its config): AdamW, weight decay 0.01, batch 16 (2/GPU x 8, GPU count unverified),
+    linear warm-up over 12,800 of 38,400 iterations, then cosine (to 0: ours, the minimum is not
+    stated); as epochs over `train_images` cached images with the same 38,400 x 16 samples seen
+    (OUR equivalence, at least one epoch). DINOv2's LR is 5e-3 (a grid around it: the caller's)."""
+    epochs = max(1, round(38_400 * 16 / train_images))
+    return ProbeSchedule(
+        epochs=epochs, weight_decay=0.01, warmup_fraction=12_800 / 38_400, decay="cosine"
+    )
+
+
+def probe_lr(step: int, total_steps: int, peak_lr: float, schedule: ProbeSchedule) -> float:
+    """The LR at `step`: mmcv's PolyLrUpdaterHook (peak (1 - step/total)^power) or
+    CosineAnnealingLrUpdaterHook to 0 (peak (1 + cos(pi step/total)) / 2), times mmcv's linear
+    warm-up factor 1 - (1 - step/warmup)(1 - ratio) during the warm-up."""
+    progress = min(step, total_steps) / total_steps
+    if schedule.decay == "poly":
+        regular = peak_lr * (1 - progress) ** schedule.poly_power
+    elif schedule.decay == "cosine":
+        regular = peak_lr * (1 + math.cos(math.pi * progress)) / 2
+    else:
+        raise ValueError(f"unknown decay {schedule.decay!r}; use poly or cosine")
     warmup_steps = round(schedule.warmup_fraction * total_steps)
     if step >= warmup_steps:
         return regular
@@ -198,7 +220,7 @@ def fit_probes(
         for keys in sampler:
             features, targets = _batch(data, indices[[index for _, index in keys]], device)
             for group, lr in zip(optimizer.param_groups, lrs):
-                group["lr"] = warmup_poly(step, total, lr, schedule)
+                group["lr"] = probe_lr(step, total, lr, schedule)
             losses = _step(task, probes, optimizer, features, targets, alive)
             for i, value in enumerate(losses):
                 first[i] = value if step == 0 else first[i]

@@ -12,9 +12,10 @@ from transfer.dense_probe.train import (
     ProbeSchedule,
     depth_task,
     fit_probes,
+    nyu_depth_schedule,
+    probe_lr,
     run_probe,
     segmentation_task,
-    warmup_poly,
 )
 
 SCHEDULE = ProbeSchedule(epochs=3, batch_size=4)
@@ -79,12 +80,20 @@ def test_one_head_of_the_multi_head_run_equals_a_single_lr_run(target):
     )
 
 
-def test_warm_up_then_poly_to_zero():
+def test_warm_up_then_poly_or_cosine_to_zero():
     schedule = ProbeSchedule(epochs=1, warmup_fraction=0.1)
-    assert warmup_poly(0, 100, 1.0, schedule) == pytest.approx(1e-6)
-    assert warmup_poly(5, 100, 1.0, schedule) == pytest.approx(0.95 * (1 - 0.5 * (1 - 1e-6)))
-    assert warmup_poly(10, 100, 1.0, schedule) == pytest.approx(0.9)  # poly, power 1
-    assert warmup_poly(100, 100, 1.0, schedule) == 0.0
+    assert probe_lr(0, 100, 1.0, schedule) == pytest.approx(1e-6)
+    assert probe_lr(5, 100, 1.0, schedule) == pytest.approx(0.95 * (1 - 0.5 * (1 - 1e-6)))
+    assert probe_lr(10, 100, 1.0, schedule) == pytest.approx(0.9)  # poly, power 1
+    assert probe_lr(100, 100, 1.0, schedule) == 0.0
+    depth = nyu_depth_schedule(24_576)  # 38,400 x 16 samples = 25 epochs of 24,576 images
+    assert (depth.epochs, depth.weight_decay, depth.decay) == (25, 0.01, "cosine")
+    assert probe_lr(50, 100, 1.0, depth) == pytest.approx(0.5)  # past the third: cosine
+    assert (
+        probe_lr(20, 100, 1.0, depth)
+        < probe_lr(33, 100, 1.0, depth)
+        == pytest.approx((1 + math.cos(math.pi * 0.33)) / 2)
+    )
 
 
 def test_a_diverging_lr_is_reported_and_not_chosen():
