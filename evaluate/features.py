@@ -196,6 +196,17 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "byol-bench" / "features")
 
 
+def cache_path(key: dict, cache_dir: str | Path | None, suffix: str) -> Path:
+    """The cache file of `key` (which holds at least dataset, split and weights_sha256):
+    `<cache dir>/<dataset>-<split>-<sha8>-<digest of the whole key>` + `suffix`. One naming rule
+    for every cached representation (pooled features here, dense maps in
+    transfer/dense_probe/features.py)."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    split = re.sub(r"[^A-Za-z0-9.]+", "-", key["split"])
+    name = f"{key['dataset']}-{split}-{key['weights_sha256'][:8]}-{digest[:16]}"
+    return Path(cache_dir or default_cache_dir()) / f"{name}{suffix}"
+
+
 @torch.no_grad()
 def extract_features(
     encoder: nn.Module,
@@ -249,9 +260,7 @@ def cached_features(
         "split": split,
         "transform": preprocessing.eval_id,
     }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-    name = f"{images.name}-{re.sub(r'[^A-Za-z0-9.]+', '-', split)}-{weights_sha[:8]}-{digest[:16]}"
-    path = Path(cache_dir or default_cache_dir()) / f"{name}.pt"
+    path = cache_path(key, cache_dir, ".pt")
     cached = _read_cache(path, key, images.targets)
     if cached is not None:
         log.info("features of %s/%s from the cache %s", images.name, split, path)

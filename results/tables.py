@@ -13,9 +13,10 @@ Rules the tables keep: a column holds exactly one `task.protocol` (the protocol 
 the table is one protocol); the cached-feature probe (cached-centercrop/*) never lands in a
 byol-paper/* column, a byol-paper/1 record never in a byol-paper/2 column (two readings of the
 paper's LR grid, each compared with Table 1's numbers), nor MoCo's detectron2 detection in the
-paper's. Fine-tune columns go in label-fraction order (1%, 10%, 100%). A delta is ours minus the
-paper's row of the same method and architecture in the same column. A table is printed when it
-holds at least one of our records (not only published numbers).
+paper's, nor a frozen dense probe (frozen-linear-seg/1, ours: no published number) in the
+fine-tune's byol-paper-fcn/1 column. Fine-tune columns go in label-fraction order (1%, 10%, 100%). A
+delta is ours minus the paper's row of the same method and architecture in the same column. A table
+is printed when it holds at least one of our records (not only published numbers).
 """
 
 from __future__ import annotations

@@ -6,9 +6,13 @@
 
 The protocols (settings and sources) are the presets in transfer/segmentation/protocols.py:
 `byol-paper-fcn/1` (BYOL v3, App. D.4: FCN, VOC2012 train_aug -> val, LR chosen on 2,119 held-out
-images, mean of 5 seeds) and `ade20k-semfpn-80k/1`. With several candidate LRs the sweep trains on
-train minus the held-out images and chooses on them; then every seed trains on all of train at the
-chosen LR and is tested on the reported split; the record's `miou` is the mean over seeds.
+images, mean of 5 seeds) and `ade20k-semfpn-80k/1`. The frozen linear probes
+`frozen-linear-seg/1` (VOC2012) and `frozen-linear-seg-ade20k/1` (transfer/dense_probe/: BN + 1x1
+conv on the frozen encoder's cached conv5 maps, every LR in one pass) are run by
+transfer/dense_probe/segmentation.py and write the same kind of record under their own names.
+With several candidate LRs the sweep trains on train minus the held-out images and chooses on
+them; then every seed trains on all of train at the chosen LR and is tested on the reported
+split; the record's `miou` is the mean over seeds.
 
 Each (LR, seed) run lives in `<run-dir>/<phase>-lr<lr>-seed<seed>/` with checkpoints and, once
 done, result.json: the same command resumes an interrupted protocol where it stopped.
@@ -31,6 +35,8 @@ from pretrain.data import dataset_stats
 from results import bootstrap
 from results.record import Task
 from slurm import submit as slurm_submit
+from transfer.dense_probe.protocols import PROBE_PROTOCOLS, ProbeProtocol, narrowed
+from transfer.dense_probe.segmentation import run_frozen_segmentation
 from transfer.segmentation.data import build_segmentation_set, check_sizes, hold_out_images
 from transfer.segmentation.engine import PER_IMAGE_FILE, Job, run_job
 from transfer.segmentation.metrics import mean_iou_of_counts
@@ -65,14 +71,23 @@ class SegmentationConfig:
     lrs: tuple[float, ...] | None = None
     seeds: tuple[int, ...] | None = None
     heldout: int | None = None  # shorten: training images held out for the LR sweep
-    settings: SegmentationProtocol | None = None  # resolved in parse_config
+    epochs: int | None = None  # frozen-linear-seg*: epochs over the cached features
+    cache_dir: str | None = None  # frozen-linear-seg*: feature cache (evaluate/features.py's)
+    settings: SegmentationProtocol | ProbeProtocol | None = None  # resolved in parse_config
 
 
 def resolve(config: SegmentationConfig) -> SegmentationProtocol:
     """The protocol preset with the shortening flags applied."""
+    if config.protocol in PROBE_PROTOCOLS:
+        return resolve_probe(config)
     if config.protocol not in PROTOCOLS:
         raise harness.InputError(
-            f"unknown protocol {config.protocol!r}; use one of {', '.join(PROTOCOLS)}"
+            f"unknown protocol {config.protocol!r}; use one of "
+            f"{', '.join([*PROTOCOLS, *PROBE_PROTOCOLS])}"
+        )
+    if config.epochs is not None:
+        raise harness.InputError(
+            "--epochs is for the frozen-linear-seg* protocols; use --max-steps"
         )
     settings = PROTOCOLS[config.protocol]()
     overrides = {
@@ -94,6 +109,38 @@ def resolve(config: SegmentationConfig) -> SegmentationProtocol:
     if config.engine not in ENGINES:
         raise harness.InputError(f"unknown --engine {config.engine!r}; use one of {ENGINES}")
     return settings
+
+
+def resolve_probe(config: SegmentationConfig) -> ProbeProtocol:
+    """A frozen-probe preset with the flags that apply to it (epochs, batch, view size, LRs,
+    seed, held-out count); the fine-tune-only flags are refused."""
+    if config.max_steps is not None or config.engine != "torchvision":
+        raise harness.InputError(
+            f"{config.protocol} trains a probe on cached features: use --epochs, not --max-steps, "
+            "and no --engine"
+        )
+    settings = narrowed(
+        PROBE_PROTOCOLS[config.protocol](),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        crop=config.crop,
+        lrs=config.lrs,
+        seeds=config.seeds,
+        heldout=config.heldout,
+    )
+    values = (settings.schedule.epochs, settings.schedule.batch_size, settings.crop)
+    if min(values) < 1 or not settings.lrs or min(settings.lrs) <= 0:
+        raise harness.InputError("--epochs, --batch-size, --crop and --lrs must be positive")
+    if len(settings.seeds) != 1:
+        raise harness.InputError(f"{config.protocol} runs one seed; pass one value to --seeds")
+    return settings
+
+
+def run_probe_protocol(config: SegmentationConfig, inputs: harness.EvalInputs) -> tuple:
+    """(metrics, selection, (intervals, examples)) of a frozen-probe protocol: the interval is
+    this module's mIoU bootstrap over the reported images' per-image counts."""
+    metrics, selection = run_frozen_segmentation(config.settings, inputs, config.num_workers)
+    return metrics, selection, miou_uncertainty([Path(inputs.work_dir)])
 
 
 def run_protocol(config: SegmentationConfig, inputs: harness.EvalInputs) -> tuple:
@@ -218,7 +265,7 @@ def load_inputs(config: SegmentationConfig) -> harness.EvalInputs:
         mmseg_runner.require_mmseg(config.device)
     inputs = harness.open_inputs(config, min(settings.seeds))
     inputs.train_set, inputs.eval_set = load_data(settings, config.data)
-    inputs.eval_split = settings.eval_split
+    inputs.eval_split, inputs.cache_dir = settings.eval_split, config.cache_dir
     stats = inputs.metadata.get("preprocessing") or {}
     mean, std = (stats["mean"], stats["std"]) if stats else dataset_stats("imagenet")
     inputs.preprocessing = Preprocessing(settings.crop, tuple(mean), tuple(std))
@@ -247,7 +294,11 @@ def parse_config(argv: list[str] | None) -> SegmentationConfig:
         "state dict, or random:<arch> (baseline)",
     )
     add = parser.add_argument
-    add("--protocol", choices=list(PROTOCOLS), help="protocol preset (default: byol-paper-fcn/1)")
+    add(
+        "--protocol",
+        choices=[*PROTOCOLS, *PROBE_PROTOCOLS],
+        help="protocol preset (default: byol-paper-fcn/1; frozen-linear-seg*: linear probes)",
+    )
     add("--data", help="VOCdevkit/VOC2012 (byol-paper-fcn/1) or ADEChallengeData2016 (ade20k-*)")
     add("--engine", choices=ENGINES, help="torchvision (built in, default) or mmseg (`make mm`)")
     add(
@@ -257,8 +308,18 @@ def parse_config(argv: list[str] | None) -> SegmentationConfig:
     )
     add("--ckpt-every-min", type=float, help="minutes between checkpoints (default 10)")
     add("--max-steps", type=int, help="shorten: training iterations per run")
+    add("--epochs", type=int, help="frozen-linear-seg*: epochs over the cached features")
+    add(
+        "--cache-dir",
+        help="frozen-linear-seg*: feature cache (default: $BYOL_BENCH_CACHE, else "
+        "~/.cache/byol-bench/features)",
+    )
     add("--batch-size", type=int, help="images per iteration (default: the protocol's)")
-    add("--crop", type=int, help="training crop in px (default: the protocol's)")
+    add(
+        "--crop",
+        type=int,
+        help="training crop in px; frozen-linear-seg*: the view's size (default: the protocol's)",
+    )
     add("--lrs", type=float, nargs="+", help="candidate LRs; one value skips the sweep")
     add("--seeds", type=int, nargs="+", help="seeds whose mean is reported")
     add(
@@ -285,10 +346,17 @@ def main(argv: list[str] | None = None) -> None:
         inputs = load_inputs(config)
         settings = config.settings
         task = Task("segmentation", settings.dataset, settings.eval_split, settings.name)
-        record, path = harness.record_run(
-            inputs, config, task, lambda: run_protocol(config, inputs)
-        )
+        run = run_probe_protocol if isinstance(settings, ProbeProtocol) else run_protocol
+        record, path = harness.record_run(inputs, config, task, lambda: run(config, inputs))
     selection = record.selection
+    if isinstance(settings, ProbeProtocol):
+        print(
+            f"segmentation {record.task.protocol} {record.task.dataset}/{record.task.split} "
+            f"[{record.checkpoint.label}, {record.checkpoint.weights_sha256[:8]}]: "
+            f"mIoU {record.metrics['miou']:.2f} (frozen linear probe, lr {selection['lr']:g}, "
+            f"chosen on {selection['chosen_on']}) -> {path}"
+        )
+        return
     print(
         f"segmentation {record.task.protocol} {record.task.dataset}/{record.task.split} "
         f"[{record.checkpoint.label}, {record.checkpoint.weights_sha256[:8]}]: "

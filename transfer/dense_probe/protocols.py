@@ -1,0 +1,100 @@
+"""Named, versioned frozen dense-probe protocols: every setting of a run, stated with its source.
+
+Each is its own `task.protocol` (results/tables.py never puts two protocols in one column), so a
+frozen probe never shares a column with a fine-tune (byol-paper-fcn/1). These are OUR adaptation
+of DINOv2's linear ViT probes (Oquab et al. 2023, §7; the issue-17 facts sheet "depth-nyu", §7)
+to ResNets: not a published protocol, and no published number pairs with them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from transfer.dense_probe.train import ProbeSchedule
+
+SAMPLES_SEEN = 40_000 * 16  # DINOv2 linear seg: 40k iterations x batch 16 (2/GPU x 8)
+LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)  # ours: half-decades around DINOv2's single LR, 1e-3
+
+
+@dataclass(frozen=True)
+class ProbeProtocol:
+    """Every setting of one frozen dense-probe protocol (see the preset functions for sources).
+
+    Field names follow transfer/segmentation/protocols.py where they mean the same (dataset,
+    splits, crop, lrs, seeds, heldout), so the segmentation CLI loads its data unchanged.
+    """
+
+    name: str  # task.protocol, "<name>/<version>"
+    dataset: str  # "voc2012" | "ade20k"
+    train_split: str
+    eval_split: str  # reported split
+    crop: int  # the fixed view: shorter side resized to `crop`, centre crop crop x crop
+    schedule: ProbeSchedule
+    lrs: tuple[float, ...] = LRS  # more than one: chosen on `heldout` training images
+    heldout: int = 0
+    seeds: tuple[int, ...] = (0,)  # one seed: head init and batch order
+    head: str = "frozen-linear"  # BN + 1x1 conv on conv5 (transfer/dense_probe/heads.py)
+
+
+def voc12aug_frozen_linear() -> ProbeProtocol:
+    """`frozen-linear-seg/1`: BN + 1x1 conv on the frozen conv5 map, VOC2012 train_aug -> val.
+
+    View: shorter side 512, centre crop 512 (DINOv2's 512 px crop), features cached once
+    (transfer/dense_probe/features.py); scored on the view's pixels. Differs from DINOv2, which
+    trains on random crops and tests with a sliding window over the whole image; cached
+    features allow neither. 60 epochs of 10,582 images ~ DINOv2's 640,000 samples; LR among
+    LRS chosen on the 2,119 held-out images of byol-paper-fcn/1 (BYOL v3, App. D.4), then
+    retrained on all of train_aug.
+    """
+    return ProbeProtocol(
+        name="frozen-linear-seg/1",
+        dataset="voc2012",
+        train_split="train_aug",
+        eval_split="val",
+        crop=512,  # DINOv2 linear seg crop_size (512, 512)
+        schedule=ProbeSchedule(epochs=60),  # ~ SAMPLES_SEEN / 10,582
+        heldout=2_119,  # as byol-paper-fcn/1
+    )
+
+
+def ade20k_frozen_linear() -> ProbeProtocol:
+    """`frozen-linear-seg-ade20k/1`: as frozen-linear-seg/1 on ADE20K train -> val (150
+    classes, "other" ignored). 32 epochs of 20,210 images ~ DINOv2's 640,000 samples; LR chosen
+    on 2,000 held-out training images (ours: the size of val)."""
+    return replace(
+        voc12aug_frozen_linear(),
+        name="frozen-linear-seg-ade20k/1",
+        dataset="ade20k",
+        train_split="train",
+        eval_split="val",
+        schedule=ProbeSchedule(epochs=32),  # ~ SAMPLES_SEEN / 20,210
+        heldout=2_000,
+    )
+
+
+PROBE_PROTOCOLS: dict[str, Callable[[], ProbeProtocol]] = {
+    "frozen-linear-seg/1": voc12aug_frozen_linear,
+    "frozen-linear-seg-ade20k/1": ade20k_frozen_linear,
+}
+
+
+def narrowed(
+    settings: ProbeProtocol,
+    *,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    crop: int | None = None,
+    lrs: tuple[float, ...] | None = None,
+    seeds: tuple[int, ...] | None = None,
+    heldout: int | None = None,
+) -> ProbeProtocol:
+    """The preset with the shortening flags applied (None: the preset's value)."""
+    schedule = settings.schedule
+    schedule = replace(
+        schedule,
+        epochs=schedule.epochs if epochs is None else epochs,
+        batch_size=schedule.batch_size if batch_size is None else batch_size,
+    )
+    given = {"crop": crop, "lrs": lrs, "seeds": seeds, "heldout": heldout}
+    return replace(settings, schedule=schedule, **{k: v for k, v in given.items() if v is not None})
