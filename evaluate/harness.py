@@ -266,9 +266,9 @@ def load_inputs(config) -> EvalInputs:
     train_set, eval_set, eval_split = train_and_eval_sets(config.dataset, config.data)
     check_declared_classes(metadata, config.dataset, train_set)
     known = metadata.get("preprocessing") or {}
-    mean, std = (known["mean"], known["std"]) if known else dataset_stats(config.dataset)
+    mean, std = checkpoint_mean_std(metadata, config.dataset)
     image_size = config.image_size or known.get("image_size") or default_image_size(config.dataset)
-    preprocessing = Preprocessing(int(image_size), tuple(mean), tuple(std))
+    preprocessing = Preprocessing(int(image_size), mean, std)
     resize = stated_resize(metadata)
     if resize is not None and not resize["honoured"]:
         log.warning(
@@ -326,6 +326,14 @@ def features(inputs: EvalInputs, images: ImageDataset, split: str, batch_size: i
 
 
 PROBE_RESIZE = {"interpolation": "bicubic", "antialias": True}  # pretrain/augment.py:eval_view
+
+
+def checkpoint_mean_std(metadata: dict, dataset: str = "imagenet") -> tuple[tuple, tuple]:
+    """(mean, std) of the input normalisation the checkpoint's metadata states, else those of
+    `dataset` (pretrain/data.py:dataset_stats): what every evaluation normalises with."""
+    known = metadata.get("preprocessing") or {}
+    mean, std = (known["mean"], known["std"]) if known else dataset_stats(dataset)
+    return tuple(mean), tuple(std)
 
 
 def stated_resize(metadata: dict) -> dict | None:

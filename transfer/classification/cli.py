@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from evaluate import harness, series
 from evaluate.transforms import Preprocessing
 from pretrain import dist
-from pretrain.data import dataset_stats
 from pretrain.small_inputs import single_position_convs, use_single_position_convs
 from results.record import Task
 from slurm import submit as slurm_submit
@@ -106,12 +105,9 @@ def load_inputs(config: TransferConfig, release) -> harness.EvalInputs:
     """Device, frozen encoder on it, the test view: resize 224 (bicubic) + centre crop 224 for
     the logistic regression (App. D.2), resize 256 + crop 224 for fine-tuning (App. D.3)."""
     inputs = harness.open_inputs(config, config.seed)
-    known = inputs.metadata.get("preprocessing") or {}
-    mean, std = (known["mean"], known["std"]) if known else dataset_stats("imagenet")
+    mean, std = harness.checkpoint_mean_std(inputs.metadata)
     ratio = None if config.protocol == FINETUNE else 1.0
-    inputs.preprocessing = Preprocessing(
-        config.image_size, tuple(mean), tuple(std), test_resize_ratio=ratio
-    )
+    inputs.preprocessing = Preprocessing(config.image_size, mean, std, test_resize_ratio=ratio)
     inputs.cache_dir = config.cache_dir
     convs = single_position_convs(inputs.encoder, config.image_size)  # exact; small sizes only
     use_single_position_convs([inputs.encoder], convs)

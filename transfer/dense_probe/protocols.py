@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from transfer.dense_probe.train import ProbeSchedule
+from transfer.dense_probe.train import ProbeSchedule, nyu_depth_schedule
 
 SAMPLES_SEEN = 40_000 * 16  # DINOv2 linear seg: 40k iterations x batch 16 (2/GPU x 8)
 LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)  # ours: half-decades around DINOv2's single LR, 1e-3
@@ -73,9 +73,54 @@ def ade20k_frozen_linear() -> ProbeProtocol:
     )
 
 
+# ours: half-decades around DINOv2's NYU linear-depth LR, 5e-3
+DEPTH_LRS = (5e-4, 1.5e-3, 5e-3, 1.5e-2, 5e-2)
+NYU_FRAMES = 24_231  # cleinc/bts nyudepthv2_train_files_with_gt.txt: the frames' list
+
+
+def nyu_frozen_linear_depth() -> ProbeProtocol:
+    """`frozen-linear-depth/1`: DINOv2's linear depth probe ("lin. 1": x4 bilinear upsampling,
+    a 1x1 conv to 256 bins over [0.001, 10] m, linear normalisation) on the frozen conv5 map of
+    whole 480x640 NYU frames (DINOv2 tests on the whole image; the cached view cannot train on
+    its random 416x544 crops), trained with SigLoss + 0.5 GradientLoss (transfer/depth/loss.py)
+    on frames from the raw sequences and scored on the 654 labelled test images (delta, rms, rel
+    over every measured pixel). AdamW, wd 0.01, warm-up then cosine over the samples of DINOv2's
+    38,400 x 16 iterations as epochs (train.py:nyu_depth_schedule); LR among DEPTH_LRS chosen on
+    10% of the training images held out, lowest rms. SigLoss's warm-up (its first 100 calls) is
+    not used: the loop's loss does not know its step. OUR adaptation to ResNets (no [CLS] token
+    to concatenate), not a published protocol."""
+    return ProbeProtocol(
+        name="frozen-linear-depth/1",
+        dataset="nyu-v2",
+        train_split="frames",
+        eval_split="test",
+        crop=480,  # shorter side of the whole-image view: NYU's 480x640 as it is
+        schedule=nyu_depth_schedule(NYU_FRAMES),
+        lrs=DEPTH_LRS,
+        heldout=NYU_FRAMES // 10,
+        head="frozen-linear-depth",
+    )
+
+
+def nyu_labelled_frozen_linear_depth() -> ProbeProtocol:
+    """`frozen-linear-depth-labelled795/1`: frozen-linear-depth/1 trained on the 795 labelled
+    training images (DEVIATION(depth-labelled-795)); 80 of them held out to choose the LR."""
+    return replace(
+        nyu_frozen_linear_depth(),
+        name="frozen-linear-depth-labelled795/1",
+        train_split="labelled-train",
+        schedule=nyu_depth_schedule(795),
+        heldout=80,
+    )
+
+
 PROBE_PROTOCOLS: dict[str, Callable[[], ProbeProtocol]] = {
     "frozen-linear-seg/1": voc12aug_frozen_linear,
     "frozen-linear-seg-ade20k/1": ade20k_frozen_linear,
+}
+DEPTH_PROBE_PROTOCOLS: dict[str, Callable[[], ProbeProtocol]] = {
+    "frozen-linear-depth/1": nyu_frozen_linear_depth,
+    "frozen-linear-depth-labelled795/1": nyu_labelled_frozen_linear_depth,
 }
 
 

@@ -10,11 +10,15 @@ folder of scene folders with rgb_*.jpg / sync_depth_*.png as cleinc/bts prepares
 transfer/depth/data.py); `--train-source labelled` trains on the 795 labelled training images
 instead, recorded under its own protocol name (a deviation, transfer/depth/protocols.py). The run
 lives in `<run-dir>/lr<lr>-seed<seed>/` with its checkpoints: the same command resumes it.
+
+`--protocol frozen-linear-depth/1` runs the frozen linear probe instead (DINOv2's linear depth head
+on cached conv5 maps, every candidate LR in one pass: transfer/dense_probe/depth.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import logging
 import sys
@@ -27,6 +31,8 @@ from evaluate import harness, series
 from results import bootstrap
 from results.record import Task
 from slurm import submit as slurm_submit
+from transfer.dense_probe.depth import run_frozen_depth
+from transfer.dense_probe.protocols import DEPTH_PROBE_PROTOCOLS, ProbeProtocol, narrowed
 from transfer.depth import protocols
 from transfer.depth.augment import DepthAugmentation
 from transfer.depth.data import DEPTH_SOURCES, build_depth_set
@@ -59,17 +65,33 @@ class DepthConfig:
     lr: float | None = None  # the peak LR itself (default: 0.16 x batch / 256)
     crop: tuple[int, int] | None = None  # (H, W) of the centre crop (default 228 304)
     log_to: str = ""  # log.jsonl's step lines also to tensorboard, wandb (harness.add_log_argument)
+    epochs: int | None = None  # frozen-linear-depth*: epochs over the cached features
+    lrs: tuple[float, ...] | None = None  # frozen-linear-depth*: candidate LRs
+    heldout: int | None = None  # frozen-linear-depth*: training images held out to choose
+    cache_dir: str | None = None  # frozen-linear-depth*: feature cache (evaluate/features.py's)
 
 
-def resolve(config: DepthConfig) -> tuple[protocols.DepthProtocol, float]:
-    """(protocol with the config's changes and its recorded name, peak LR)."""
-    if config.protocol not in protocols.PROTOCOLS:
+ALL_PROTOCOLS = (*protocols.PROTOCOLS, *DEPTH_PROBE_PROTOCOLS)
+PROBE_ONLY = ("epochs", "lrs", "heldout", "cache_dir")
+FINETUNE_ONLY = ("max_steps", "lr", "crop")
+
+
+def resolve(config: DepthConfig) -> tuple[protocols.DepthProtocol | ProbeProtocol, float | None]:
+    """(protocol with the config's changes and its recorded name, peak LR; None: a probe)."""
+    if config.protocol not in ALL_PROTOCOLS:
         raise harness.InputError(
-            f"unknown protocol {config.protocol!r}; use one of {', '.join(protocols.PROTOCOLS)}"
+            f"unknown protocol {config.protocol!r}; use one of {', '.join(ALL_PROTOCOLS)}"
         )
     harness.check_log_to(config.log_to)
     if config.train_source not in DEPTH_SOURCES:
         raise harness.InputError(f"--train-source must be one of {DEPTH_SOURCES}")
+    probe = config.protocol in DEPTH_PROBE_PROTOCOLS
+    wrong = [n for n in (FINETUNE_ONLY if probe else PROBE_ONLY) if getattr(config, n) is not None]
+    if wrong:
+        flags = ", ".join("--" + name.replace("_", "-") for name in wrong)
+        raise harness.InputError(f"{flags} do(es) not apply to {config.protocol}")
+    if probe:
+        return resolve_probe(config), None
     preset = protocols.PROTOCOLS[config.protocol]()
     settings = replace(preset, train_source=config.train_source)
     if config.max_steps is not None:
@@ -91,16 +113,49 @@ def resolve(config: DepthConfig) -> tuple[protocols.DepthProtocol, float]:
     return replace(settings, name=f"{name}/{version}"), lr
 
 
-def load_data(config: DepthConfig, settings: protocols.DepthProtocol):
+def resolve_probe(config: DepthConfig) -> ProbeProtocol:
+    """A frozen-probe preset (its -labelled795 form with --train-source labelled) with the flags
+    that apply to it; any change of a setting records `-custom`."""
+    name = config.protocol
+    if config.train_source == "labelled" and "labelled795" not in name:
+        name = name.replace("frozen-linear-depth", "frozen-linear-depth-labelled795")
+    if config.train_source == "frames" and "labelled795" in name:
+        raise harness.InputError(f"{name} trains on the labelled images: --train-source labelled")
+    preset = DEPTH_PROBE_PROTOCOLS[name]()
+    settings = narrowed(
+        preset,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lrs=config.lrs,
+        seeds=(config.seed,),
+        heldout=config.heldout,
+    )
+    values = (settings.schedule.epochs, settings.schedule.batch_size, settings.heldout + 1)
+    if min(values) < 1 or not settings.lrs or min(settings.lrs) <= 0:
+        raise harness.InputError("--epochs, --batch-size and --lrs must be positive")
+    if replace(settings, seeds=preset.seeds) != preset:
+        stem, version = settings.name.split("/")
+        settings = replace(settings, name=f"{stem}-custom/{version}")
+    return settings
+
+
+def train_source_of(settings) -> str:
+    """ "frames" or "labelled": what trains the model of `settings` (a fine-tune or a probe)."""
+    if isinstance(settings, ProbeProtocol):
+        return "frames" if settings.train_split == "frames" else "labelled"
+    return settings.train_source
+
+
+def load_data(config: DepthConfig, settings):
     """(training set, the 654 test images), both opened and checked before training."""
-    if settings.train_source == "frames" and config.frames is None:
+    if train_source_of(settings) == "frames" and config.frames is None:
         raise harness.InputError(
-            "byol-paper-depth/1 trains on frames from the raw sequences: pass --frames with "
+            f"{config.protocol} trains on frames from the raw sequences: pass --frames with "
             "their folder (cleinc/bts's sync/), or --train-source labelled to train on the 795 "
             "labelled images (a deviation, recorded as such)"
         )
     test = build_depth_set("labelled", config.data, "test")
-    if settings.train_source == "frames":
+    if train_source_of(settings) == "frames":
         return build_depth_set("frames", config.frames, "train"), test
     return build_depth_set("labelled", config.data, "train"), test
 
@@ -139,13 +194,23 @@ def run_protocol(config: DepthConfig, settings, lr: float, inputs: harness.EvalI
     return metrics, selection, depth_uncertainty(job.run_dir / PER_IMAGE_FILE)
 
 
+def run_probe_protocol(config: DepthConfig, settings: ProbeProtocol, inputs) -> tuple:
+    """(metrics, selection, (intervals, examples)) of a frozen depth probe."""
+    metrics, selection = run_frozen_depth(settings, inputs, config.num_workers)
+    source = train_source_of(settings)
+    selection.update(
+        train_source=source,
+        train_set=[inputs.train_set.name, inputs.train_set.split],
+        deviations=["depth-labelled-795"] if source == "labelled" else [],
+    )
+    return metrics, selection, depth_uncertainty(Path(inputs.work_dir) / PER_IMAGE_FILE)
+
+
 def checkpoint_normalisation(settings, inputs: harness.EvalInputs) -> DepthAugmentation:
     """The protocol's views normalised with the checkpoint's mean and std (ImageNet's if the
-    file states none)."""
-    stats = inputs.metadata.get("preprocessing") or {}
-    if not stats:
-        return settings.aug
-    return replace(settings.aug, mean=tuple(stats["mean"]), std=tuple(stats["std"]))
+    file states none: the augmentation's defaults)."""
+    mean, std = harness.checkpoint_mean_std(inputs.metadata)
+    return replace(settings.aug, mean=mean, std=std)
 
 
 def depth_uncertainty(path: Path) -> tuple[dict, dict]:
@@ -170,6 +235,7 @@ def load_inputs(config: DepthConfig, settings) -> harness.EvalInputs:
     inputs = harness.open_inputs(config, config.seed)
     inputs.train_set, inputs.eval_set = load_data(config, settings)
     inputs.eval_split = "test"
+    inputs.cache_dir = config.cache_dir
     inputs.work_dir = harness.work_dir(
         "depth",
         settings.name,
@@ -198,7 +264,11 @@ def parse_config(argv: list[str] | None) -> DepthConfig:
         choices=DEPTH_SOURCES,
         help="frames (default, the paper's) or labelled (the 795: a deviation)",
     )
-    add("--protocol", choices=list(protocols.PROTOCOLS), help="default: byol-paper-depth/1")
+    add(
+        "--protocol",
+        choices=list(ALL_PROTOCOLS),
+        help="default: byol-paper-depth/1 (fine-tuning); frozen-linear-depth*: linear probes",
+    )
     add("--seed", type=int, help="sample order, augmentation, decoder init (default 0)")
     add("--seeds", type=int, nargs="+", help=series.SEEDS_HELP)
     add(
@@ -211,11 +281,17 @@ def parse_config(argv: list[str] | None) -> DepthConfig:
     add("--batch-size", type=int, help="images per step (default 256; the LR scales with it)")
     add("--lr", type=float, help="peak LR (default 0.16 x batch / 256)")
     add("--crop", type=int, nargs=2, metavar=("H", "W"), help="centre crop (default 228 304)")
+    add("--epochs", type=int, help="frozen-linear-depth*: epochs over the cached features")
+    add("--lrs", type=float, nargs="+", help="frozen-linear-depth*: candidate LRs")
+    add("--heldout", type=int, help="frozen-linear-depth*: training images held out to choose")
+    add("--cache-dir", help="frozen-linear-depth*: feature cache (default: $BYOL_BENCH_CACHE)")
     harness.add_log_argument(parser)
     slurm_submit.add_slurm_arguments(parser)
     args = parser.parse_args(argv)
     if args.crop is not None:
         args.crop = tuple(args.crop)
+    if args.lrs is not None:
+        args.lrs = tuple(args.lrs)
     return harness.config_from_args(DepthConfig, args)
 
 
@@ -226,15 +302,17 @@ def evaluate_one(argv: list[str]) -> None:
         settings, lr = resolve(config)
         inputs = load_inputs(config, settings)
         task = Task("depth", DATASET, "test", settings.name)
-        record, path = harness.record_run(
-            inputs, config, task, lambda: run_protocol(config, settings, lr, inputs)
-        )
+        if lr is None:
+            run = functools.partial(run_probe_protocol, config, settings, inputs)
+        else:
+            run = functools.partial(run_protocol, config, settings, lr, inputs)
+        record, path = harness.record_run(inputs, config, task, run)
     m = record.metrics
     print(
         f"depth {record.task.protocol} {DATASET}/test [{record.checkpoint.label}, "
         f"{record.checkpoint.weights_sha256[:8]}]: delta1 {m['delta1']:.1f} delta2 "
         f"{m['delta2']:.1f} delta3 {m['delta3']:.1f} rms {m['rms']:.3f} rel {m['rel']:.3f} "
-        f"(trained on {record.selection['train_source']}, lr {lr:g}) -> {path}"
+        f"(trained on {record.selection['train_source']}, lr {record.selection['lr']:g}) -> {path}"
     )
 
 

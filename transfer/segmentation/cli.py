@@ -31,7 +31,6 @@ import numpy as np
 
 from evaluate import harness
 from evaluate.transforms import Preprocessing
-from pretrain.data import dataset_stats
 from results import bootstrap
 from results.record import Task
 from slurm import submit as slurm_submit
@@ -266,9 +265,8 @@ def load_inputs(config: SegmentationConfig) -> harness.EvalInputs:
     inputs = harness.open_inputs(config, min(settings.seeds))
     inputs.train_set, inputs.eval_set = load_data(settings, config.data)
     inputs.eval_split, inputs.cache_dir = settings.eval_split, config.cache_dir
-    stats = inputs.metadata.get("preprocessing") or {}
-    mean, std = (stats["mean"], stats["std"]) if stats else dataset_stats("imagenet")
-    inputs.preprocessing = Preprocessing(settings.crop, tuple(mean), tuple(std))
+    mean, std = harness.checkpoint_mean_std(inputs.metadata)
+    inputs.preprocessing = Preprocessing(settings.crop, mean, std)
     inputs.work_dir = harness.work_dir(
         "segmentation",
         settings.name,

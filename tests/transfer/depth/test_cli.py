@@ -143,3 +143,47 @@ def test_bad_input_is_one_sentence(nyu, tmp_path, extra, message):
     result = run_cli("transfer.depth", *TINY, *data, *extra, "--records", str(tmp_path))
     assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_frozen_linear_depth_probe_end_to_end(nyu, tmp_path, monkeypatch):
+    """frozen-linear-depth on the labelled images: cached conv5 maps of the whole frames, two
+    LRs chosen on held-out images by rms, a record with intervals in the dense table."""
+    labelled, _ = nyu
+    monkeypatch.setenv("BYOL_BENCH_CACHE", str(tmp_path / "cache"))
+    records = tmp_path / "records"
+    argv = ["--protocol", "frozen-linear-depth/1", "--train-source", "labelled"]
+    argv += ["--data", str(labelled), "--epochs", "2", "--lrs", "0.005", "0.05"]
+    argv += ["--heldout", "2", "--batch-size", "2", "--device", "cpu", "--num-workers", "0"]
+    argv += ["--ckpt", "random:resnet18", "--records", str(records)]
+    cli.main(argv)
+    (record,) = read_records(records)
+    assert record.task.protocol == "frozen-linear-depth-labelled795-custom/1"
+    selection = record.selection
+    assert [c["lr"] for c in selection["candidates"]] == [0.005, 0.05]
+    assert selection["chosen_on"] == "heldout-2" and selection["train_source"] == "labelled"
+    assert (
+        selection["lr"]
+        == min(selection["candidates"], key=lambda c: c["heldout_rms"] or float("inf"))["lr"]
+    )
+    assert selection["feature_shape"] == [512, 15, 20]  # whole 480x640 view, stride 32
+    sums = np.load(record.examples["per_image"][0]["file"])
+    assert sums.shape == (4, 7) and sums[:, 0].sum() == 4 * 480 * 640
+    assert record.metrics == pytest.approx(depth_metrics(sums))
+    column = "depth nyu-v2 test rms ↓ [frozen-linear-depth-labelled795-custom/1]"
+    (dense,) = [t for t in build_tables(read_records(records)) if t.id == "dense"]
+    assert column in dense.headers
+    # a second run reads the cached features: the encoder is not run again
+    calls = []
+    monkeypatch.setattr("transfer.dense_probe.features._extract", lambda *a, **k: calls.append(a))
+    cli.main([*argv[:-1], str(tmp_path / "records-2")])
+    assert calls == []
+
+
+def test_probe_and_fine_tune_flags_do_not_mix():
+    config = cli.DepthConfig(ckpt="random:resnet18", protocol="frozen-linear-depth/1", lr=0.1)
+    with pytest.raises(Exception, match="--lr do"):
+        cli.resolve(config)
+    with pytest.raises(Exception, match="--epochs do"):
+        cli.resolve(cli.DepthConfig(ckpt="random:resnet18", epochs=3))
+    probe = cli.DepthConfig(ckpt="random:resnet18", protocol="frozen-linear-depth/1")
+    assert cli.resolve(probe) == (cli.DEPTH_PROBE_PROTOCOLS["frozen-linear-depth/1"](), None)
