@@ -3,9 +3,11 @@
 `run_job(job)` trains the protocol's segmenter for `job.iterations` steps of SGD, saving
 `<job.run_dir>/checkpoints/last.pt` every `ckpt_every_min` minutes and at the end
 (pretrain/checkpoint.py: atomic, tensors only, digest-checked), then evaluates mIoU on
-`job.eval_set` and writes `<job.run_dir>/result.json`. The run directory (pretrain/rundir.py)
-holds the job's identity in config.json: a run dir with a result is done, one with a checkpoint
-resumes at its iteration, and one of a different job is refused with the differing fields named.
+`job.eval_set` and writes `<job.run_dir>/result.json`, beside samples.npz (the first test
+images with label and prediction, for the report: transfer/samples.py). The run directory
+(pretrain/rundir.py) holds the job's identity in config.json: a run dir with a result is done,
+one with a checkpoint resumes at its iteration, and one of a different job is refused with the
+differing fields named.
 Data draws depend only on (seed, sample position) (pretrain/sampling.py, stream mode) and dropout
 is re-seeded every iteration, so a resumed run equals an uninterrupted one.
 """
