@@ -1,14 +1,20 @@
-"""The report's plots of a run's training and of a table (results/report.py embeds them): plain
-matplotlib Figures from log.jsonl lines (results/runlog.py) and built tables (results/tables.py).
+"""The report's plots of a run's training, of a table and of a run's test predictions
+(results/report.py embeds them): plain matplotlib Figures from log.jsonl lines
+(results/runlog.py), built tables (results/tables.py) and samples files (results/samples.py).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from results import runlog
+from results.samples import IGNORE
+
+DEPTH_COLOURS = "magma"  # one colour map for true and predicted depth; 0 (no measurement): grey
 
 CURVES = (  # (title, log.jsonl keys); step lines and epoch lines (results/runlog.py)
     ("BYOL loss (both directions, summed)", ("loss",)),
@@ -66,17 +72,18 @@ def bar_figure(table) -> tuple[Figure, str] | None:
     """(figure, alt text) of one table as grouped bars: a group per column, a bar per row that
     has a number there (the paper's rows and ours), with an error bar: the 95% bootstrap
     interval where the record has one, else the std over seeds; None if nothing to draw."""
-    rows = [row for row in table.rows.index if (table.status.loc[row] == "complete").any()]
+    headers = percent_headers(table)
+    rows = [row for row in table.rows.index if (table.status.loc[row, headers] == "complete").any()]
     if not rows:
         return None
-    figure = Figure(figsize=(max(6, 1.2 * len(table.headers) + 2), 3.6), layout="constrained")
+    figure = Figure(figsize=(max(6, 1.2 * len(headers) + 2), 3.6), layout="constrained")
     axes = figure.add_subplot(1, 1, 1)
     width = 0.8 / len(rows)
     described = []
     for index, row in enumerate(rows):
         label = f"{table.rows.at[row, 'method']} ({table.rows.at[row, 'checkpoint']})"
         xs, heights, errors = [], [], [[], []]
-        for position, column in enumerate(table.headers):
+        for position, column in enumerate(headers):
             if table.status.at[row, column] != "complete":
                 continue
             value = table.values.at[row, column]
@@ -87,11 +94,20 @@ def bar_figure(table) -> tuple[Figure, str] | None:
             errors[1].append(high - value)
         axes.bar(xs, heights, width, yerr=errors, capsize=2, label=label)
         described.append(f"{label}: {len(xs)} bars")
-    axes.set_xticks(range(len(table.headers)), table.headers, rotation=30, ha="right", fontsize=7)
+    axes.set_xticks(range(len(headers)), headers, rotation=30, ha="right", fontsize=7)
     axes.set_ylabel("%", fontsize=8)
-    axes.set_title(table.title, fontsize=9)
+    left_out = [header for header in table.headers if header not in headers]
+    note = f" ({', '.join(left_out)}: in the table only)" if left_out else ""
+    axes.set_title(table.title + note, fontsize=9)
     axes.legend(fontsize=6)
-    return figure, f"bar chart of {table.id}: " + "; ".join(described)
+    return figure, f"bar chart of {table.id}{note}: " + "; ".join(described)
+
+
+def percent_headers(table) -> list[str]:
+    """The table's columns of percentages, the ones a bar chart's % axis can hold: tables.py
+    gives three decimals exactly to the columns of metres and ratios (record.py's
+    UNBOUNDED_METRICS: depth's rms, rel, log10), which the bars leave to the table."""
+    return [header for header in table.headers if header not in table.digits]
 
 
 def bar_error(table, row: str, column: str) -> tuple[float, float]:
@@ -102,3 +118,61 @@ def bar_error(table, row: str, column: str) -> tuple[float, float]:
     if table.stds is not None and not math.isnan(table.stds.at[row, column]):
         return value - table.stds.at[row, column], value + table.stds.at[row, column]
     return value, value
+
+
+def voc_palette() -> np.ndarray:
+    """[256, 3] uint8 colours of class indices: the PASCAL VOC colour map (each index's bits
+    interleaved into R, G, B from the top bit down; VOCdevkit's VOClabelcolormap.m), also used
+    for ADE20K's 150 classes; IGNORE (255) is white."""
+    palette = np.zeros((256, 3), np.uint8)
+    for index in range(256):
+        code = index
+        for shift in range(7, -1, -1):
+            for channel in range(3):
+                palette[index, channel] |= ((code >> channel) & 1) << shift
+            code >>= 3
+    palette[IGNORE] = 255
+    return palette
+
+
+def samples_figure(samples: dict, title: str) -> Figure:
+    """k rows of input / truth / prediction (a samples file, results/samples.py). Depth: one
+    colour map (DEPTH_COLOURS), the same range for a row's truth and prediction, 0 (no
+    measurement, or padding) grey, a colour bar in metres; segmentation: voc_palette()."""
+    images, kind = samples["images"], samples["kind"]
+    figure = Figure(figsize=(9, 2.4 * len(images) + 0.4), layout="constrained")
+    grid = figure.subplots(len(images), 3, squeeze=False)
+    colours = colormaps[DEPTH_COLOURS].with_extremes(bad="0.6")
+    palette = voc_palette()
+    for row, axes in enumerate(grid):
+        truth, prediction = samples["truth"][row], samples["prediction"][row]
+        axes[0].imshow(images[row])
+        if kind == "depth":
+            shown = [np.ma.masked_equal(depth, 0) for depth in (truth, prediction)]
+            valid = np.concatenate([depth.compressed() for depth in shown])
+            low, high = (valid.min(), valid.max()) if valid.size else (0.0, 1.0)
+            for axis, depth in zip(axes[1:], shown):
+                drawn = axis.imshow(depth, cmap=colours, vmin=low, vmax=high)
+            figure.colorbar(drawn, ax=list(axes), shrink=0.8, label="depth (m)")
+        else:
+            for axis, classes in zip(axes[1:], (truth, prediction)):
+                axis.imshow(palette[np.clip(classes, 0, 255)], interpolation="nearest")
+        for axis, name in zip(axes, ("input", "truth", "prediction")):
+            axis.set_axis_off()
+            axis.set_title(f"{name} {row + 1}", fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def samples_alt(samples: dict, title: str) -> str:
+    """The picture's description: what it shows, how many images, how it is coloured."""
+    count, kind = len(samples["images"]), samples["kind"]
+    colours = (
+        f"depth in {DEPTH_COLOURS} colours (grey: no measurement)"
+        if kind == "depth"
+        else "classes in the VOC colour map (white: ignored)"
+    )
+    return (
+        f"{title}: the first {count} test images, each as input, true {kind} and predicted "
+        f"{kind} side by side; {colours}"
+    )

@@ -9,7 +9,10 @@ log.jsonl (results/runlog.py: a line every log_every_steps steps and one per epo
 against steps and images seen, the random-init linear probe as a line), accuracy vs
 pretraining epochs from eval records of several checkpoints of one run (same label, task and
 protocol; one curve per run and task, the random-init baseline of the task as a line:
-AccuracyCurve), and the provenance view lists every record, superseded and failed ones included.
+AccuracyCurve), the predictions of dense tasks as pictures (the latest complete record per
+protocol and data set whose selection names a samples file, results/samples.py: input, truth and
+prediction of its first test images side by side; a missing or changed file is a note), and the
+provenance view lists every record, superseded and failed ones included.
 """
 
 from __future__ import annotations
@@ -30,9 +33,16 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from results import render, runlog  # noqa: E402
 from results.errors import ByolBenchError  # noqa: E402
-from results.figures import bar_figure, curves_alt, curves_figure  # noqa: E402
+from results.figures import (  # noqa: E402
+    bar_figure,
+    curves_alt,
+    curves_figure,
+    samples_alt,
+    samples_figure,
+)
 from results.frame import select_latest  # noqa: E402
 from results.record import Record, read_records, to_dict, utc_now  # noqa: E402
+from results.samples import SamplesError, load_recorded  # noqa: E402
 from results.tables import build_tables  # noqa: E402
 
 STYLE = """
@@ -46,7 +56,7 @@ td.failed{color:#b00;font-weight:bold} td.missing{color:#b60} td.unpublished{col
 .scroll{overflow-x:auto}
 .legend{font-size:.8em;color:#555;margin:.2em 0} img{max-width:100%;border:1px solid #eee}
 code,.mono{font-family:ui-monospace,monospace;font-size:.85em;word-break:break-all}
-tr.superseded{color:#888} tr.failed{background:#fee}
+tr.superseded{color:#888} tr.failed{background:#fee} p.note{color:#b60}
 """
 
 
@@ -213,6 +223,36 @@ def accuracy_figures(records: list[Record]) -> list[tuple[Figure, str]]:
     return figures
 
 
+def prediction_records(records: list[Record]) -> list[Record]:
+    """The latest complete eval record per (protocol, data set) whose selection names a samples
+    file (results/samples.py), in (protocol, data set) order."""
+    latest = {}
+    for record in sorted(records, key=lambda r: (r.created_utc, r.record_id)):
+        if record.kind == "eval" and record.status == "complete" and "samples" in record.selection:
+            latest[(record.task.protocol, record.task.dataset)] = record
+    return [latest[key] for key in sorted(latest)]
+
+
+def prediction_pictures(records: list[Record]) -> list[str]:
+    """Per prediction_records: an <img> of its first test images (input / truth / prediction),
+    or a note saying why it is left out (the file is missing, changed or unreadable)."""
+    parts = []
+    for record in prediction_records(records):
+        task = record.task
+        title = (
+            f"{task.protocol} on {task.dataset} ({task.split}), "
+            f"checkpoint {record.checkpoint.label}"
+        )
+        try:
+            samples = load_recorded(record.selection["samples"])
+        except SamplesError as error:
+            note = f"Predictions of {title} left out: {error}."
+            parts.append(f"<p class='note'>{html.escape(note)}</p>")
+            continue
+        parts.append(png(samples_figure(samples, title), samples_alt(samples, title)))
+    return parts
+
+
 def provenance_rows(records: list[Record]) -> str:
     """One table row per record (newest first) and its full JSON on demand."""
     counted = {record.record_id for record in select_latest(records)}
@@ -253,6 +293,7 @@ def build_report(records: list[Record], runs: Path | None, title: str) -> str:
     tables = build_tables(records)
     logs = read_logs(runs)
     accuracy = accuracy_figures(records)
+    predictions = prediction_pictures(records)
     ours = [record for record in records if record.kind != "published"]
     sections = [
         f"<h1>{html.escape(title)}</h1>",
@@ -262,6 +303,11 @@ def build_report(records: list[Record], runs: Path | None, title: str) -> str:
         "" if tables else "<p>No evaluation records yet.</p>",
         "<h2>Bar charts (error bars: 95% bootstrap interval, else std over seeds)</h2>",
         *(png(*bars) for bars in (bar_figure(table) for table in tables) if bars),
+        "<h2>Predictions (the first test images: input, truth, prediction)</h2>",
+        *predictions,
+        ""
+        if predictions
+        else "<p>No record names sample predictions (segmentation and depth runs keep them).</p>",
         "<h2>Pretraining curves (log.jsonl)</h2>",
         *(
             png(

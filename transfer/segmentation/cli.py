@@ -192,6 +192,8 @@ def run_protocol(config: SegmentationConfig, inputs: harness.EvalInputs) -> tupl
         "eval_images": len(inputs.eval_set),
         "eval_ids_sha256": inputs.eval_set.fingerprint(),
     }
+    if runs[0].get("samples"):  # the first seed's test images for the report (results/samples.py)
+        selection["samples"] = runs[0]["samples"]
     final_dirs = [run_dir / f"final-lr{best:g}-seed{seed}" for seed in settings.seeds]
     return {"miou": statistics.mean(mious)}, selection, miou_uncertainty(final_dirs)
 

@@ -208,8 +208,14 @@ class EvalPairs(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int):
+    def original(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(uint8 image [3, h, w], label [h, w]) of pair `index` as scored: centre-cropped when
+        the protocol crops, before the test input's rescaling and normalisation."""
         image, label = self.images.load(index)
         if self.test_crop is not None:
             image, label = centre_crop(image, label, self.test_crop)
+        return image, label
+
+    def __getitem__(self, index: int):
+        image, label = self.original(index)
         return eval_view(image, self.aug), label

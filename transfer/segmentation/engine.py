@@ -3,9 +3,11 @@
 `run_job(job)` trains the protocol's segmenter for `job.iterations` steps of SGD, saving
 `<job.run_dir>/checkpoints/last.pt` every `ckpt_every_min` minutes and at the end
 (pretrain/checkpoint.py: atomic, tensors only, digest-checked), then evaluates mIoU on
-`job.eval_set` and writes `<job.run_dir>/result.json`. The run directory (pretrain/rundir.py)
-holds the job's identity in config.json: a run dir with a result is done, one with a checkpoint
-resumes at its iteration, and one of a different job is refused with the differing fields named.
+`job.eval_set` and writes `<job.run_dir>/result.json`, beside samples.npz (the first test
+images with label and prediction, for the report: transfer/samples.py). The run directory
+(pretrain/rundir.py) holds the job's identity in config.json: a run dir with a result is done,
+one with a checkpoint resumes at its iteration, and one of a different job is refused with the
+differing fields named.
 Data draws depend only on (seed, sample position) (pretrain/sampling.py, stream mode) and dropout
 is re-seeded every iteration, so a resumed run equals an uninterrupted one.
 """
@@ -26,7 +28,9 @@ from tqdm import tqdm
 
 from pretrain import rundir
 from results.atomic import write_atomic
+from results.samples import SAMPLES_FILE
 from transfer.iterations import resume_or_start, set_lr, train_iterations
+from transfer.samples import SampleKeeper
 from transfer.segmentation.augment import IGNORE, Augmentation
 from transfer.segmentation.data import EvalPairs, SegmentationSet, TrainPairs
 from transfer.segmentation.metrics import confusion, image_counts, mean_iou, per_class_iou
@@ -92,7 +96,8 @@ def run_job(job: Job, encoder: nn.Module) -> dict:
     )
     start, seconds = resume_or_start(model, optimizer, job.run_dir)
     seconds = train(model, optimizer, job, start, seconds)
-    matrix, counts = evaluate(model, job.eval_set, job)
+    keeper = SampleKeeper("segmentation")
+    matrix, counts = evaluate(model, job.eval_set, job, keeper)
     np.save(job.run_dir / PER_IMAGE_FILE, counts.numpy())  # for the bootstrap interval
     iterations = job.protocol.iterations
     result = {
@@ -108,6 +113,7 @@ def run_job(job: Job, encoder: nn.Module) -> dict:
         "eval_split": job.eval_set.split,
         "eval_images": len(job.eval_set),
         "per_image_counts": PER_IMAGE_FILE,
+        "samples": keeper.save(job.run_dir / SAMPLES_FILE),  # the report's pictures
     }
     write_atomic(result_path, json.dumps(result, indent=2).encode())
     return result
@@ -158,24 +164,30 @@ def train_step(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: SegmentationSet, job: Job) -> tuple:
+def evaluate(
+    model: nn.Module, images: SegmentationSet, job: Job, keeper: SampleKeeper | None = None
+) -> tuple:
     """Confusion matrix [K, K] of the model's argmax over `images` (one image per batch), and
-    each image's metrics.image_counts [N, 3, K] (int64)."""
+    each image's metrics.image_counts [N, 3, K] (int64); `keeper` gets the first images as
+    (uint8 image as scored, label, argmax) for the report (transfer/samples.py)."""
     protocol, device = job.protocol, torch.device(job.device)
-    aug = augmentation(job)
-    loader = torch.utils.data.DataLoader(
-        EvalPairs(images, aug, protocol.test_crop), batch_size=1, num_workers=job.num_workers
-    )
+    pairs = EvalPairs(images, augmentation(job), protocol.test_crop)
+    loader = torch.utils.data.DataLoader(pairs, batch_size=1, num_workers=job.num_workers)
     model.eval()
     matrix = torch.zeros(images.num_classes, images.num_classes, dtype=torch.int64)
     counts = []
-    for image, label in tqdm(loader, desc=f"eval {images.split}", unit="img"):
+    for index, (image, label) in enumerate(tqdm(loader, desc=f"eval {images.split}", unit="img")):
         logits = model(image.to(device))  # [1, K, h, w]
         if logits.shape[-2:] != label.shape[-2:]:  # rescaled input: back to the label's size
             logits = F.interpolate(
                 logits, size=label.shape[-2:], mode="bilinear", align_corners=False
             )
-        one = confusion(label[0], logits[0].argmax(0).cpu(), images.num_classes)
+        prediction = logits[0].argmax(0).cpu()  # [h, w] int64
+        one = confusion(label[0], prediction, images.num_classes)
+        if keeper is not None and not keeper.full:
+            # the original pixels at the label's size (pairs.original), not the normalised,
+            # possibly rescaled network input: what the label and the prediction describe
+            keeper.keep(pairs.original(index)[0], label[0], prediction)
         matrix += one
         counts.append(image_counts(one))
     model.train()

@@ -6,14 +6,17 @@ from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from results.published import SEGMENTATION_PROTOCOL
 from results.record import read_records
+from results.samples import load_samples
 from tests.conftest import run_cli
 from tests.transfer.segmentation.layouts import make_ade20k, make_export, make_voc
 from transfer.segmentation import cli as segmentation
+from transfer.segmentation.data import build_segmentation_set
 
 TINY = [
     "--device",
@@ -64,6 +67,8 @@ def test_voc_protocol_sweep_seeds_and_one_record(tmp_path, capsys):
     low, high = record.intervals["miou"]
     assert 0 <= low <= high <= 100 and record.examples["count"] == 2
     assert record.config["settings"]["iterations"] == 2 and record.config["settings"]["crop"] == 48
+    # the report's pictures: the first seed's final run keeps the 2 val images, in order
+    check_samples(record.selection["samples"], voc, f"final-lr{selection['lr']:g}-seed0")
     assert record.checkpoint.weights_sha256.startswith(export.stem.split("-")[1])
     assert f"mIoU {record.metrics['miou']:.2f}" in capsys.readouterr().out
     assert sorted(p.name for p in Path(selection["run_dir"]).iterdir()) == [
@@ -99,6 +104,27 @@ def test_ade20k_semantic_fpn(tmp_path):
         record.task.protocol == "ade20k-semfpn-80k/1" and record.selection["chosen_on"] == "given"
     )
     assert record.checkpoint.method == "random-init"
+    images = load_samples(record.selection["samples"]["file"])["images"]
+    assert images.shape == (1, 64, 96, 3)  # the original image, not the input rescaled to 512
+
+
+def check_samples(entry: dict, voc: Path, final_dir: str) -> None:
+    """The samples file is the record's (sha256), of the final run, and holds the val images
+    in order: each original image and label as loaded (no crop: they are under 513 px), padded
+    to the larger one, and an argmax prediction of their size."""
+    path = Path(entry["file"])
+    assert path.parent.name == final_dir and path.name == "samples.npz"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
+    samples = load_samples(path)
+    assert samples["kind"] == "segmentation" and len(samples["images"]) == 2
+    val = build_segmentation_set("voc2012", str(voc), "val")
+    for index in range(2):
+        image, label = val.load(index)
+        height, width = label.shape
+        assert np.array_equal(samples["truth"][index, :height, :width], label.numpy())
+        assert np.array_equal(samples["images"][index, :height, :width], image.permute(1, 2, 0))
+        prediction = samples["prediction"][index]
+        assert prediction[:height, :width].max() < 21 and (prediction[height:] == 255).all()
 
 
 def test_voc_dir_without_imagesets_exits_with_a_sentence(tmp_path):
