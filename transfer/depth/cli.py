@@ -190,6 +190,7 @@ def run_protocol(config: DepthConfig, settings, lr: float, inputs: harness.EvalI
         "seconds_per_iteration": result["seconds_per_iteration"],
         "run_dir": str(job.run_dir.resolve()),
         "deviations": ["depth-labelled-795"] if settings.train_source == "labelled" else [],
+        "samples": result["samples"],  # the first test images for the report (results/samples.py)
     }
     return metrics, selection, depth_uncertainty(job.run_dir / PER_IMAGE_FILE)
 

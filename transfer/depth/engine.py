@@ -28,13 +28,15 @@ from tqdm import tqdm
 from pretrain import rundir
 from pretrain.sampling import sample_seed
 from results.atomic import write_atomic
-from transfer.depth.augment import DepthAugmentation, eval_view, train_view
+from results.samples import SAMPLES_FILE
+from transfer.depth.augment import DepthAugmentation, eval_view, footprint, train_view
 from transfer.depth.data import DepthSet
 from transfer.depth.loss import berhu
 from transfer.depth.metrics import depth_metrics, pixel_sums, valid_pixels
 from transfer.depth.models import build_depth_network
 from transfer.depth.protocols import DepthProtocol
 from transfer.iterations import resume_or_start, set_lr, train_iterations
+from transfer.samples import SampleKeeper
 
 log = logging.getLogger(__name__)
 PER_IMAGE_FILE = "per_image_sums.npy"  # [N, 7] float64: metrics.pixel_sums of each test image
@@ -95,6 +97,12 @@ class TestViews(Dataset):
     def __getitem__(self, index: int):
         return eval_view(*self.images.load(index), self.aug)
 
+    def original(self, index: int) -> torch.Tensor:
+        """The uint8 image [3, h, w] of the region scored (the input's footprint)."""
+        image, _ = self.images.load(index)
+        top, left, bottom, right = footprint(*image.shape[-2:], self.aug)
+        return image[:, top:bottom, left:right]
+
 
 def predict(model: nn.Module, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Depth [B, h, w] at `size`: the network's output upsampled bilinearly."""
@@ -138,7 +146,8 @@ def run_job(job: Job, encoder: nn.Module) -> dict:
     seconds = train_iterations(
         model, optimizer, job, start, seconds, pairs, train_step, "depth loss"
     )
-    sums = evaluate(model, job.eval_set, job)
+    keeper = SampleKeeper("depth")
+    sums = evaluate(model, job.eval_set, job, keeper)
     np.save(job.run_dir / PER_IMAGE_FILE, sums)
     steps = job.protocol.iterations
     result = {
@@ -150,25 +159,30 @@ def run_job(job: Job, encoder: nn.Module) -> dict:
         "seconds_per_iteration": round(seconds / max(steps, 1), 4),
         "eval_images": len(job.eval_set),
         "per_image_sums": PER_IMAGE_FILE,
+        "samples": keeper.save(job.run_dir / SAMPLES_FILE),  # the report's pictures
     }
     write_atomic(result_path, json.dumps(result, indent=2).encode())
     return result
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: DepthSet, job: Job) -> np.ndarray:
+def evaluate(
+    model: nn.Module, images: DepthSet, job: Job, keeper: SampleKeeper | None = None
+) -> np.ndarray:
     """Per-image pixel sums [N, 7] of the model's depth, upsampled to each test image's
-    footprint at full resolution (transfer/depth/augment.py:eval_view)."""
+    footprint at full resolution (transfer/depth/augment.py:eval_view); `keeper` gets the first
+    images as (uint8 region scored, depth, prediction) for the report (transfer/samples.py)."""
     # DEVIATION(depth-footprint): Laina's evaluateNYU.m stretches the prediction of the crop over
     # the whole 480x640 frame; we score the region the crop covers, pixel for pixel.
-    loader = DataLoader(
-        TestViews(images, job.protocol.aug), batch_size=1, num_workers=job.num_workers
-    )
+    views = TestViews(images, job.protocol.aug)
+    loader = DataLoader(views, batch_size=1, num_workers=job.num_workers)
     device = torch.device(job.device)
     model.eval()
     sums = []
-    for image, truth in tqdm(loader, desc=f"eval {images.split}", unit="img"):
+    for index, (image, truth) in enumerate(tqdm(loader, desc=f"eval {images.split}", unit="img")):
         prediction = predict(model, image.to(device), truth.shape[-2:]).cpu()
         sums.append(pixel_sums(prediction[0], truth[0]))
+        if keeper is not None and not keeper.full:
+            keeper.keep(views.original(index), truth[0], prediction[0])
     model.train()
     return torch.stack(sums).numpy()

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from results.record import read_records
+from results.samples import load_recorded
 from results.tables import build_tables
 from tests.conftest import run_cli
 from tests.transfer.depth.layouts import pattern_images, write_frames, write_labelled_mat
@@ -63,6 +64,11 @@ def test_labelled_training_is_its_own_protocol_and_lands_in_the_dense_table(nyu,
     column = "depth nyu-v2 test rms ↓ [byol-paper-depth-labelled795-custom/1]"
     assert column in dense.headers
     assert "rms" in result.stdout and "trained on labelled" in result.stdout
+    # the report's pictures: the first test images' scored region, depth and prediction
+    shown = load_recorded(selection["samples"])
+    assert shown["kind"] == "depth" and shown["images"].shape == (4, 64, 96, 3)
+    _, first_depth = read_labelled(labelled, "test").load(0)
+    assert np.array_equal(shown["truth"][0], first_depth[16:80, 16:112].numpy())
 
 
 def test_frames_train_the_paper_protocol_and_resume_exactly(nyu, tmp_path, monkeypatch):
