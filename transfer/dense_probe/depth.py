@@ -24,6 +24,7 @@ import torch
 from evaluate import harness
 from transfer.dense_probe.features import DenseView, cached_dense_features
 from transfer.dense_probe.protocols import ProbeProtocol
+from transfer.dense_probe.samples import probe_samples
 from transfer.dense_probe.segmentation import EXTRACT_BATCH, heldout_indices
 from transfer.dense_probe.train import depth_task, run_probe
 from transfer.depth.engine import PER_IMAGE_FILE
@@ -79,6 +80,15 @@ def run_frozen_depth(
         min_depth=MIN_DEPTH,
         max_depth=MAX_DEPTH,
     )
+    samples = {}
+
+    def keep_samples(probes) -> None:  # the report's pictures of the retrained probe
+        samples.update(
+            probe_samples(
+                task, probes, evaluated, inputs.eval_set, view, inputs.work_dir, inputs.device
+            )
+        )
+
     metrics, selection, sums = run_probe(
         task,
         train,
@@ -89,6 +99,7 @@ def run_frozen_depth(
         seed=settings.seeds[0],
         device=inputs.device,
         heldout_name=heldout_name,
+        on_final=keep_samples,
     )
     inputs.work_dir.mkdir(parents=True, exist_ok=True)
     np.save(inputs.work_dir / PER_IMAGE_FILE, sums.numpy())  # [N, 7]: the bootstrap's input
@@ -102,5 +113,6 @@ def run_frozen_depth(
         train_images=len(inputs.train_set),
         eval_images=len(inputs.eval_set),
         eval_ids_sha256=inputs.eval_set.fingerprint(),
+        samples=samples,
     )
     return metrics, selection

@@ -80,6 +80,13 @@ class DenseView:
 
     def apply(self, image: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(normalised image [3, h, w], target [h, w]) of uint8 image [3, H, W], target [H, W]."""
+        pixels, target = self.resized(image, target)
+        return normalize(pixels / 255.0, self.mean, self.std), target
+
+    def resized(
+        self, image: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(float image [3, h, w] in 0..255, target [h, w]): the view before normalisation."""
         height, width, dtype = *image.shape[-2:], target.dtype
         scale = self.size / min(height, width)
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
@@ -90,7 +97,7 @@ class DenseView:
         target = target.to(dtype)
         if self.crop:
             pixels, target = centre_crop(pixels, target, self.size)
-        return normalize(pixels.clamp(0, 255) / 255.0, self.mean, self.std), target
+        return pixels.clamp(0, 255), target
 
 
 class ViewPairs(Dataset):

@@ -23,6 +23,7 @@ import numpy as np
 from evaluate import harness
 from transfer.dense_probe.features import DenseFeatures, DenseView, cached_dense_features
 from transfer.dense_probe.protocols import ProbeProtocol
+from transfer.dense_probe.samples import probe_samples
 from transfer.dense_probe.train import run_probe, segmentation_task
 from transfer.segmentation.data import SegmentationSet, hold_out_images
 from transfer.segmentation.engine import PER_IMAGE_FILE
@@ -65,6 +66,15 @@ def run_frozen_segmentation(
     if len(settings.lrs) > 1:
         heldout, heldout_name = heldout_indices(inputs.train_set, settings.heldout)
     task = segmentation_task(train.features.shape[1], inputs.train_set.num_classes)
+    samples = {}
+
+    def keep_samples(probes) -> None:  # the report's pictures of the retrained probe
+        samples.update(
+            probe_samples(
+                task, probes, evaluated, inputs.eval_set, view, inputs.work_dir, inputs.device
+            )
+        )
+
     metrics, selection, counts = run_probe(
         task,
         train,
@@ -75,6 +85,7 @@ def run_frozen_segmentation(
         seed=settings.seeds[0],
         device=inputs.device,
         heldout_name=heldout_name,
+        on_final=keep_samples,
     )
     work_dir = inputs.work_dir
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -91,5 +102,6 @@ def run_frozen_segmentation(
         train_images=len(inputs.train_set),
         eval_images=len(inputs.eval_set),
         eval_ids_sha256=inputs.eval_set.fingerprint(),
+        samples=samples,
     )
     return metrics, selection

@@ -108,6 +108,7 @@ class DenseTask:
     metrics: Callable[[torch.Tensor], dict]  # summed image_stats -> {name: value}
     select: str  # the metric that chooses the LR
     higher_is_better: bool
+    predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # -> [B, H, W] at the target's
     target_dtype: type = np.uint8  # how the targets are cached
 
 
@@ -135,6 +136,7 @@ def segmentation_task(channels: int, num_classes: int) -> DenseTask:
         metrics=lambda counts: {"miou": 100.0 * mean_iou_of_counts(counts)},
         select="miou",
         higher_is_better=True,
+        predict=lambda logits, labels: upsample_to(logits, labels.shape[-2:]).argmax(1),
     )
 
 
@@ -180,11 +182,14 @@ def depth_task(
         metrics=depth_metrics,
         select=select,
         higher_is_better=False,
+        predict=lambda prediction, depth: upsample_to(prediction, depth.shape[-2:])[:, 0],
         target_dtype=np.float32,
     )
 
 
-def _batch(data: DenseFeatures, indices: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
+def feature_batch(
+    data: DenseFeatures, indices: np.ndarray, device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(float32 features [B, C, h, w], targets [B, H, W]) of `indices` (read in file order)."""
     index = np.sort(indices)
     features = torch.from_numpy(np.ascontiguousarray(data.features[index])).to(device).float()
@@ -218,7 +223,7 @@ def fit_probes(
         sampler.set_epoch(epoch)
         last_epoch = [[] for _ in lrs]
         for keys in sampler:
-            features, targets = _batch(data, indices[[index for _, index in keys]], device)
+            features, targets = feature_batch(data, indices[[index for _, index in keys]], device)
             for group, lr in zip(optimizer.param_groups, lrs):
                 group["lr"] = probe_lr(step, total, lr, schedule)
             losses = _step(task, probes, optimizer, features, targets, alive)
@@ -273,8 +278,8 @@ def per_image_stats(
     per_head = [[] for _ in probes.heads]
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]
-        features, targets = _batch(data, chunk, device)
-        order = np.argsort(np.argsort(chunk))  # _batch reads sorted: back to `indices` order
+        features, targets = feature_batch(data, chunk, device)
+        order = np.argsort(np.argsort(chunk))  # feature_batch reads sorted: back to `indices` order
         prepared = probes.prepare(features)
         for i in range(len(probes.heads)):
             stats = task.image_stats(probes.head_forward(i, prepared), targets)
@@ -325,10 +330,12 @@ def run_probe(
     seed: int = 0,
     device: str | torch.device = "cpu",
     heldout_name: str = "heldout",
+    on_final: Callable[[torch.nn.Module], None] | None = None,
 ) -> tuple[dict, dict, torch.Tensor]:
     """(metrics, selection, per-image stats of `evaluated`): with several LRs the best on the
     held-out images (sweep_lrs) is chosen, then retrained on all of train (as evaluate/linear.py
-    retrains the classification probe) and scored on `evaluated`. One LR: no sweep ("given")."""
+    retrains the classification probe) and scored on `evaluated`. One LR: no sweep ("given").
+    `on_final(probes)` sees the retrained probe (the report's sample pictures)."""
     candidates, best, chosen_on = [], lrs[0], "given"
     if len(lrs) > 1:
         best, candidates = sweep_lrs(task, train, heldout, lrs, schedule, seed=seed, device=device)
@@ -348,6 +355,8 @@ def run_probe(
             f"the probe diverged at lr {best:g}; pass a smaller one with --lrs"
         )
     (stats,) = per_image_stats(task, probes, evaluated, np.arange(len(evaluated)), 16, device)
+    if on_final is not None:
+        on_final(probes)
     selection = {
         "lr": best,
         "chosen_on": chosen_on,

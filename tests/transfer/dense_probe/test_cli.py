@@ -3,10 +3,12 @@ the ADE20K variant, and bad input."""
 
 import hashlib
 
+import numpy as np
 import pytest
 
 from results import tables
 from results.record import read_records
+from results.samples import load_recorded
 from tests.conftest import run_cli
 from tests.transfer.segmentation.layouts import make_ade20k, make_voc
 from transfer.segmentation import cli as segmentation
@@ -36,8 +38,11 @@ def test_voc_probe_end_to_end_writes_a_record_and_its_own_table_column(tmp_path,
     assert selection["chosen_on"] == "heldout-2" and selection["lr"] in (0.001, 0.01)
     assert selection["view"].startswith("dense-centrecrop/1:size=64")
     assert selection["schedule"]["epochs"] == 2 and selection["feature_shape"] == [512, 2, 2]
-    low, high = record.intervals["miou"]
-    assert 0 <= low <= record.metrics["miou"] <= high <= 100
+    low, high = record.intervals["miou"]  # (2 images: the estimate need not lie inside)
+    assert 0 <= low <= high <= 100
+    shown = load_recorded(selection["samples"])  # the report's pictures: the view, as scored
+    assert shown["kind"] == "segmentation" and shown["images"].shape == (2, 64, 64, 3)
+    assert set(np.unique(shown["prediction"])) <= set(range(21))
     (kept,) = record.examples["per_image"]
     assert hashlib.sha256(open(kept["file"], "rb").read()).hexdigest() == kept["sha256"]
     assert record.examples["count"] == 2

@@ -13,6 +13,7 @@ from results.samples import load_recorded
 from results.tables import build_tables
 from tests.conftest import run_cli
 from tests.transfer.depth.layouts import pattern_images, write_frames, write_labelled_mat
+from transfer.dense_probe.features import DenseView
 from transfer.depth import cli, engine
 from transfer.depth.augment import DepthAugmentation, footprint
 from transfer.depth.data import read_labelled
@@ -175,6 +176,12 @@ def test_frozen_linear_depth_probe_end_to_end(nyu, tmp_path, monkeypatch):
     sums = np.load(record.examples["per_image"][0]["file"])
     assert sums.shape == (4, 7) and sums[:, 0].sum() == 4 * 480 * 640
     assert record.metrics == pytest.approx(depth_metrics(sums))
+    shown = load_recorded(selection["samples"])  # the retrained probe on the first test images
+    assert shown["kind"] == "depth" and shown["images"].shape == (4, 480, 640, 3)
+    view = DenseView(480, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), crop=False)
+    image, depth = view.resized(*read_labelled(labelled, "test").load(0))
+    assert np.array_equal(shown["truth"][0], depth.numpy())
+    assert np.array_equal(shown["images"][0], image.round().byte().permute(1, 2, 0).numpy())
     column = "depth nyu-v2 test rms ↓ [frozen-linear-depth-labelled795-custom/1]"
     (dense,) = [t for t in build_tables(read_records(records)) if t.id == "dense"]
     assert column in dense.headers
