@@ -15,18 +15,13 @@ depth probe to ResNets: not a published protocol.
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict
-
-import numpy as np
 import torch
 
 from evaluate import harness
-from transfer.dense_probe.features import DenseView, cached_dense_features
+from transfer.dense_probe.features import DenseView
 from transfer.dense_probe.protocols import ProbeProtocol
-from transfer.dense_probe.samples import probe_samples
-from transfer.dense_probe.segmentation import EXTRACT_BATCH, heldout_indices
-from transfer.dense_probe.train import depth_task, run_probe
+from transfer.dense_probe.runner import run_on_inputs
+from transfer.dense_probe.train import depth_task
 from transfer.depth.engine import PER_IMAGE_FILE
 from transfer.depth.loss import GRADIENT_LOSS_WEIGHT, gradient_loss, sigloss
 from transfer.depth.metrics import depth_metrics, pixel_sums
@@ -49,70 +44,19 @@ def image_sums(prediction: torch.Tensor, target: torch.Tensor, valid: torch.Tens
 def run_frozen_depth(
     settings: ProbeProtocol, inputs: harness.EvalInputs, num_workers: int = 0
 ) -> tuple[dict, dict]:
-    """(metrics, selection) of the probe protocol `settings` on the inputs' NYU sets; the
-    per-image pixel sums of the test images are saved in inputs.work_dir."""
-    started = time.monotonic()
+    """(metrics, selection) of the probe protocol `settings` on the inputs' NYU sets
+    (runner.py); the per-image pixel sums [N, 7] of the test images are saved in
+    inputs.work_dir."""
     view = DenseView(settings.crop, *harness.checkpoint_mean_std(inputs.metadata), crop=False)
 
-    def features_of(images):
-        return cached_dense_features(
-            inputs.encoder,
-            inputs.metadata["weights_sha256"],
-            images,
-            view,
-            target_dtype=np.float32,
-            cache_dir=inputs.cache_dir,
-            batch_size=EXTRACT_BATCH,
-            num_workers=num_workers,
-            device=inputs.device,
+    def make_task(channels: int):
+        return depth_task(
+            probe_loss,
+            image_sums,
+            depth_metrics,
+            channels=channels,
+            min_depth=MIN_DEPTH,
+            max_depth=MAX_DEPTH,
         )
 
-    train, evaluated = features_of(inputs.train_set), features_of(inputs.eval_set)
-    extracted = time.monotonic()
-    heldout, heldout_name = (np.array([], dtype=np.int64), "given")
-    if len(settings.lrs) > 1:
-        heldout, heldout_name = heldout_indices(inputs.train_set, settings.heldout)
-    task = depth_task(
-        probe_loss,
-        image_sums,
-        depth_metrics,
-        channels=train.features.shape[1],
-        min_depth=MIN_DEPTH,
-        max_depth=MAX_DEPTH,
-    )
-    samples = {}
-
-    def keep_samples(probes) -> None:  # the report's pictures of the retrained probe
-        samples.update(
-            probe_samples(
-                task, probes, evaluated, inputs.eval_set, view, inputs.work_dir, inputs.device
-            )
-        )
-
-    metrics, selection, sums = run_probe(
-        task,
-        train,
-        evaluated,
-        heldout,
-        settings.lrs,
-        settings.schedule,
-        seed=settings.seeds[0],
-        device=inputs.device,
-        heldout_name=heldout_name,
-        on_final=keep_samples,
-    )
-    inputs.work_dir.mkdir(parents=True, exist_ok=True)
-    np.save(inputs.work_dir / PER_IMAGE_FILE, sums.numpy())  # [N, 7]: the bootstrap's input
-    selection.update(
-        view=view.view_id,
-        feature_shape=list(train.features.shape[1:]),
-        schedule=asdict(settings.schedule),
-        extract_seconds=round(extracted - started, 3),
-        probe_seconds=round(time.monotonic() - extracted, 3),
-        run_dir=str(inputs.work_dir.resolve()),
-        train_images=len(inputs.train_set),
-        eval_images=len(inputs.eval_set),
-        eval_ids_sha256=inputs.eval_set.fingerprint(),
-        samples=samples,
-    )
-    return metrics, selection
+    return run_on_inputs(settings, inputs, view, make_task, PER_IMAGE_FILE, num_workers)
