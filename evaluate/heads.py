@@ -29,6 +29,7 @@ from tqdm import tqdm
 from evaluate.metrics import percent, topk_correct
 from pretrain.sampling import epoch_order
 from pretrain.schedule import warmup_cosine
+from pretrain.step_log import TrainerLog
 
 Batches = Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]]  # epoch -> (x [B,D], y [B])
 
@@ -77,11 +78,13 @@ def fit_heads(
     seed: int = 0,
     device: str | torch.device = "cpu",
     desc: str = "linear probe",
+    log: TrainerLog | None = None,
 ) -> LinearHeads:
     """Train one head per learning rate in `lrs` (the actual, batch-scaled values) at once.
 
     `batches(epoch)` yields (features [B, D], labels [B]) on `device`; SGD with Nesterov momentum,
     each head's LR on a cosine schedule from its own `lrs[i]` to 0 over epochs x steps_per_epoch.
+    `log` (--log-to) gets the mean loss over the heads and the first head's LR per step.
     """
     heads = LinearHeads(len(lrs), feature_dim, num_classes, seed).to(device)
     groups = [{"params": head.parameters(), "lr": lr} for head, lr in zip(heads.heads, lrs)]
@@ -105,6 +108,9 @@ def fit_heads(
             optimizer.step()
             step, seen = step + 1, seen + labels.numel()
             bar.update(1)
+            if log is not None:
+                lr = optimizer.param_groups[0]["lr"]
+                log.step(step, last=step == total_steps, loss=loss.item() / len(lrs), lr=lr)
             if step % 20 == 0 or step == total_steps:
                 rate = seen / max(time.monotonic() - started, 1e-9)
                 lr = optimizer.param_groups[0]["lr"]  # the first head's; the others scale alike

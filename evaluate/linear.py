@@ -31,6 +31,7 @@ from evaluate.splits import HeldoutSplit, heldout_split
 from evaluate.transforms import ProbeTrainView
 from pretrain.data import SubsetDataset
 from pretrain.sampling import SeededBatches
+from pretrain.step_log import open_trainer_log
 from results.record import Task
 from slurm import submit as slurm_submit
 
@@ -83,6 +84,7 @@ class LinearConfig:
     num_workers: int = field(default_factory=harness.default_num_workers)  # CPUs, at most 8
     records: str | None = None  # default: records/ beside the run dir of ckpt, else ./records
     cache_dir: str | None = None  # default: $BYOL_BENCH_CACHE, else ~/.cache/byol-bench/features
+    log_to: str = ""  # the heads' training steps also to tensorboard, wandb (<work dir>/log.jsonl)
 
 
 def scaled_lrs(config: LinearConfig) -> list[float]:
@@ -128,9 +130,23 @@ def fit(
     lrs: list[float],
     desc: str,
 ) -> LinearHeads:
-    """One head per LR in `lrs` (batch-scaled), trained with the config's protocol settings."""
+    """One head per LR in `lrs` (batch-scaled), trained with the config's protocol settings; with
+    --log-to, its steps go to <work dir>/<desc>/log.jsonl and the sinks."""
     batches, steps_per_epoch = batches_and_steps
-    return fit_heads(
+    log = None
+    if config.log_to:
+        protocol = FAST_PROTOCOL if config.fast else PAPER_PROTOCOL
+        variant = f"{config.dataset}-seed{config.seed}"
+        work = harness.work_dir(
+            "linear",
+            protocol,
+            inputs.metadata,
+            ckpt=config.ckpt,
+            records=config.records,
+            variant=variant,
+        )
+        log = open_trainer_log(work / desc.replace(" ", "-"), config.log_to, {"lrs": lrs})
+    heads = fit_heads(
         batches,
         lrs=lrs,
         feature_dim=inputs.metadata["feature_dim"],
@@ -142,7 +158,11 @@ def fit(
         seed=config.seed,
         device=inputs.device,
         desc=desc,
+        log=log,
     )
+    if log is not None:
+        log.close()
+    return heads
 
 
 def heldout_features(
@@ -219,6 +239,7 @@ def parse_config(argv: list[str] | None) -> LinearConfig:
     )
     parser.add_argument("--epochs", type=int, help="shorten the probe (default: 80, the paper's)")
     parser.add_argument("--lrs", type=float, nargs="+", help="candidate LRs at batch 1024")
+    harness.add_log_argument(parser)
     args = parser.parse_args(argv)
     if args.lrs is not None:
         args.lrs = tuple(args.lrs)
@@ -252,6 +273,7 @@ def evaluate_one(argv: list[str]) -> None:
         protocol = FAST_PROTOCOL if config.fast else PAPER_PROTOCOL
         if config.epochs < 1 or not config.lrs:
             raise harness.InputError("--epochs must be at least 1 and --lrs needs a value")
+        harness.check_log_to(config.log_to)
         inputs = harness.load_inputs(config)
         frozen = snapshot(inputs.encoder)
 

@@ -96,3 +96,65 @@ def test_detection_logs_to_tensorboard(tmp_path):
     events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()
     assert [event.step for event in events.Scalars("step/loss_rpn_box_reg")] == [2]
+
+
+def tensorboard_steps(run_dir, tag="step/loss") -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return [event.step for event in events.Scalars(tag)]
+
+
+def logged_steps(run_dir) -> list[int]:
+    return [line["step"] for line in runlog.step_lines(runlog.read_log(run_dir / "log.jsonl"))]
+
+
+def test_segmentation_fine_tune_and_frozen_probe_log_to_tensorboard(tmp_path):
+    from tests.transfer.segmentation.layouts import make_voc
+
+    voc = make_voc(tmp_path, train=5, val=2)
+    common = ["--ckpt", "random:resnet18", "--data", str(voc), "--device", "cpu"]
+    common += ["--num-workers", "0", "--batch-size", "2", "--log-to", "tensorboard"]
+    run = tmp_path / "fcn"
+    argv = [*common, "--max-steps", "12", "--crop", "48", "--lrs", "0.01", "--seeds", "0"]
+    run_cli(
+        "transfer.segmentation",
+        *argv,
+        "--run-dir",
+        str(run),
+        "--records",
+        str(run / "r"),
+        check=True,
+    )
+    final = run / "final-lr0.01-seed0"
+    assert logged_steps(final) == tensorboard_steps(final) == [10, 12]
+    probe = tmp_path / "probe"
+    argv = [*common, "--protocol", "frozen-linear-seg/1", "--epochs", "2", "--crop", "64"]
+    argv += ["--lrs", "0.001", "0.01", "--heldout", "2", "--cache-dir", str(tmp_path / "c")]
+    run_cli(
+        "transfer.segmentation",
+        *argv,
+        "--run-dir",
+        str(probe),
+        "--records",
+        str(probe / "r"),
+        check=True,
+    )
+    # 3 sweep images (5 - 2 held out) and then all 5, batches of 2, 2 epochs: 4 and 6 steps
+    assert logged_steps(probe / "sweep") == tensorboard_steps(probe / "sweep") == [4]
+    assert logged_steps(probe / "final") == tensorboard_steps(probe / "final") == [6]
+
+
+def test_linear_probe_logs_to_tensorboard_only_when_asked(tmp_path):
+    argv = ["--ckpt", "random:resnet18", "--dataset", "synthetic", "--fast", "--epochs", "1"]
+    argv += ["--lrs", "0.1", "--num-workers", "0", "--device", "cpu"]
+    run_cli("evaluate.linear", *argv, "--records", str(tmp_path / "a" / "r"), check=True)
+    assert not list((tmp_path / "a").rglob("log.jsonl"))
+    argv += ["--log-to", "tensorboard", "--records", str(tmp_path / "b" / "r")]
+    run_cli("evaluate.linear", *argv, check=True)
+    logs = sorted(path.parent for path in (tmp_path / "b").rglob("log.jsonl"))
+    assert [path.name for path in logs] == ["retrain-lr-0.1", "sweep"]
+    for run_dir in logs:
+        steps = logged_steps(run_dir)
+        assert steps and steps == tensorboard_steps(run_dir)

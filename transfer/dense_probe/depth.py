@@ -42,7 +42,7 @@ def image_sums(prediction: torch.Tensor, target: torch.Tensor, valid: torch.Tens
 
 
 def run_frozen_depth(
-    settings: ProbeProtocol, inputs: harness.EvalInputs, num_workers: int = 0
+    settings: ProbeProtocol, inputs: harness.EvalInputs, num_workers: int = 0, log_to: str = ""
 ) -> tuple[dict, dict]:
     """(metrics, selection) of the probe protocol `settings` on the inputs' NYU sets
     (runner.py); the per-image pixel sums [N, 7] of the test images are saved in
@@ -59,4 +59,4 @@ def run_frozen_depth(
             max_depth=MAX_DEPTH,
         )
 
-    return run_on_inputs(settings, inputs, view, make_task, PER_IMAGE_FILE, num_workers)
+    return run_on_inputs(settings, inputs, view, make_task, PER_IMAGE_FILE, num_workers, log_to)

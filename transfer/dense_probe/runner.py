@@ -19,6 +19,7 @@ from dataclasses import asdict
 import numpy as np
 
 from evaluate import harness
+from pretrain.step_log import open_trainer_log
 from transfer.dense_probe.features import DenseFeatures, DenseView, cached_dense_features
 from transfer.dense_probe.protocols import ProbeProtocol
 from transfer.dense_probe.samples import probe_samples
@@ -57,9 +58,11 @@ def run_on_inputs(
     make_task: Callable[[int], DenseTask],
     per_image_file: str,
     num_workers: int = 0,
+    log_to: str = "",
 ) -> tuple[dict, dict]:
     """(metrics, selection) of the probe protocol `settings`; `make_task(channels)` builds the
-    task for the feature maps' channel count."""
+    task for the feature maps' channel count. With `log_to` (--log-to) the sweep's and the final
+    fit's steps go to <work dir>/{sweep,final}/log.jsonl and those sinks."""
     started = time.monotonic()
     target_dtype = make_task(1).target_dtype
     train: DenseFeatures = features_of(inputs, inputs.train_set, view, target_dtype, num_workers)
@@ -86,6 +89,11 @@ def run_on_inputs(
         device=inputs.device,
         heldout_name=heldout_name,
         on_final=keep_samples,
+        open_log=lambda phase: (
+            open_trainer_log(work_dir / phase, log_to, {"protocol": settings.name})
+            if log_to
+            else None
+        ),
     )
     work_dir.mkdir(parents=True, exist_ok=True)
     np.save(work_dir / per_image_file, stats.numpy())  # the bootstrap's input

@@ -24,7 +24,7 @@ from transfer.segmentation.engine import PER_IMAGE_FILE
 
 
 def run_frozen_segmentation(
-    settings: ProbeProtocol, inputs: harness.EvalInputs, num_workers: int = 0
+    settings: ProbeProtocol, inputs: harness.EvalInputs, num_workers: int = 0, log_to: str = ""
 ) -> tuple[dict, dict]:
     """(metrics {"miou"}, selection) of the probe protocol `settings` on the inputs' data
     (runner.py); the per-image counts [N, 3, K] of the reported split are saved in
@@ -38,6 +38,7 @@ def run_frozen_segmentation(
         lambda channels: segmentation_task(channels, num_classes),
         PER_IMAGE_FILE,
         num_workers,
+        log_to,
     )
     selection["seeds"] = [{"seed": settings.seeds[0], "miou": metrics["miou"]}]
     return metrics, selection

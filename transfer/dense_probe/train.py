@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pretrain.sampling import SeededBatches
+from pretrain.step_log import TrainerLog
 from results.errors import ByolBenchError
 from transfer.dense_probe.features import DenseFeatures
 from transfer.dense_probe.heads import DepthBinProbes, SegmentationProbes, upsample_to
@@ -206,9 +207,10 @@ def fit_probes(
     seed: int = 0,
     device: str | torch.device = "cpu",
     desc: str = "dense probe",
+    log: TrainerLog | None = None,
 ) -> tuple[torch.nn.Module, list[dict]]:
     """Train one head per LR on the images `indices` of `data`; (probes, per-head training
-    summary {final_loss, diverged})."""
+    summary {final_loss, diverged}). `log` (--log-to) gets the first head's loss and LR."""
     probes = task.make_probes(len(lrs), seed).to(device).train()
     groups = [{"params": head.parameters(), "lr": lr} for head, lr in zip(probes.heads, lrs)]
     optimizer = torch.optim.AdamW(
@@ -232,6 +234,8 @@ def fit_probes(
                 last_epoch[i].append(value)
             step += 1
             bar.update(1)
+            if log is not None:
+                log.step(step, last=step == total, loss=losses[0], lr=groups[0]["lr"])
             rate = step * schedule.batch_size / max(time.monotonic() - started, 1e-9)
             bar.set_postfix(
                 loss=f"{losses[0]:.4f}", lr=f"{groups[0]['lr']:.3g}", img_s=f"{rate:.0f}"
@@ -297,12 +301,13 @@ def sweep_lrs(
     *,
     seed: int,
     device,
+    log: TrainerLog | None = None,
 ) -> tuple[float, list[dict]]:
     """(best LR, candidates): every head trained on train minus `heldout` (indices into
     `train`), scored on the held-out images; diverged heads have no score and are never chosen."""
     sweep = np.setdiff1d(np.arange(len(train)), heldout)
     probes, summary = fit_probes(
-        task, train, sweep, lrs, schedule, seed=seed, device=device, desc="probe sweep"
+        task, train, sweep, lrs, schedule, seed=seed, device=device, desc="probe sweep", log=log
     )
     stats = per_image_stats(task, probes, train, heldout, schedule.batch_size, device)
     score, candidates = f"heldout_{task.select}", []
@@ -331,14 +336,20 @@ def run_probe(
     device: str | torch.device = "cpu",
     heldout_name: str = "heldout",
     on_final: Callable[[torch.nn.Module], None] | None = None,
+    open_log: Callable[[str], TrainerLog | None] = lambda phase: None,
 ) -> tuple[dict, dict, torch.Tensor]:
     """(metrics, selection, per-image stats of `evaluated`): with several LRs the best on the
     held-out images (sweep_lrs) is chosen, then retrained on all of train (as evaluate/linear.py
     retrains the classification probe) and scored on `evaluated`. One LR: no sweep ("given").
-    `on_final(probes)` sees the retrained probe (the report's sample pictures)."""
+    `on_final(probes)` sees the retrained probe (the report's sample pictures); `open_log(phase)`
+    gives the TrainerLog of "sweep" and "final" (--log-to), or None."""
     candidates, best, chosen_on = [], lrs[0], "given"
     if len(lrs) > 1:
-        best, candidates = sweep_lrs(task, train, heldout, lrs, schedule, seed=seed, device=device)
+        sweep_log = open_log("sweep")
+        best, candidates = sweep_lrs(
+            task, train, heldout, lrs, schedule, seed=seed, device=device, log=sweep_log
+        )
+        _close(sweep_log)
         chosen_on = heldout_name
     probes, (trained,) = fit_probes(
         task,
@@ -349,7 +360,9 @@ def run_probe(
         seed=seed,
         device=device,
         desc=f"probe lr {best:g}",
+        log=(final_log := open_log("final")),
     )
+    _close(final_log)
     if trained["diverged"]:
         raise ProbeDivergedError(
             f"the probe diverged at lr {best:g}; pass a smaller one with --lrs"
@@ -367,3 +380,8 @@ def run_probe(
         "steps_per_epoch": -(-len(train) // schedule.batch_size),
     }
     return task.metrics(stats.sum(0)), selection, stats
+
+
+def _close(log: TrainerLog | None) -> None:
+    if log is not None:
+        log.close()

@@ -197,7 +197,7 @@ def run_protocol(config: DepthConfig, settings, lr: float, inputs: harness.EvalI
 
 def run_probe_protocol(config: DepthConfig, settings: ProbeProtocol, inputs) -> tuple:
     """(metrics, selection, (intervals, examples)) of a frozen depth probe."""
-    metrics, selection = run_frozen_depth(settings, inputs, config.num_workers)
+    metrics, selection = run_frozen_depth(settings, inputs, config.num_workers, config.log_to)
     source = train_source_of(settings)
     selection.update(
         train_source=source,

@@ -72,11 +72,13 @@ class SegmentationConfig:
     heldout: int | None = None  # shorten: training images held out for the LR sweep
     epochs: int | None = None  # frozen-linear-seg*: epochs over the cached features
     cache_dir: str | None = None  # frozen-linear-seg*: feature cache (evaluate/features.py's)
+    log_to: str = ""  # each run's log.jsonl step lines also to tensorboard, wandb
     settings: SegmentationProtocol | ProbeProtocol | None = None  # resolved in parse_config
 
 
 def resolve(config: SegmentationConfig) -> SegmentationProtocol:
     """The protocol preset with the shortening flags applied."""
+    harness.check_log_to(config.log_to)
     if config.protocol in PROBE_PROTOCOLS:
         return resolve_probe(config)
     if config.protocol not in PROTOCOLS:
@@ -138,7 +140,9 @@ def resolve_probe(config: SegmentationConfig) -> ProbeProtocol:
 def run_probe_protocol(config: SegmentationConfig, inputs: harness.EvalInputs) -> tuple:
     """(metrics, selection, (intervals, examples)) of a frozen-probe protocol: the interval is
     this module's mIoU bootstrap over the reported images' per-image counts."""
-    metrics, selection = run_frozen_segmentation(config.settings, inputs, config.num_workers)
+    metrics, selection = run_frozen_segmentation(
+        config.settings, inputs, config.num_workers, config.log_to
+    )
     return metrics, selection, miou_uncertainty([Path(inputs.work_dir)])
 
 
@@ -243,6 +247,7 @@ def run_one_torchvision(config, inputs, lr, seed, train_set, eval_set, run_dir) 
         device=str(inputs.device),
         num_workers=config.num_workers,
         ckpt_every_min=config.ckpt_every_min,
+        log_to=config.log_to,
     )
     return run_job(job, inputs.encoder)
 
@@ -328,6 +333,7 @@ def parse_config(argv: list[str] | None) -> SegmentationConfig:
         help="training images held out to choose the LR (default: the "
         "protocol's, 2,119 for byol-paper-fcn/1)",
     )
+    harness.add_log_argument(parser)
     slurm_submit.add_slurm_arguments(parser)
     args = parser.parse_args(argv)
     for name in ("lrs", "seeds"):
