@@ -61,6 +61,27 @@ def segmentation_identities(tmp_path: Path, tiny_config) -> tuple[dict, dict, st
     return job.identity(), dataclasses.replace(job, weights_sha256="1" * 64).identity(), "weights"
 
 
+def depth_identities(tmp_path: Path, tiny_config) -> tuple[dict, dict, str]:
+    from tests.transfer.depth.layouts import pattern_images, write_labelled_mat
+    from transfer.depth.data import read_labelled
+    from transfer.depth.engine import Job as DepthJob
+    from transfer.depth.protocols import paper_depth
+
+    images, depths = pattern_images(3, height=32, width=48)
+    write_labelled_mat(tmp_path / "nyu", images, depths, [1, 2], [3])
+    job = DepthJob(
+        protocol=paper_depth(),
+        lr=0.16,
+        seed=0,
+        train_set=read_labelled(tmp_path / "nyu", "train"),
+        eval_set=read_labelled(tmp_path / "nyu", "test"),
+        run_dir=tmp_path / "job",
+        weights_sha256="0" * 64,
+        device="cpu",
+    )
+    return job.identity(), dataclasses.replace(job, lr=0.01).identity(), "lr"
+
+
 @pytest.mark.parametrize(
     ("identities", "what"),
     [
@@ -68,6 +89,7 @@ def segmentation_identities(tmp_path: Path, tiny_config) -> tuple[dict, dict, st
         (finetune_identities, "fine-tune"),
         (detection_identities, "detection run"),
         (segmentation_identities, "segmentation run"),
+        (depth_identities, "depth run"),
     ],
 )
 def test_a_different_identity_is_refused_naming_the_field(tmp_path, tiny_config, identities, what):
