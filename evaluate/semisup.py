@@ -261,12 +261,8 @@ def parse_config(argv: list[str] | None) -> tuple[SemiSupConfig, int | None]:
         help="paper (default: 5 LRs x {30, 50} epochs, batch 1024) or demo (a CPU-sized grid, "
         "recorded as demo-<f>pct/1)",
     )
-    add(
-        "--fast",
-        action="store_true",
-        default=None,
-        help="the cheap recorded variant: the demo grid (the same as --grid demo)",
-    )
+    fast_help = "the cheap recorded variant: the demo grid (the same as --grid demo)"
+    add("--fast", action="store_true", default=None, help=fast_help)
     add("--lrs", type=float, nargs="+", help="candidate LRs at batch 1024 (default: the grid's)")
     add("--epochs", type=int, nargs="+", help="candidate epoch counts (default: the grid's)")
     add("--heldout-max", type=int, help="compare cells on at most N held-out images")

@@ -145,22 +145,28 @@ def make_setup(
         log_to=log_to,
         device=device,
         info=info,
-        key={
-            **key,
-            "weights_sha256": metadata["weights_sha256"],
-            "protocol": protocol_name(grid_name),
-            "metric": metric,
-            **grid_key(grid, momentum),
-            "seed": seed,
-            "precision": precision,
-            "preprocessing": dataclasses.asdict(inputs.preprocessing),
-        },
+        key=setup_key(key, inputs, grid_name, metric, momentum, seed, precision),
         padding=metadata.get("padding") or "torchvision",
         stem_padding=metadata.get("stem_padding"),
         bn_momentum=momentum,
         heldout_score=scorer,
         heldout_keys=(score_key,),
     )
+
+
+def setup_key(key: dict, inputs, grid_name: str, metric: str, momentum, seed, precision) -> dict:
+    """What names a grid's runs for the resume check: `key` (the data), the weights, protocol,
+    metric, the grid's settings, seed, precision and preprocessing."""
+    return {
+        **key,
+        "weights_sha256": inputs.metadata["weights_sha256"],
+        "protocol": protocol_name(grid_name),
+        "metric": metric,
+        **grid_key(GRIDS[grid_name], momentum),
+        "seed": seed,
+        "precision": precision,
+        "preprocessing": dataclasses.asdict(inputs.preprocessing),
+    }
 
 
 def bn_momentum_of(images: int, batch_size: int, seed: int, info: dist.DistInfo) -> float:
@@ -212,9 +218,8 @@ def run_transfer_finetune(
     Returns (metrics {"test_<metric>": value}, selection: every cell's val score, the chosen
     LR and weight decay, the final run's dir; (the test metric's bootstrap interval, its data)).
     With `cell=K` only that cell runs and its result is returned (a SLURM array task: no
-    selection, no test score). `label_matrix_of` (VOC2007):
-    images -> label matrix [N, C] in {1, -1, 0}; the data set is then trained multi-label and
-    `metric` must be map11. `inputs`: encoder, metadata, device and preprocessing.
+    selection, no test score). `label_matrix_of` (VOC2007): images -> label matrix [N, C] in
+    {1, -1, 0}; trained multi-label, `metric` map11. `inputs`: encoder, metadata, device...
     """
     check_metric(metric, label_matrix_of)
     info = info or dist.init_from_env(inputs.device.type)
@@ -245,9 +250,18 @@ def run_transfer_finetune(
     if cell is not None:
         return run_cell(cells[cell], grid_setup, work_dir / cells[cell].name)
     results = [run_cell(one, grid_setup, work_dir / one.name) for one in cells]
+    return retrain_and_test(
+        cells, results, grid_setup, (train, val, test), label_matrix_of, work_dir, common
+    )
+
+
+def retrain_and_test(cells, results, grid_setup, data, label_matrix_of, work_dir, common):
+    """(metrics, selection, intervals) of the grid's best cell on val, retrained on train + val
+    and scored on test (run_transfer_finetune's second half)."""
+    metric, (train, val, test) = common["metric"], data
     best = chosen_cell(results, f"val_{metric}", work_dir)
     final_setup, final_dir, final = retrain_on_train_and_val(
-        cells[best], results[best], (train, val, test), label_matrix_of, work_dir, common
+        cells[best], results[best], data, label_matrix_of, work_dir, common
     )
     selection = selection_of(cells, results, best, f"val_{metric}", grid_setup, final_setup)
     selection.update(
@@ -259,7 +273,7 @@ def run_transfer_finetune(
             "trainval": len(final_setup.train_images),
             "test": len(test),
         },
-        world_size=info.world_size,
+        world_size=common["info"].world_size,
     )
     model = trained_classifier(cells[best], final_setup, final_dir)
     intervals = final_test_uncertainty(model, test, final_setup, metric, label_matrix_of)
