@@ -35,7 +35,6 @@ from torch import nn
 from evaluate.features import RANDOM_PREFIX, cached_features, load_encoder
 from evaluate.splits import train_and_eval_sets
 from evaluate.transforms import Preprocessing, default_image_size
-from pretrain.config import LOG_TO, log_destinations
 from pretrain.data import DATASETS, DataError, ImageDataset, dataset_stats
 from pretrain.dist import setup_logging
 from pretrain.provenance import provenance
@@ -166,25 +165,6 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, series: bool = Fals
     add("--image-size", type=int, help=f"input size (default: {sizes})")
     add("--cache-dir", help="feature cache ($BYOL_BENCH_CACHE, else ~/.cache/byol-bench/features)")
     slurm_submit.add_slurm_arguments(parser)  # handled before parsing: submit_cli_if_requested
-
-
-def add_log_argument(parser: argparse.ArgumentParser) -> None:
-    """--log-to of the trainer CLIs (fine-tuning, detection, segmentation, depth): the run's
-    log.jsonl step lines also to TensorBoard / W&B, as pretraining's (pretrain/step_log.py)."""
-    parser.add_argument(
-        "--log-to",
-        help="also send each run's log.jsonl step lines to tensorboard, wandb or both "
-        "(comma-separated; W&B offline unless WANDB_MODE says otherwise; pip install "
-        "'byol-bench[log]')",
-    )
-
-
-def check_log_to(log_to: str) -> str:
-    """`log_to` if every name in it is a known destination, else a one-sentence InputError."""
-    unknown = [name for name in log_destinations(log_to) if name not in LOG_TO]
-    if unknown:
-        raise InputError(f"--log-to takes {' and '.join(LOG_TO)}, not {', '.join(unknown)}")
-    return log_to
 
 
 def config_from_args(config_class: type, args: argparse.Namespace):

@@ -29,6 +29,7 @@ from evaluate.metrics import topk_hits, uncertainty
 from evaluate.sanity import assert_unchanged, snapshot
 from evaluate.splits import HeldoutSplit, heldout_split
 from evaluate.transforms import ProbeTrainView
+from pretrain import log_sinks
 from pretrain.data import SubsetDataset
 from pretrain.sampling import SeededBatches
 from pretrain.step_log import open_trainer_log
@@ -239,7 +240,7 @@ def parse_config(argv: list[str] | None) -> LinearConfig:
     )
     parser.add_argument("--epochs", type=int, help="shorten the probe (default: 80, the paper's)")
     parser.add_argument("--lrs", type=float, nargs="+", help="candidate LRs at batch 1024")
-    harness.add_log_argument(parser)
+    log_sinks.add_log_argument(parser)
     args = parser.parse_args(argv)
     if args.lrs is not None:
         args.lrs = tuple(args.lrs)
@@ -273,7 +274,7 @@ def evaluate_one(argv: list[str]) -> None:
         protocol = FAST_PROTOCOL if config.fast else PAPER_PROTOCOL
         if config.epochs < 1 or not config.lrs:
             raise harness.InputError("--epochs must be at least 1 and --lrs needs a value")
-        harness.check_log_to(config.log_to)
+        log_sinks.check_log_to(config.log_to)
         inputs = harness.load_inputs(config)
         frozen = snapshot(inputs.encoder)
 

@@ -35,7 +35,7 @@ from evaluate.splits import (
     heldout_split,
     labelled_subset,
 )
-from pretrain import dist
+from pretrain import dist, log_sinks
 from pretrain.data import SubsetDataset
 from results.record import Task
 from slurm import submit as slurm_submit
@@ -157,7 +157,7 @@ def make_plan(config: SemiSupConfig, inputs: harness.EvalInputs, info: dist.Dist
         precision=config.precision,
         num_workers=config.num_workers,
         ckpt_every_min=config.ckpt_every_min,
-        log_to=harness.check_log_to(config.log_to),
+        log_to=log_sinks.check_log_to(config.log_to),
         device=device,
         info=info,
         key=key,
@@ -275,7 +275,7 @@ def parse_config(argv: list[str] | None) -> tuple[SemiSupConfig, int | None]:
     )
     add("--ckpt-every-min", type=float, help="checkpoint interval within an epoch (default 10)")
     add("--cell", type=int, help="run only this cell of the grid (0-based; SLURM array tasks)")
-    harness.add_log_argument(parser)
+    log_sinks.add_log_argument(parser)
     args = parser.parse_args(argv)
     if args.fraction not in SEMISUP_FRACTIONS:
         parser.error(

@@ -14,10 +14,11 @@ pip command (`pip install byol-bench[log]`).
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
-from pretrain.config import ConfigError, log_destinations
+from pretrain.config import LOG_TO, ConfigError, log_destinations
 
 
 class TensorBoardSink:
@@ -86,3 +87,22 @@ def _missing(package: str) -> str:
         f"--log-to {package} needs the {package} package: pip install {package} "
         "(or pip install 'byol-bench[log]')"
     )
+
+
+def add_log_argument(parser: argparse.ArgumentParser) -> None:
+    """--log-to of the trainer CLIs (fine-tuning, detection, segmentation, depth): the run's
+    log.jsonl step lines also to TensorBoard / W&B, as pretraining's (pretrain/step_log.py)."""
+    parser.add_argument(
+        "--log-to",
+        help="also send each run's log.jsonl step lines to tensorboard, wandb or both "
+        "(comma-separated; W&B offline unless WANDB_MODE says otherwise; pip install "
+        "'byol-bench[log]')",
+    )
+
+
+def check_log_to(log_to: str) -> str:
+    """`log_to` if every name in it is a known destination, else a one-sentence ConfigError."""
+    unknown = [name for name in log_destinations(log_to) if name not in LOG_TO]
+    if unknown:
+        raise ConfigError(f"--log-to takes {' and '.join(LOG_TO)}, not {', '.join(unknown)}")
+    return log_to

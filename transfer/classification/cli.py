@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from evaluate import harness, series
 from evaluate.transforms import Preprocessing
-from pretrain import dist
+from pretrain import dist, log_sinks
 from pretrain.small_inputs import single_position_convs, use_single_position_convs
 from results.record import Task
 from slurm import submit as slurm_submit
@@ -98,7 +98,7 @@ def check_config(config: TransferConfig) -> None:
         )
     if config.precision not in ("fp32", "bf16"):
         raise harness.InputError(f"--precision is fp32 or bf16, not {config.precision!r}")
-    harness.check_log_to(config.log_to)
+    log_sinks.check_log_to(config.log_to)
 
 
 def load_inputs(config: TransferConfig, release) -> harness.EvalInputs:
@@ -278,7 +278,7 @@ def parse_config(argv: list[str] | None) -> tuple[TransferConfig, int | None]:
         "<sha8>-<data set>-seed<seed>)",
     )
     add("--cache-dir", help="feature cache ($BYOL_BENCH_CACHE, else ~/.cache/byol-bench/features)")
-    harness.add_log_argument(parser)
+    log_sinks.add_log_argument(parser)
     slurm_submit.add_slurm_arguments(parser)
     args = parser.parse_args(argv)
     if args.dataset is not None:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluate import harness, series
+from pretrain import log_sinks
 from results import bootstrap
 from results.record import Task
 from slurm import submit as slurm_submit
@@ -64,7 +65,7 @@ class DepthConfig:
     batch_size: int | None = None  # the LR scales linearly with it (base 0.16 at 256)
     lr: float | None = None  # the peak LR itself (default: 0.16 x batch / 256)
     crop: tuple[int, int] | None = None  # (H, W) of the centre crop (default 228 304)
-    log_to: str = ""  # log.jsonl's step lines also to tensorboard, wandb (harness.add_log_argument)
+    log_to: str = ""  # step lines also to tensorboard, wandb (log_sinks.add_log_argument)
     epochs: int | None = None  # frozen-linear-depth*: epochs over the cached features
     lrs: tuple[float, ...] | None = None  # frozen-linear-depth*: candidate LRs
     heldout: int | None = None  # frozen-linear-depth*: training images held out to choose
@@ -82,7 +83,7 @@ def resolve(config: DepthConfig) -> tuple[protocols.DepthProtocol | ProbeProtoco
         raise harness.InputError(
             f"unknown protocol {config.protocol!r}; use one of {', '.join(ALL_PROTOCOLS)}"
         )
-    harness.check_log_to(config.log_to)
+    log_sinks.check_log_to(config.log_to)
     if config.train_source not in DEPTH_SOURCES:
         raise harness.InputError(f"--train-source must be one of {DEPTH_SOURCES}")
     probe = config.protocol in DEPTH_PROBE_PROTOCOLS
@@ -286,7 +287,7 @@ def parse_config(argv: list[str] | None) -> DepthConfig:
     add("--lrs", type=float, nargs="+", help="frozen-linear-depth*: candidate LRs")
     add("--heldout", type=int, help="frozen-linear-depth*: training images held out to choose")
     add("--cache-dir", help="frozen-linear-depth*: feature cache (default: $BYOL_BENCH_CACHE)")
-    harness.add_log_argument(parser)
+    log_sinks.add_log_argument(parser)
     slurm_submit.add_slurm_arguments(parser)
     args = parser.parse_args(argv)
     if args.crop is not None:

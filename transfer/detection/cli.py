@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from evaluate import harness, series
+from pretrain import log_sinks
 from results import bootstrap
 from results.record import Task
 from slurm import submit as slurm_submit
@@ -78,7 +79,7 @@ class DetectionConfig:
     num_workers: int = field(default_factory=harness.default_num_workers)  # CPUs, at most 8
     ckpt_every_min: float = 10.0
     max_steps: int | None = None  # stop after this many iterations; None: the protocol's
-    log_to: str = ""  # log.jsonl's step lines also to tensorboard, wandb (harness.add_log_argument)
+    log_to: str = ""  # step lines also to tensorboard, wandb (log_sinks.add_log_argument)
     model: str | None = None
     norm: str | None = None
     batch_size: int | None = None
@@ -237,7 +238,7 @@ def prepare(
         num_workers=config.num_workers,
         ckpt_every_min=config.ckpt_every_min,
         max_iters=config.max_steps,
-        log_to=harness.check_log_to(config.log_to),
+        log_to=log_sinks.check_log_to(config.log_to),
     )
     return inputs, run
 
@@ -279,7 +280,7 @@ def parse_config(argv: list[str] | None) -> DetectionConfig:
     group.add_argument("--roi-batch-per-image", type=int, help="sampled RoIs per image")
     group.add_argument("--rpn-post-nms-test", type=int, help="proposals per image at test")
     group.add_argument("--detections-per-image", type=int, help="detections kept per test image")
-    harness.add_log_argument(parser)
+    log_sinks.add_log_argument(parser)
     slurm_submit.add_slurm_arguments(parser)  # handled before parsing: submit_cli_if_requested
     args = parser.parse_args(argv)
     if args.train_sizes is not None:

@@ -31,6 +31,7 @@ import numpy as np
 
 from evaluate import harness
 from evaluate.transforms import Preprocessing
+from pretrain import log_sinks
 from results import bootstrap
 from results.record import Task
 from slurm import submit as slurm_submit
@@ -78,7 +79,7 @@ class SegmentationConfig:
 
 def resolve(config: SegmentationConfig) -> SegmentationProtocol:
     """The protocol preset with the shortening flags applied."""
-    harness.check_log_to(config.log_to)
+    log_sinks.check_log_to(config.log_to)
     if config.protocol in PROBE_PROTOCOLS:
         return resolve_probe(config)
     if config.protocol not in PROTOCOLS:
@@ -333,7 +334,7 @@ def parse_config(argv: list[str] | None) -> SegmentationConfig:
         help="training images held out to choose the LR (default: the "
         "protocol's, 2,119 for byol-paper-fcn/1)",
     )
-    harness.add_log_argument(parser)
+    log_sinks.add_log_argument(parser)
     slurm_submit.add_slurm_arguments(parser)
     args = parser.parse_args(argv)
     for name in ("lrs", "seeds"):
