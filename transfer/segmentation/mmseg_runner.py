@@ -11,6 +11,7 @@ Needs mmsegmentation 1.2.2 with full mmcv (compiled ops): `make mm`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -27,6 +28,8 @@ INSTALL_HINT = (
     "minutes on 2 cores), or install mmcv with CUDA ops for your torch and CUDA as the OpenMMLab "
     "docs say; --engine torchvision needs nothing more"
 )
+
+FORCE_PICKLE = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"  # torch.load's weights_only default off
 
 
 def require_mmseg(device: str | None = None) -> None:
@@ -97,6 +100,22 @@ def prepare_config(config, inputs, lr, seed, train_set, eval_set, run_dir: Path)
     return cfg, config_path
 
 
+@contextlib.contextmanager
+def pickled_checkpoints_allowed():
+    """torch.load without weights_only while mmengine runs: resuming reads its own checkpoints
+    (pickled message-hub state) from the run dir. The setting is restored afterwards, so the
+    rest of the process keeps torch's safe default."""
+    previous = os.environ.get(FORCE_PICKLE)
+    os.environ[FORCE_PICKLE] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(FORCE_PICKLE, None)
+        else:
+            os.environ[FORCE_PICKLE] = previous
+
+
 def run_one(config, inputs, lr, seed, train_set, eval_set, run_dir) -> dict:
     """Train with mmseg's Runner for the protocol's iterations, then mIoU on `eval_set`."""
     from mmengine.runner import Runner
@@ -107,13 +126,12 @@ def run_one(config, inputs, lr, seed, train_set, eval_set, run_dir) -> dict:
         return json.loads(result_path.read_text())
     settings = config.settings
     cfg, config_path = prepare_config(config, inputs, lr, seed, train_set, eval_set, run_dir)
-    # Resuming reads mmengine's own checkpoints (pickled message-hub state) from this run dir.
-    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
-    runner = Runner.from_cfg(cfg)
-    began = time.monotonic()
-    runner.train()
-    seconds = time.monotonic() - began
-    metrics = runner.val_loop.run()  # {"aAcc", "mIoU", "mAcc"} in percent
+    with pickled_checkpoints_allowed():
+        runner = Runner.from_cfg(cfg)
+        began = time.monotonic()
+        runner.train()
+        seconds = time.monotonic() - began
+        metrics = runner.val_loop.run()  # {"aAcc", "mIoU", "mAcc"} in percent
     result = {
         "lr": lr,
         "seed": seed,

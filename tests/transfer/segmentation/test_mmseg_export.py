@@ -151,7 +151,9 @@ def test_engine_mmseg_end_to_end_writes_the_same_record(tmp_path):
     voc = make_voc(tmp_path, train=3, val=2)
     short = ["--max-steps", "2", "--batch-size", "2", "--crop", "64", "--num-workers", "0"]
     one_run = ["--lrs", "0.01", "--seeds", "0", "--run-dir", str(tmp_path / "run")]
+    before = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
     _segmentation_on_mmseg(voc, tmp_path / "records", *short, *one_run)
+    assert os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD") == before  # restored
     (record,) = read_records(tmp_path / "records")
     assert record.status == "complete" and record.task.protocol == "byol-paper-fcn/1"
     assert record.selection["engine"] == "mmseg" and 0 <= record.metrics["miou"] <= 100
