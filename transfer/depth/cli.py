@@ -164,7 +164,7 @@ def load_data(config: DepthConfig, settings):
 def run_protocol(config: DepthConfig, settings, lr: float, inputs: harness.EvalInputs):
     """(metrics, selection, (intervals, examples)) of one run."""
     job = Job(
-        protocol=settings,
+        protocol=replace(settings, aug=checkpoint_normalisation(settings, inputs)),
         lr=lr,
         seed=config.seed,
         train_set=inputs.train_set,
@@ -176,7 +176,6 @@ def run_protocol(config: DepthConfig, settings, lr: float, inputs: harness.EvalI
         ckpt_every_min=config.ckpt_every_min,
         log_to=config.log_to,
     )
-    job = replace(job, protocol=replace(settings, aug=checkpoint_normalisation(settings, inputs)))
     result = run_job(job, inputs.encoder)
     metrics = {name: result[name] for name in ("delta1", "delta2", "delta3", "rms", "rel", "log10")}
     selection = {
