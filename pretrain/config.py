@@ -68,17 +68,101 @@ class PretrainConfig:
     predictor_hidden_dim: int = cited(
         4096, "predictor hidden size; BYOL v3, Sec. 3.3: the projector's architecture"
     )
+    method: str = cited(
+        "byol",
+        "what is trained: byol (BYOL v3) | byol-patch (ours: BYOL + a per-patch term, ViTs only; "
+        "never 'SelfPatch as published') | dino (Caron et al. 2021) | selfpatch (Yun et al. 2022, "
+        "the authors' code)",
+    )
+    drop_path_rate: float = cited(
+        0.0, "ViTs: stochastic depth of the student (online) encoder; DINO main_dino.py: 0.1"
+    )
+    cls_token: bool = cited(
+        True, "ViTs: a [CLS] token, the pooled feature (DINO); SelfPatch's ViT has none"
+    )
+    final_norm: bool = cited(True, "ViTs: the final LayerNorm (DINO); SelfPatch's ViT has none")
+    head_hidden_dim: int = cited(
+        2048, "DINO/SelfPatch head: hidden size of the 3-layer MLP; DINO main_dino.py"
+    )
+    head_bottleneck_dim: int = cited(
+        256, "DINO/SelfPatch head: bottleneck before the weight-normed layer; DINO main_dino.py"
+    )
+    head_out_dim: int = cited(65536, "DINO/SelfPatch image head: output size; DINO --out_dim")
+    patch_head_out_dim: int = cited(
+        4096, "SelfPatch patch head: output size; SelfPatch --out_dim_selfpatch"
+    )
+    norm_last_layer: bool = cited(
+        True, "DINO head: weight-normed last layer with g frozen at 1; DINO --norm_last_layer"
+    )
+    # Multi-crop views (DINO, SelfPatch): 2 global crops of image_size, local crops below
+    local_crops: int = cited(8, "multi-crop: local crops per image; DINO --local_crops_number")
+    local_crop_size: int = cited(96, "multi-crop: local crop size in pixels; DINO main_dino.py")
+    global_crop_scale_min: float = cited(
+        0.4, "multi-crop: global crops' area scale is (this, 1); DINO 0.4, SelfPatch 0.25"
+    )
+    local_crop_scale_min: float = cited(
+        0.05, "multi-crop: local crops' area scale starts here; DINO and SelfPatch 0.05"
+    )
+    local_crop_scale_max: float = cited(
+        0.4, "multi-crop: local crops' area scale ends here; DINO 0.4, SelfPatch 0.25"
+    )
+    # DINO / SelfPatch objective
+    teacher_temp: float = cited(0.04, "DINO: teacher temperature after warm-up; main_dino.py")
+    warmup_teacher_temp: float = cited(
+        0.04, "DINO: teacher temperature at epoch 0, linear to --teacher-temp; main_dino.py"
+    )
+    warmup_teacher_temp_epochs: int = cited(
+        0, "DINO: epochs of teacher-temperature warm-up; main_dino.py: 0"
+    )
+    student_temp: float = cited(0.1, "DINO: student temperature; DINOLoss")
+    center_momentum: float = cited(0.9, "DINO: EMA momentum of the teacher's centre; DINOLoss")
+    patch_loss_weight: float = cited(
+        0.1, "SelfPatch / byol-patch: weight of the patch term; SelfPatch main_selfpatch.py"
+    )
+    patch_topk: int = cited(
+        4,
+        "SelfPatch: neighbours kept (of the 3x3 window's 8) by the teacher's cosine "
+        "similarity; SelfPatch --k_num",
+    )
+    patch_wrap: bool = cited(
+        True,
+        "SelfPatch: the 3x3 neighbourhood wraps around the grid's borders, as the "
+        "authors' code does; false: border patches have fewer candidates",
+    )
     # Optimisation
     batch_size: int = cited(4096, "global batch over all processes; BYOL v3, App. B")
     epochs: int = cited(1000, "pretraining epochs; BYOL v3, App. B")
     warmup_epochs: float = cited(10, "linear learning-rate warm-up; BYOL v3, App. B")
-    base_lr: float = cited(
-        0.2, "LARS learning rate at batch 256; BYOL v3, App. B: lr = 0.2 x BatchSize / 256"
+    optimizer: str = cited(
+        "lars",
+        "lars (BYOL v3, App. B) | adamw (DINO: decoupled weight decay, no decay on "
+        "biases and norms)",
     )
-    weight_decay: float = cited(1.5e-6, "LARS weight decay; BYOL v3, App. B (1000 epochs)")
+    base_lr: float = cited(
+        0.2,
+        "peak learning rate at batch 256, lr = base_lr x BatchSize / 256; BYOL v3, App. B: "
+        "LARS 0.2; DINO: AdamW 5e-4",
+    )
+    final_lr: float = cited(0.0, "learning rate at the end of the cosine; DINO --min_lr 1e-6")
+    weight_decay: float = cited(1.5e-6, "weight decay; BYOL v3, App. B (1000 epochs); DINO 0.04")
+    weight_decay_end: float | None = cited(
+        None,
+        "weight decay at the end, cosine from --weight-decay (DINO: 0.04 -> 0.4); "
+        "default: constant",
+    )
+    clip_grad: float = cited(
+        0.0,
+        "clip each parameter's gradient norm to this (DINO utils.clip_gradients, per "
+        "tensor); 0: off; DINO 3.0",
+    )
+    freeze_last_layer_epochs: int = cited(
+        1, "DINO/SelfPatch: epochs during which the heads' last layer gets no update; DINO 1"
+    )
     momentum: float = cited(0.9, "BYOL v3, App. B: LARS momentum")
     lars_eta: float = cited(1e-3, "BYOL v3, App. B: LARS trust coefficient")
-    tau_base: float = cited(0.996, "BYOL v3, Sec. 3.3: target decay rate at step 0")
+    tau_base: float = cited(
+        0.996, "target (teacher) EMA rate at step 0, cosine to 1; BYOL v3, Sec. 3.3; DINO 0.996"
+    )
     # Online linear probe (monitoring only; detached features)
     probe_lr: float = cited(
         0.1,
@@ -90,7 +174,9 @@ class PretrainConfig:
     seed: int = cited(
         0, "seed of the initial weights, the subset, the sample order and the augmentations"
     )
-    precision: str = cited("fp32", "arithmetic: fp32 | bf16 (autocast)")
+    precision: str = cited(
+        "fp32", "arithmetic: fp32 | bf16 (autocast) | fp16 (autocast + loss scaling; DINO)"
+    )
     channels_last: bool = cited(
         True, "memory layout only: faster convolutions on CPU (oneDNN) and GPU"
     )
@@ -129,13 +215,24 @@ class PretrainConfig:
                     f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
                 )
         augment_semantics(self.augment_ops)
+        if self.method != "byol" and not self.backbone.startswith("vit_"):
+            raise ConfigError(
+                f"method {self.method} needs a ViT backbone (vit_*), not {self.backbone}"
+            )
+        if self.method == "selfpatch" and self.cls_token:
+            raise ConfigError(
+                "method selfpatch needs --cls-token false: the authors' ViT has no [CLS] token "
+                "(the aggregation module makes the image token)"
+            )
         unknown = [name for name in log_destinations(self.log_to) if name not in LOG_TO]
         if unknown:
             raise ConfigError(f"log_to takes {' and '.join(LOG_TO)}, not {', '.join(unknown)}")
 
 
 CHOICES = {  # fields that take one of a few words
-    "precision": ("fp32", "bf16"),
+    "precision": ("fp32", "bf16", "fp16"),
+    "method": ("byol", "byol-patch", "dino", "selfpatch"),
+    "optimizer": ("lars", "adamw"),
     "compile": ("auto", "on", "off"),
     "augment_on": ("auto", "loader", "device"),
 }
@@ -192,153 +289,42 @@ RUNTIME_FIELDS = frozenset(
 )
 
 
-def byol_r50_in1k(epochs: int = 1000) -> PretrainConfig:
-    """R50, ImageNet, batch 4096; 1000 epochs: BYOL v3, App. B (lr 0.2, tau 0.996, wd 1.5e-6).
-
-    Shorter runs use the authors' released presets (deepmind-research/byol, not in the paper):
-    300 epochs lr 0.3 tau 0.99 wd 1e-6; 100 epochs lr 0.45 tau 0.99 wd 1e-6;
-    40 epochs lr 0.45 tau 0.97.
-    """
-    table = {
-        1000: (0.2, 0.996, 1.5e-6),
-        300: (0.3, 0.99, 1e-6),
-        100: (0.45, 0.99, 1e-6),
-        40: (0.45, 0.97, 1e-6),
-    }
-    if epochs not in table:
-        raise ConfigError(f"byol_r50_in1k has presets for epochs {sorted(table)}, not {epochs}")
-    base_lr, tau_base, weight_decay = table[epochs]
-    return PretrainConfig(
-        epochs=epochs, base_lr=base_lr, tau_base=tau_base, weight_decay=weight_decay
-    )
-
-
-def byol_r18_cifar10() -> PretrainConfig:
-    """ResNet-18 with a CIFAR stem on CIFAR-10 (not in the paper).
-
-    Settings of the public reproductions listed in docs/protocols.md (1000 epochs, batch 256, 92.6%
-    online linear top-1): LARS lr 1.0 at batch 256, weight decay 1e-5, tau_base 0.99, no blur.
-    """
-    return PretrainConfig(
-        dataset="cifar10",
-        image_size=32,
-        small_image_augment=True,
-        backbone="resnet18",
-        cifar_stem=True,
-        batch_size=256,
-        epochs=1000,
-        base_lr=1.0,
-        weight_decay=1e-5,
-        tau_base=0.99,
-        num_workers=4,
-    )
+# Fields added after runs were made: a saved config.json without one had its default.
+ADDED_FIELDS = (
+    "method",
+    "drop_path_rate",
+    "cls_token",
+    "final_norm",
+    "head_hidden_dim",
+    "head_bottleneck_dim",
+    "head_out_dim",
+    "patch_head_out_dim",
+    "norm_last_layer",
+    "local_crops",
+    "local_crop_size",
+    "global_crop_scale_min",
+    "local_crop_scale_min",
+    "local_crop_scale_max",
+    "teacher_temp",
+    "warmup_teacher_temp",
+    "warmup_teacher_temp_epochs",
+    "student_temp",
+    "center_momentum",
+    "patch_loss_weight",
+    "patch_topk",
+    "patch_wrap",
+    "optimizer",
+    "final_lr",
+    "weight_decay_end",
+    "clip_grad",
+    "freeze_last_layer_epochs",
+)
 
 
-def byol_r18_fmnist_demo() -> PretrainConfig:
-    """The `make demo` run: ResNet-18 on Fashion-MNIST at 16 px, 12 epochs in bf16: ~15 minutes on
-    2 CPU cores. Not in the paper.
-
-    Recipe, chosen on the held-out 10% of the training set (benchmarks/demo_recipe.py; README "The
-    demo preset"): at 16 px the standard stem leaves layer3 and layer4 at 1x1, so a step costs a
-    quarter of 32 px, and their convolutions run as matrix products (pretrain/small_inputs.py,
-    ~1.9x faster); 16 px beat 20 px at the same minutes. Base lr 2.0, tau_base 0.99, batch 128 and
-    a short warm-up were the best per image in our H100 sweep (README). bf16 autocast on this CPU:
-    12 epochs fit where 7 did in fp32 with convolutions (held-out gain over random init +2.35
-    linear, +2.20 kNN, against +1.43 / +1.95). The CPU fast path: views finished as batched ops in
-    the training process and no loader workers (two workers competing with the two compute
-    threads cost a fifth of the step). Keepers at epochs 4 and 8 give the report its
-    accuracy-against-epochs curve.
-    """
-    return PretrainConfig(
-        dataset="fmnist",
-        image_size=16,
-        small_image_augment=True,
-        backbone="resnet18",
-        cifar_stem=False,
-        projector_hidden_dim=1024,
-        predictor_hidden_dim=1024,
-        batch_size=128,
-        epochs=12,
-        warmup_epochs=0.5,
-        base_lr=2.0,
-        weight_decay=1e-5,
-        tau_base=0.99,
-        precision="bf16",
-        augment_on="device",
-        num_workers=0,
-        ckpt_every_min=2.0,
-        keep_every_epochs=4,
-    )
-
-
-def byol_r18_fmnist() -> PretrainConfig:
-    """The demo's network at 32 px for 4 epochs (about twice the demo's minutes): in our H100 sweep
-    (README "The demo preset") it beat random initialisation by 2.5 points on a logistic-regression
-    probe."""
-    return replace(
-        byol_r18_fmnist_demo(),
-        image_size=32,
-        epochs=4,
-        warmup_epochs=0.4,
-        base_lr=1.0,
-        keep_every_epochs=0,
-    )
-
-
-def byol_r18_fmnist_20px() -> PretrainConfig:
-    """The demo's network at 20 px for 3 epochs: our H100 sweep's best gain over random
-    initialisation per image seen (+2.5 points on a logistic-regression probe; README).
-
-    Measured end to end on 2 CPU cores (results.pipeline, 2026-11-23; 75 minutes of pretraining on a
-    machine shared with other jobs): linear [cached-centercrop/1] 82.6 vs random init 81.4, kNN 76.2
-    vs 76.9. It wins the linear probe only.
-    """
-    return replace(
-        byol_r18_fmnist_demo(), image_size=20, epochs=3, warmup_epochs=0.3, keep_every_epochs=0
-    )
-
-
-def tiny_cpu() -> PretrainConfig:
-    """A seconds-long run for tests and smoke checks: same code path, tiny sizes."""
-    return PretrainConfig(
-        dataset="synthetic",
-        image_size=32,
-        small_image_augment=True,
-        backbone="resnet18",
-        cifar_stem=False,
-        projector_hidden_dim=64,
-        projection_dim=32,
-        predictor_hidden_dim=64,
-        batch_size=16,
-        epochs=2,
-        warmup_epochs=1,
-        base_lr=0.2,
-        weight_decay=1e-6,
-        tau_base=0.99,
-        num_workers=0,
-        ckpt_every_min=10.0,
-        keep_every_epochs=0,
-        log_every_steps=1,
-    )
-
-
-PRESETS = {
-    "byol_r50_in1k": byol_r50_in1k,
-    "byol_r50_in1k_300ep": lambda: byol_r50_in1k(300),
-    "byol_r50_in1k_100ep": lambda: byol_r50_in1k(100),
-    "byol_r18_cifar10": byol_r18_cifar10,
-    "byol_r18_fmnist_demo": byol_r18_fmnist_demo,
-    "byol_r18_fmnist": byol_r18_fmnist,
-    "byol_r18_fmnist_20px": byol_r18_fmnist_20px,
-    "tiny_cpu": tiny_cpu,
-}
-
-
-def preset(name: str) -> PretrainConfig:
-    """The named preset; an unknown name raises with the list of known ones."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
-    return PRESETS[name]()
+def added_defaults() -> dict:
+    """{field: default} of ADDED_FIELDS: a saved config (config.json) without one of them was
+    made before it existed, and so ran with its default."""
+    return {f.name: f.default for f in fields(PretrainConfig) if f.name in ADDED_FIELDS}
 
 
 def _field_type(field: dataclasses.Field) -> type:
@@ -387,6 +373,8 @@ def flag_help(field: dataclasses.Field) -> str:
 
 def config_from_args(args: argparse.Namespace) -> PretrainConfig:
     """The preset named by ``args.preset`` with every flag that was given applied on top."""
+    from pretrain.presets import preset  # presets.py imports this module
+
     config = preset(args.preset)
     overrides = {
         f.name: getattr(args, f.name)

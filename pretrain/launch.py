@@ -21,14 +21,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pretrain.config import (
-    PRESETS,
     RUNTIME_FIELDS,
     ConfigError,
     PretrainConfig,
     add_config_arguments,
+    added_defaults,
     config_from_args,
 )
 from pretrain.identity import identity_differences
+from pretrain.presets import PRESETS
 from results import runlog
 from results.errors import ByolBenchError
 from slurm import status as slurm_status
@@ -153,6 +154,7 @@ def submit_to_slurm(args: argparse.Namespace, config: PretrainConfig) -> None:
     run_dir = Path(args.run_dir or Path(profile.shared_dir) / "runs" / args.preset).absolute()
     config_path = run_dir / "config.json"
     saved = json.loads(config_path.read_text()) if config_path.exists() else None
+    saved = {**added_defaults(), **saved} if saved else None
     differences = identity_differences(saved, asdict(config), RUNTIME_FIELDS) if saved else []
     if differences:  # refuse here, not minutes later on a node
         raise ConfigError(

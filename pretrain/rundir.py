@@ -56,18 +56,21 @@ def claim(
     what: str,
     info: dist.DistInfo | None = None,
     ignore: Iterable[str] = (),
+    added: dict | None = None,
 ) -> Path:
     """Create `run_dir` with its identity file, or check the one it holds; returns the path.
 
     Rank 0 alone reads and writes the file (atomically); the other ranks wait at the barrier
     and fail there if rank 0 refuses the run dir, so no rank ever reads a half-written file.
     `ignore`: runtime fields that may change between a run and its resumption (workers, ...).
+    `added`: {field: default} of fields added since older identity files were written.
     """
     run_dir, info = Path(run_dir), info or dist.DistInfo()
     path = run_dir / IDENTITY_FILE
     if info.is_main:
         if path.is_file():
-            differences = identity_differences(json.loads(path.read_text()), identity, ignore)
+            saved = {**(added or {}), **json.loads(path.read_text())}
+            differences = identity_differences(saved, identity, ignore)
             if differences:
                 raise ConfigMismatchError(
                     f"{run_dir} holds a different {what} ({'; '.join(differences[:8])}); pass "

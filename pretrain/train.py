@@ -24,7 +24,7 @@ from tqdm import tqdm
 from pretrain import dist, log_sinks, rundir, step_log
 from pretrain import views as views_lib
 from pretrain.build import Run, build_run, memory_format, resolve_compile
-from pretrain.config import RUNTIME_FIELDS, PretrainConfig
+from pretrain.config import RUNTIME_FIELDS, PretrainConfig, added_defaults
 from pretrain.ema import update_target
 from pretrain.export_metadata import export_run
 from pretrain.online_probe import probe_accuracy, probe_step
@@ -72,6 +72,7 @@ def prepare_run_dir(run_dir: Path, config: PretrainConfig, info: dist.DistInfo) 
         what="pretraining run",
         info=info,
         ignore=RUNTIME_FIELDS,
+        added=added_defaults(),
     )
 
 

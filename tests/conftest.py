@@ -18,7 +18,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture
 def tiny_config():
     """A factory for tiny_cpu configs with overrides: 5 steps per epoch on 80 synthetic images."""
-    from pretrain.config import tiny_cpu
+    from pretrain.presets import tiny_cpu
 
     def make(**overrides):
         base = dataclasses.replace(
@@ -56,7 +56,7 @@ def run_quick_check(run_dir: Path, max_steps: int, *extra: str):
 def byol_fmnist_export(tmp_path_factory) -> str:
     """Path of a backbone export BYOL-pretrained on Fashion-MNIST for a few CPU minutes: the demo
     preset (ResNet-18, 32 px, batch 128), stopped after its first 100 steps (12,800 images)."""
-    from pretrain.config import byol_r18_fmnist_demo
+    from pretrain.presets import byol_r18_fmnist_demo
     from pretrain.train import train
 
     root = tmp_path_factory.mktemp("byol_fmnist")

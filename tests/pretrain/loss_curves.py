@@ -6,7 +6,8 @@ import dataclasses
 import torch
 
 from pretrain import dist
-from pretrain.config import PretrainConfig, tiny_cpu
+from pretrain.config import PretrainConfig
+from pretrain.presets import tiny_cpu
 from pretrain.train import batch_to_device, build_run, train_step
 
 

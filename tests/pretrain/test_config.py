@@ -4,17 +4,10 @@ import dataclasses
 
 import pytest
 
-from pretrain.config import (
-    PRESETS,
-    RUNTIME_FIELDS,
-    ConfigError,
-    PretrainConfig,
-    byol_r50_in1k,
-    config_from_args,
-    preset,
-)
+from pretrain.config import RUNTIME_FIELDS, ConfigError, PretrainConfig, config_from_args
 from pretrain.identity import identity_differences
 from pretrain.launch import parse_args
+from pretrain.presets import PRESETS, byol_r50_in1k, preset
 
 
 def test_defaults_are_the_papers():
@@ -116,13 +109,13 @@ def test_help_shows_every_config_flag_with_its_cited_comment_and_default(capsys,
         assert field.metadata["help"] in entry
         if field.default is not None:
             assert f"(default: {field.default})" in entry
-    assert "App. B: lr = 0.2 x BatchSize / 256 (default: 0.2)" in entries["--base-lr"]
+    assert "App. B: LARS 0.2; DINO: AdamW 5e-4 (default: 0.2)" in entries["--base-lr"]
 
 
 def test_words_outside_a_fields_choices_are_usage_errors(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        parse_args(["--precision", "fp16"])
+        parse_args(["--precision", "fp8"])
     assert exit_info.value.code == 2
-    assert "invalid choice: 'fp16'" in capsys.readouterr().err
-    with pytest.raises(ConfigError, match="precision must be one of fp32, bf16"):
-        PretrainConfig(precision="fp16")
+    assert "invalid choice: 'fp8'" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="precision must be one of fp32, bf16, fp16"):
+        PretrainConfig(precision="fp8")

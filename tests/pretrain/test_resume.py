@@ -37,7 +37,7 @@ def uninterrupted(tmp_path_factory):
     """Reference: the tiny run (3 epochs x 5 steps) without interruption, in-process."""
     import dataclasses
 
-    from pretrain.config import tiny_cpu
+    from pretrain.presets import tiny_cpu
 
     config = dataclasses.replace(
         tiny_cpu(), train_subset_per_class=8, epochs=3, ckpt_every_min=0.0, log_every_steps=1

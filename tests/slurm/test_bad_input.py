@@ -85,7 +85,7 @@ def test_run_dir_with_another_config_is_refused_before_submission(tmp_path):
     run_dir.mkdir()
     from dataclasses import asdict, replace
 
-    from pretrain.config import tiny_cpu
+    from pretrain.presets import tiny_cpu
 
     saved = replace(tiny_cpu(), dataset="synthetic", max_steps=2, base_lr=0.5)
     (run_dir / "config.json").write_text(json.dumps(asdict(saved)))
