@@ -3,7 +3,7 @@
     python -m benchmarks.demo_recipe --ckpt RUN/exports/backbone-<sha8>.pt
     python -m benchmarks.demo_recipe --ckpt random:resnet18 --image-size 16
 
-How the demo preset (`pretrain/config.py:byol_r18_fmnist_demo`) was chosen: each candidate run's
+How the demo preset (`pretrain/presets.py:byol_r18_fmnist_demo`) was chosen: each candidate run's
 export, and the random initialisation of the same network at the same image size, are scored
 here, never on the test set (issue 20). The held-out split is the linear probe's own
 (evaluate/splits.py: a seeded, class-balanced 10% of the 60,000 training images, seed 0):
