@@ -12,12 +12,11 @@ authors' code (the heads' linear layers run on both views stacked, which changes
 see heads.per_view). The target runs in train mode (batch statistics), as in the authors' code.
 """
 
-import copy
-
 import torch
 from torch import nn
 
 from pretrain.backbones import build_backbone
+from pretrain.ema import frozen_copy
 from pretrain.heads import mlp, per_view
 from pretrain.loss import symmetric_loss
 
@@ -33,15 +32,17 @@ class BYOL(nn.Module):
         projector_hidden_dim: int = 4096,
         projection_dim: int = 256,
         predictor_hidden_dim: int = 4096,
+        encoder_options: dict | None = None,
     ) -> None:
+        """`encoder_options`: build_backbone's ViT keywords (drop-path, [CLS], final norm)."""
         super().__init__()
-        self.online_encoder, self.feature_dim = build_backbone(backbone, cifar_stem=cifar_stem)
+        self.online_encoder, self.feature_dim = build_backbone(
+            backbone, cifar_stem=cifar_stem, **(encoder_options or {})
+        )
         self.online_projector = mlp(self.feature_dim, projector_hidden_dim, projection_dim)
         self.predictor = mlp(projection_dim, predictor_hidden_dim, projection_dim)
-        self.target_encoder = copy.deepcopy(self.online_encoder)
-        self.target_projector = copy.deepcopy(self.online_projector)
-        for parameter in self.target_parameters():
-            parameter.requires_grad_(False)
+        self.target_encoder = frozen_copy(self.online_encoder)  # no drop-path in the target
+        self.target_projector = frozen_copy(self.online_projector)
 
     def online_modules(self) -> nn.ModuleList:
         """The networks the optimiser trains, in the order the target mirrors them."""
@@ -53,6 +54,10 @@ class BYOL(nn.Module):
 
     def target_parameters(self):
         return self.target_modules().parameters()
+
+    def last_layer_parameters(self) -> list:
+        """None: BYOL has no head layer frozen at the start (DINO's freeze_last_layer)."""
+        return []
 
     def forward(
         self, view_1: torch.Tensor, view_2: torch.Tensor

@@ -9,6 +9,7 @@ its own network state): see DEVIATION(target-bn) in `update_target`. The running
 used only by eval-mode forwards; both networks normalise training batches with batch statistics.
 """
 
+import copy
 import math
 
 import torch
@@ -37,3 +38,16 @@ def update_target(online: nn.Module, target: nn.Module, tau: float) -> None:
     # where the authors' target accumulates its own from its forward passes; the training step
     # (batch statistics) is the same, only eval-mode use of the target's statistics differs.
     torch._foreach_copy_(list(target.buffers()), list(online.buffers()))
+
+
+def frozen_copy(online: nn.Module) -> nn.Module:
+    """The target/teacher at step 0: a copy of the online network that gets no gradient, with
+    stochastic depth switched off (DINO main_dino.py builds its teacher without drop-path; a
+    module with `drop_prob` is timm's DropPath). A ResNet copy is a plain deep copy."""
+    target = copy.deepcopy(online)
+    for parameter in target.parameters():
+        parameter.requires_grad_(False)
+    for module in target.modules():
+        if hasattr(module, "drop_prob"):
+            module.drop_prob = 0.0
+    return target

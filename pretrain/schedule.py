@@ -2,6 +2,7 @@
 *, schedule-specific keywords) -> lr at `step` (0-based).
 
     warmup_cosine  BYOL pretraining, the linear probe and fine-tuning (BYOL v3, App. B and C)
+    dino_cosine    DINO/SelfPatch pretraining: lr, weight decay (DINO utils.cosine_scheduler)
     step_decay     detectron2's WarmupMultiStepLR (detection) and mmseg's step policy
     poly           mmseg's PolyLR (segmentation)
 
@@ -18,17 +19,35 @@ def scaled_lr(base_lr: float, global_batch_size: int) -> float:
     return base_lr * global_batch_size / 256
 
 
-def warmup_cosine(step: int, total_steps: int, peak_lr: float, *, warmup_steps: int = 0) -> float:
-    """Linear warm-up from 0 to ``peak_lr`` over ``warmup_steps``, then cosine decay to 0.
+def warmup_cosine(
+    step: int, total_steps: int, peak_lr: float, *, warmup_steps: int = 0, final: float = 0.0
+) -> float:
+    """Linear warm-up from 0 to ``peak_lr`` over ``warmup_steps``, then cosine decay to ``final``
+    (0 in BYOL).
 
     As in the authors' code (byol/utils/schedules.py): step / warmup x peak during warm-up, then
-    peak x (1 + cos(pi (step - warmup) / (total - warmup))) / 2.
+    final + (peak - final) x (1 + cos(pi (step - warmup) / (total - warmup))) / 2.
     """
     if step < warmup_steps:
         return peak_lr * step / warmup_steps  # the authors' code: 0 at step 0
     decay_steps = max(total_steps - warmup_steps, 1)
     progress = min((step - warmup_steps) / decay_steps, 1.0)
-    return peak_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return final + (peak_lr - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def dino_cosine(
+    step: int, total_steps: int, peak_lr: float, *, warmup_steps: int = 0, final: float = 0.0
+) -> float:
+    """DINO's cosine_scheduler (facebookresearch/dino utils.py), used for the lr (final = --min_lr
+    1e-6, 10 warm-up epochs) and the weight decay (0.04 -> 0.4, no warm-up): during warm-up
+    np.linspace(0, peak, warmup_steps), i.e. peak x step / (warmup_steps - 1), which reaches the
+    peak at the warm-up's last step; then final + (peak - final)(1 + cos(pi i / n)) / 2 with
+    i = step - warmup_steps and n = total_steps - warmup_steps."""
+    if step < warmup_steps:
+        return peak_lr * step / max(warmup_steps - 1, 1)
+    decay_steps = max(total_steps - warmup_steps, 1)
+    progress = min((step - warmup_steps) / decay_steps, 1.0)
+    return final + (peak_lr - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def step_decay(

@@ -1,11 +1,12 @@
 """Pretraining's full training state in a checkpoint, and the RNG states it carries.
 
-`training_state(run)` is what pretrain/train.py saves (pretrain/rundir.py: atomically, rank 0)
-and `restore_training_state(run, state)` puts it back: BYOL's online and target networks, the LARS
-state, the online probe and its optimiser, the step, the Python/NumPy/torch (and CUDA) RNG
-states, and the sampler's place (epoch, batches done). Tensors and plain types only, so
-`torch.load(weights_only=True)` reads it (docs/architecture.md, Conventions, rule 14). The config
-goes in too: evaluate/features.py reads a training checkpoint as an export.
+`training_state(run)` is what pretrain/train.py saves (pretrain/rundir.py: atomically, rank 0) and
+`restore_training_state(run, state)` puts it back: the method's online and target networks (with
+DINO's centres), the optimiser's state, the fp16 loss scaler's, the online probe and its optimiser,
+the step, the Python/NumPy/torch (and CUDA) RNG states, and the sampler's place (epoch, batches
+done). Tensors and plain types only, so `torch.load(weights_only=True)` reads it
+(docs/architecture.md, Conventions, rule 14). The config goes in too: evaluate/features.py reads
+a training checkpoint as an export.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ def training_state(run) -> dict:
     return {
         "step": run.step,
         "epoch": epoch,
-        "model": run.byol.state_dict(),
+        "model": run.network.state_dict(),
         "optimizer": run.optimizer.state_dict(),
+        **({"scaler": run.scaler.state_dict()} if run.scaler else {}),
         "probe": run.probe.state_dict(),
         "probe_optimizer": run.probe_optimizer.state_dict(),
         "sampler": {"epoch": epoch, "start_step": steps_done},
@@ -66,8 +68,10 @@ def training_state(run) -> dict:
 
 def restore_training_state(run, state: dict) -> None:
     """Put a checkpoint's state back into `run` (the sampler follows from the step)."""
-    run.byol.load_state_dict(state["model"])
+    run.network.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
+    if run.scaler:
+        run.scaler.load_state_dict(state["scaler"])
     run.probe.load_state_dict(state["probe"])
     run.probe_optimizer.load_state_dict(state["probe_optimizer"])
     set_rng_state(state["rng"])

@@ -1,15 +1,18 @@
-"""BYOL pretraining: the whole run as one narrative.
+"""Pretraining (BYOL, and DINO / SelfPatch / byol-patch on ViTs): the whole run as one narrative.
 
 train(config, run_dir):  claim the run dir (pretrain/rundir.py) -> build data and networks
-(pretrain/build.py) -> resume from run_dir or start -> for each epoch: train_one_epoch (train_step
-per batch) -> checkpoint + one log.jsonl line -> export the online encoder and write the pretrain
-record (pretrain/export_metadata.py).
+(pretrain/build.py, pretrain/methods.py) -> resume from run_dir or start -> for each epoch:
+train_one_epoch (train_step per batch) -> checkpoint + one log.jsonl line -> export the online
+encoder and write the pretrain record (pretrain/export_metadata.py).
 
-The step (BYOL v3, Sec. 3.2 and Algorithm 1) is `train_step`: loss over both directions, summed ->
-backward -> LARS step -> target update with tau_at(step). Resume is exact: the model, optimiser,
-probe, step and RNG states are in the checkpoint (pretrain/state.py), and each sample's
-augmentation is drawn from sample_seed(seed, epoch, index) (pretrain/sampling.py), so the result
-depends neither on the number of loader workers nor on where the run was interrupted.
+The step is `train_step`. BYOL (BYOL v3, Sec. 3.2 and Algorithm 1): loss over both directions,
+summed -> backward -> LARS step -> target update with tau_at(step). DINO/SelfPatch (DINO
+main_dino.py train_one_epoch): lr and weight decay from the schedule -> multi-crop loss -> backward
+(fp16: scaled) -> per-tensor gradient clip -> last layer's gradients dropped in the first epoch(s)
+-> AdamW step -> teacher update with the same cosine momentum. Resume is exact: the model,
+optimiser, loss scaler, probe, step and RNG states are in the checkpoint (pretrain/state.py), and
+each sample's augmentation is drawn from sample_seed(seed, epoch, index) (pretrain/sampling.py), so
+the result depends neither on the number of loader workers nor on where the run was interrupted.
 """
 
 import dataclasses
@@ -27,7 +30,9 @@ from pretrain.build import Run, build_run, memory_format, resolve_compile
 from pretrain.config import RUNTIME_FIELDS, PretrainConfig, added_defaults
 from pretrain.ema import update_target
 from pretrain.export_metadata import export_run
+from pretrain.methods import step_arguments
 from pretrain.online_probe import probe_accuracy, probe_step
+from pretrain.optimizers import clip_per_tensor, drop_last_layer_gradients, set_step_hyperparameters
 from pretrain.provenance import provenance
 from pretrain.state import restore_training_state, training_state
 
@@ -76,21 +81,30 @@ def prepare_run_dir(run_dir: Path, config: PretrainConfig, info: dist.DistInfo) 
     )
 
 
-def train_step(run: Run, view_1: torch.Tensor, view_2: torch.Tensor, labels: torch.Tensor):
-    """One BYOL step (BYOL v3, Algorithm 1); returns (loss, probe correct count) on device."""
-    lr, tau = run.schedule.lr(run.step), run.schedule.tau(run.step)
-    for group in run.optimizer.param_groups:
-        group["lr"] = lr
-    autocast = torch.autocast(
-        run.device.type, dtype=torch.bfloat16, enabled=run.config.precision == "bf16"
-    )
-    with autocast:
-        loss, features_1 = run.model(view_1, view_2)  # both directions, summed; [B, feature_dim]
+def train_step(run: Run, inputs: tuple, labels: torch.Tensor):
+    """One step of the run's method; returns (loss, probe correct count) on device. `inputs`:
+    (view_1, view_2) for BYOL (BYOL v3, Algorithm 1), (crops,) for DINO/SelfPatch."""
+    step, config = run.step, run.config
+    set_step_hyperparameters(run.optimizer, run.schedule.lr(step), run.schedule.weight_decay(step))
+    low_precision = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
+    with torch.autocast(run.device.type, dtype=low_precision, enabled=low_precision is not None):
+        loss, features = run.model(*inputs, **step_arguments(config, run.schedule, step))
     run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    run.optimizer.step()
-    update_target(run.byol.online_modules(), run.byol.target_modules(), tau)
-    _, probe_correct = probe_step(run.probe, run.probe_optimizer, features_1, labels)
+    (run.scaler.scale(loss) if run.scaler else loss).backward()
+    if run.scaler and (config.clip_grad or step < run.schedule.freeze_last_layer_steps):
+        run.scaler.unscale_(run.optimizer)  # clip the true gradients (DINO main_dino.py)
+    if config.clip_grad:
+        clip_per_tensor(run.network.parameters(), config.clip_grad)
+    if step < run.schedule.freeze_last_layer_steps:
+        drop_last_layer_gradients(run.network.last_layer_parameters())
+    if run.scaler:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        run.optimizer.step()
+    network = run.network
+    update_target(network.online_modules(), network.target_modules(), run.schedule.tau(step))
+    _, probe_correct = probe_step(run.probe, run.probe_optimizer, features, labels)
     return loss.detach(), probe_correct
 
 
@@ -110,8 +124,8 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
     )
     stopped_early = False
     for batch in run.loader:
-        view_1, view_2, labels = batch_to_device(run, batch)
-        loss, probe_correct = train_step(run, view_1, view_2, labels)
+        inputs, labels = batch_to_device(run, batch)
+        loss, probe_correct = train_step(run, inputs, labels)
         meter.add(loss, probe_correct, labels.numel(), run.step)
         run.step += 1
         bar.update(1)
@@ -147,20 +161,26 @@ def log_step(run: Run, meter: "_EpochMeter") -> None:
     if probe_due and run.probe_loader is not None:
         if run.probe_heldout is None:
             run.probe_heldout = step_log.heldout_batch(run.probe_loader.dataset, run.device)
-        top1 = step_log.heldout_top1(run.byol.online_encoder, run.probe, run.probe_heldout)
+        top1 = step_log.heldout_top1(run.network.online_encoder, run.probe, run.probe_heldout)
         line["online_probe_heldout_top1"] = top1
     step_log.record_line(run.run_dir, line, run.log_sinks)
 
 
-def batch_to_device(run: Run, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A loader batch -> (view_1, view_2, labels) on the run's device; non-blocking copies."""
+def batch_to_device(run: Run, batch) -> tuple[tuple, torch.Tensor]:
+    """A loader batch -> (the network's inputs, labels) on the run's device; non-blocking copies.
+    Inputs: (view_1, view_2) for BYOL's views, (list of crops,) for multi-crop views."""
     layout = memory_format(run.config)
     if run.augment_on == "device":
-        return views_lib.finish_on_device(batch, run.device, run.views, *run.stats, layout)
-    view_1, view_2, labels = batch
-    view_1 = view_1.to(run.device, non_blocking=True, memory_format=layout)
-    view_2 = view_2.to(run.device, non_blocking=True, memory_format=layout)
-    return view_1, view_2, labels.to(run.device, non_blocking=True)
+        view_1, view_2, labels = views_lib.finish_on_device(
+            batch, run.device, run.views, *run.stats, layout
+        )
+        return (view_1, view_2), labels
+    *views, labels = batch
+    if isinstance(views[0], list):  # multi-crop: ([crop_1, ..., crop_n], labels)
+        crops = [crop.to(run.device, non_blocking=True, memory_format=layout) for crop in views[0]]
+        return (crops,), labels.to(run.device, non_blocking=True)
+    views = tuple(view.to(run.device, non_blocking=True, memory_format=layout) for view in views)
+    return views, labels.to(run.device, non_blocking=True)
 
 
 def _max_steps_reached(run: Run) -> bool:
@@ -226,7 +246,7 @@ def check_finite(run: Run, first_bad: tuple[int, float]) -> None:
         step=step,
         lr=run.schedule.lr(max(step, 0)),
         run_dir=run.run_dir,
-        what="BYOL loss",
+        what=f"{run.config.method} loss",
         details=f"tau {run.schedule.tau(max(step, 0)):.5f}",
         hint="lower --base-lr or check the input data",
     )
@@ -241,7 +261,7 @@ def end_of_epoch(run: Run, epoch: int, stats: dict) -> None:
         f"epoch_{epoch + 1:04d}.pt" if epoch_done and keep and (epoch + 1) % keep == 0 else None
     )
     save(run, keep_name=keep_name)
-    dist.check_replicas_agree(run.byol.target_modules(), "target network")
+    dist.check_replicas_agree(run.network.target_modules(), "target network")
     if not run.info.is_main:
         return
     line = {
@@ -252,7 +272,7 @@ def end_of_epoch(run: Run, epoch: int, stats: dict) -> None:
         "tau": run.schedule.tau(max(run.step - 1, 0)),
         "online_probe_train_top1": stats["online_probe_train_top1"],
         "online_probe_test_top1": probe_accuracy(
-            run.byol.online_encoder, run.probe, run.probe_loader, run.device
+            run.network.online_encoder, run.probe, run.probe_loader, run.device
         ),
         "img_per_s": stats["img_per_s"],
     }
@@ -296,7 +316,7 @@ def log_header(run: Run) -> None:
         },
         "resumed_at_step": run.step,
     }
-    log.info("BYOL pretraining\n%s", json.dumps(header, indent=2))
+    log.info("%s pretraining\n%s", run.config.method, json.dumps(header, indent=2))
 
 
 def export(run: Run) -> Path:
@@ -304,10 +324,10 @@ def export(run: Run) -> Path:
     return export_run(
         run.run_dir,
         run.config,
-        run.byol.online_encoder.state_dict(),
+        run.network.online_encoder.state_dict(),
         step=run.step,
         steps_per_epoch=run.schedule.steps_per_epoch,
-        feature_dim=run.byol.feature_dim,
+        feature_dim=run.network.feature_dim,
         provenance=provenance(run.device, run.info.world_size),
         wall_seconds=time.monotonic() - run.started,
     )

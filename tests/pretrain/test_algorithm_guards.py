@@ -35,17 +35,17 @@ def test_one_step_updates_the_target_with_the_loops_tau_after_the_optimiser_step
     tau = tau_at(run.step, run.schedule.total_steps, run.config.tau_base)
     assert tau - run.config.tau_base > 1e-3
     with torch.no_grad():  # a target apart from the online network, so tau's value shows
-        for parameter in run.byol.target_parameters():
+        for parameter in run.network.target_parameters():
             parameter.add_(0.5 * torch.randn_like(parameter))
-    target_before = [p.detach().clone() for p in run.byol.target_parameters()]
-    online_before = [p.detach().clone() for p in run.byol.online_modules().parameters()]
+    target_before = [p.detach().clone() for p in run.network.target_parameters()]
+    online_before = [p.detach().clone() for p in run.network.online_modules().parameters()]
     run.sampler.set_epoch(1)
     run.model.train()
     train_step(run, *batch_to_device(run, next(iter(run.loader))))
-    online_after = [p.detach() for p in run.byol.online_modules().parameters()]
+    online_after = [p.detach() for p in run.network.online_modules().parameters()]
     moved = max((a - b).abs().max().item() for a, b in zip(online_after, online_before))
     assert moved > 1e-4  # the optimiser step changed the online network
-    for target, before, online in zip(run.byol.target_parameters(), target_before, online_after):
+    for target, before, online in zip(run.network.target_parameters(), target_before, online_after):
         expected = tau * before + (1 - tau) * online
         torch.testing.assert_close(target.detach(), expected, rtol=0, atol=1e-6)
 

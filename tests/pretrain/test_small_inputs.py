@@ -156,25 +156,25 @@ def test_a_16_px_bf16_run_computes_layer4_as_matrix_products_with_exact_padding_
     )  # batch 32: the bug shows from batch 16 on
     run = build_run(config, tmp_path / "run", torch.device("cpu"), dist.DistInfo())
     assert "layer4.0.conv1" in run.single_position_convs
-    for encoder in (run.byol.online_encoder, run.byol.target_encoder):
+    for encoder in (run.network.online_encoder, run.network.target_encoder):
         assert isinstance(encoder.layer4[0].conv1, SinglePositionConv2d)
     run.model.train()
     run.sampler.set_epoch(0)
     for _, batch in zip(range(3), run.loader):
         train_step(run, *batch_to_device(run, batch))
         run.step += 1
-    grad = run.byol.online_encoder.layer4[0].conv1.weight.grad
+    grad = run.network.online_encoder.layer4[0].conv1.weight.grad
     padding_taps = grad.clone()
     padding_taps[:, :, 1, 1] = 0
     assert padding_taps.abs().max() < 1e-6 * grad[:, :, 1, 1].abs().max()
-    assert all(torch.isfinite(p).all() for p in run.byol.online_encoder.parameters())
+    assert all(torch.isfinite(p).all() for p in run.network.online_encoder.parameters())
 
 
 def test_single_position_matmul_false_keeps_every_convolution(tmp_path):
     config = curve_config(image_size=16, single_position_matmul=False)
     run = build_run(config, tmp_path / "run", torch.device("cpu"), dist.DistInfo())
     assert run.single_position_convs == ()
-    modules = [*run.byol.online_encoder.modules(), *run.byol.target_encoder.modules()]
+    modules = [*run.network.online_encoder.modules(), *run.network.target_encoder.modules()]
     assert not any(isinstance(module, SinglePositionConv2d) for module in modules)
 
 
@@ -185,7 +185,7 @@ def test_their_weights_keep_the_plain_layout_under_channels_last(tmp_path):
         curve_config(image_size=16), tmp_path / "run", torch.device("cpu"), dist.DistInfo()
     )
     assert run.config.channels_last
-    for encoder in (run.byol.online_encoder, run.byol.target_encoder):
+    for encoder in (run.network.online_encoder, run.network.target_encoder):
         assert encoder.layer4[0].conv1.weight.is_contiguous()
         stem = encoder.conv1.weight
         assert stem.is_contiguous(memory_format=torch.channels_last) and not stem.is_contiguous()

@@ -21,7 +21,7 @@ def train_and_digest(config, run_dir: str) -> dict:
     train_module.build_run = capturing_build_run
     export = train_on_slurm(config, run_dir, "cpu")
     run = captured["run"]
-    parameters = {name: p.detach().clone() for name, p in run.byol.named_parameters()}
+    parameters = {name: p.detach().clone() for name, p in run.network.named_parameters()}
     return {
         "rank": int(os.environ["RANK"]),
         "world_size": int(os.environ["WORLD_SIZE"]),
