@@ -224,7 +224,9 @@ class MultiCrop(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def draws(self, key: tuple[int, int], image_hw: tuple[int, int]):
+    def draws(
+        self, key: tuple[int, int], image_hw: tuple[int, int]
+    ) -> list[tuple[Box, PhotometricParams]]:
         """The boxes and parameters of sample `key` (an image of size image_hw), as drawn."""
         epoch, index = key
         generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))
@@ -235,7 +237,7 @@ class MultiCrop(Dataset):
         picture = to_picture(image)
         crops = []
         sizes = [size for _, size in self.spec.crop_plan()]
-        for (box, params), size in zip(self.draws(key, image.shape[-2:]), sizes):
+        for (box, params), size in zip(self.draws(key, tuple(image.shape[-2:])), sizes):
             crop = render_crop(picture, box, params, size, self.spec.solarize_threshold)
             crops.append(normalize(TF.to_tensor(crop), self.mean, self.std))  # [3, size, size]
         return crops, label
