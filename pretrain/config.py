@@ -219,6 +219,11 @@ class PretrainConfig:
             raise ConfigError(
                 f"method {self.method} needs a ViT backbone (vit_*), not {self.backbone}"
             )
+        if self.method in ("dino", "selfpatch") and self.augment_ops != "authors":
+            raise ConfigError(
+                f"--augment-ops chooses the semantics of BYOL's views; {self.method}'s multi-crop "
+                "views always use DINO's torchvision/PIL ops (pretrain/multicrop.py)"
+            )
         if self.method == "selfpatch" and self.cls_token:
             raise ConfigError(
                 "method selfpatch needs --cls-token false: the authors' ViT has no [CLS] token "
