@@ -101,7 +101,7 @@ def byol_bench_step(config: StepBenchConfig, device: torch.device, views) -> Cal
     labels = torch.zeros(config.batch_size, dtype=torch.long, device=device)
 
     def step() -> None:
-        train_step(run, view_1, view_2, labels)
+        train_step(run, (view_1, view_2), labels)
         run.step += 1
 
     return step
