@@ -2,6 +2,8 @@
 
     python -m benchmarks.step                  # CPU: ResNet-18, 64 px, batch 32
     python -m benchmarks.step --device cuda    # GPU: ResNet-50, 224 px, batch 256, bf16
+    python -m benchmarks.step --arch vit_small_patch16 [--device cuda]   # DINO, SelfPatch, BYOL
+                                               # on ViT-S/16 (benchmarks/vit_step.py)
 
 Every contender trains the same backbone on the same two pre-made views of the same batch (the step
 only; the loader has its own benchmark, benchmarks/data.py):
@@ -39,6 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from benchmarks.vit_step import BOUND_OF, VIT_BUILDERS, VIT_CONTENDERS
 from pretrain import dist
 from pretrain.backbones import build_backbone
 from pretrain.config import PretrainConfig
@@ -63,12 +66,24 @@ class StepBenchConfig:
     steps: int = 5  # per round
     rounds: int = 3
     threads: int = 0  # CPU: torch threads (0 = torch's default)
-    contenders: tuple[str, ...] = CONTENDERS
+    local_crops: int = 8  # ViTs: DINO's local crops per image
+    local_size: int = 48  # ViTs: local crop size (GPU: DINO's 96)
+    contenders: tuple[str, ...] = ()  # default: CONTENDERS, or VIT_CONTENDERS for a ViT arch
 
 
-def gpu_defaults() -> dict:
-    """The issue's GPU setting: ResNet-50, 224 px, batch 256 per GPU, bf16."""
+def gpu_defaults(arch: str | None = None) -> dict:
+    """The GPU setting: ResNet-50, 224 px, batch 256 per GPU, bf16; for a ViT: 224/96 px crops,
+    batch 128 per GPU (SelfPatch's README: 8 x 128)."""
+    if arch and arch.startswith("vit_"):
+        return dict(image_size=224, local_size=96, batch_size=128, precision="bf16", steps=10)
     return dict(arch="resnet50", image_size=224, batch_size=256, precision="bf16", steps=10)
+
+
+def cpu_defaults(arch: str | None = None) -> dict:
+    """ViTs on CPU: 96/48 px crops, batch 8 (a ViT-S step at 224 px takes seconds here)."""
+    if arch and arch.startswith("vit_"):
+        return dict(image_size=96, local_size=48, batch_size=8, steps=2, warmup_steps=1)
+    return {}
 
 
 def _synchronize(device: torch.device) -> None:
@@ -217,6 +232,13 @@ BUILDERS = {
 }
 
 
+def builder(name: str, arch: str):
+    """The contender's step builder: ViT contenders (benchmarks/vit_step.py) for a ViT arch."""
+    if arch.startswith("vit_") and name in VIT_BUILDERS:
+        return VIT_BUILDERS[name]
+    return BUILDERS[name]
+
+
 def _timed_steps(step: Callable[[], None], steps: int, device: torch.device) -> float:
     _synchronize(device)
     started = time.perf_counter()
@@ -237,7 +259,7 @@ def measure(config: StepBenchConfig) -> dict:
     steps, missing, seconds, peak_mem = {}, {}, {name: [] for name in config.contenders}, {}
     for name in config.contenders:
         try:
-            steps[name] = BUILDERS[name](config, device, views)
+            steps[name] = builder(name, config.arch)(config, device, views)
         except ImportError as error:
             missing[name] = f"not installed ({error.name}); run `make bench`"
             continue
@@ -268,19 +290,22 @@ def device_name(device: torch.device) -> str:
 
 
 def print_table(config: StepBenchConfig, result: dict) -> None:
-    rates = result["img_per_s"]
-    bound = rates.get("backbone-bound")
+    rates, vit = result["img_per_s"], config.arch.startswith("vit_")
     peers = [rates[name] for name in ("lightly", "byol-pytorch") if name in rates]
     fastest_peer = max(peers) if peers else None
     print(
-        f"\nBYOL step, {config.arch} {config.image_size}px batch {config.batch_size} "
+        f"\npretraining step, {config.arch} {config.image_size}px batch {config.batch_size} "
         f"{config.precision} on {device_name(torch.device(config.device))}"
+        + (f", {config.local_crops} local crops of {config.local_size}px" if vit else "")
     )
     print(f"{'contender':<16}{'img/s':>10}{'x bound':>10}{'x fastest peer':>16}{'peak GiB':>10}")
     for name in config.contenders:
         if name not in rates:
             print(f"{name:<16}{'-':>10}  {result['missing'].get(name, '')}")
             continue
+        bound = (
+            rates.get(BOUND_OF.get(name, "backbone-bound")) if vit else rates.get("backbone-bound")
+        )
         ratio_bound = f"{rates[name] / bound:.2f}" if bound else "-"
         ratio_peer = f"{rates[name] / fastest_peer:.2f}" if fastest_peer else "-"
         memory = result["peak_mem_gib"].get(name)
@@ -299,6 +324,8 @@ HELP = {  # StepBenchConfig field -> its flag's help text
     "steps": "timed steps per round",
     "rounds": "round-robin rounds on CPU",
     "threads": "CPU: torch threads (0: torch's default)",
+    "local_crops": "ViTs: local crops per image (DINO: 8)",
+    "local_size": "ViTs: local crop size in pixels (DINO: 96)",
 }
 
 
@@ -325,15 +352,18 @@ def parse_config(argv: list[str] | None = None) -> StepBenchConfig:
     parser.add_argument(
         "--contenders",
         nargs="+",
-        choices=CONTENDERS,
+        choices=sorted(set(CONTENDERS) | set(VIT_CONTENDERS)),
         default=None,
         help="what to time (default: all)",
     )
     args = parser.parse_args(argv)
-    values = gpu_defaults() if args.device.startswith("cuda") else {}
-    values.update({k: v for k, v in vars(args).items() if v is not None})
-    if "contenders" in values:
-        values["contenders"] = tuple(values["contenders"])
+    arch = args.arch or StepBenchConfig.arch
+    defaults = gpu_defaults(arch) if args.device.startswith("cuda") else cpu_defaults(arch)
+    values = {**defaults, **{k: v for k, v in vars(args).items() if v is not None}}
+    vit = arch.startswith("vit_")
+    values["contenders"] = tuple(
+        values.get("contenders") or (VIT_CONTENDERS if vit else CONTENDERS)
+    )
     return StepBenchConfig(**values)
 
 
