@@ -134,21 +134,26 @@ def update_center(center: torch.Tensor, teacher_output: torch.Tensor, momentum: 
     center.mul_(momentum).add_(batch_center.view_as(center), alpha=1.0 - momentum)
 
 
+def crop_runs(crops: list[torch.Tensor]) -> list[tuple[int, int]]:
+    """(start, end) of each run of consecutive crops of the same size, in crop order."""
+    runs, start = [], 0
+    for end in range(1, len(crops) + 1):
+        if end == len(crops) or crops[end].shape[-2:] != crops[start].shape[-2:]:
+            runs.append((start, end))
+            start = end
+    return runs
+
+
 def multicrop_tokens(
     encoder: nn.Module, crops: list[torch.Tensor]
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """One encoder pass per run of consecutive same-size crops (DINO utils.MultiCropWrapper).
 
-    Returns, per run, (pooled [n*B, D], patch tokens [n*B, N, D]) of its n crops stacked in
-    crop order; the runs are in crop order too, so concatenating the pooled features gives the
-    crop-major [V*B, D] that :func:`dino_loss` expects.
+    Returns, per run (:func:`crop_runs`), (pooled [n*B, D], patch tokens [n*B, N, D]) of its n
+    crops stacked in crop order; the runs are in crop order too, so concatenating the pooled
+    features gives the crop-major [V*B, D] that :func:`dino_loss` expects.
     """
-    runs, start = [], 0
-    for end in range(1, len(crops) + 1):
-        if end == len(crops) or crops[end].shape[-2:] != crops[start].shape[-2:]:
-            runs.append(encoder.forward_tokens(torch.cat(crops[start:end])))
-            start = end
-    return runs
+    return [encoder.forward_tokens(torch.cat(crops[start:end])) for start, end in crop_runs(crops)]
 
 
 def make_teacher(student: nn.Module, teacher: nn.Module) -> nn.Module:
