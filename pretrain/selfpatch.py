@@ -1,10 +1,10 @@
 """SelfPatch (Yun et al., CVPR 2022): DINO plus a patch-level self-distillation term.
 
 Follows the authors' code, alinlab/SelfPatch @81aef14 (main_selfpatch.py MultiCropWrapper and
-DINOLoss, selfpatch_vision_transformer.py SelfPatchHead, DINOHead); the facts are written out in
-docs/selfpatch.md. The ViT has no [CLS] token and no final norm (config: cls_token false,
-final_norm false); its raw last-block patch tokens go to an aggregation module
-(class_attention.py PatchAggregation), then to two DINO heads (dino.py DINOHead):
+DINOLoss, selfpatch_vision_transformer.py SelfPatchHead, DINOHead), read line by line. The ViT
+has no [CLS] token and no final norm (config: cls_token false, final_norm false); its raw
+last-block patch tokens go to an aggregation module (class_attention.py PatchAggregation), then to
+two DINO heads (dino.py DINOHead):
 
 - student, every crop: image token = the learned token after 2 class-attention blocks over all
   patches; outputs LN([token; raw patch tokens]): the token goes to the image head (out_dim),

@@ -2,7 +2,7 @@
 written out, and a tiny forward + backward.
 
 The encoder is tests/pretrain/tiny_vit.py's stand-in with the contract's face (forward_tokens,
-grid, embed_dim) until pretrain/vit.py's ViTEncoder is merged.
+grid, embed_dim) until the ViTEncoder of issue 18's vit.py is merged.
 """
 
 import pytest

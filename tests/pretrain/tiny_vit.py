@@ -1,8 +1,8 @@
 """A tiny ViT stand-in with exactly the encoder face the methods use (contract section A).
 
 forward_tokens(images) -> (pooled [B, D], patch tokens [B, N, D]), grid(height, width) -> (h, w),
-embed_dim. Used by the DINO / SelfPatch / byol-patch tests until pretrain/vit.py ViTEncoder
-(helper A) is merged; then these tests can build "vit_tiny_test" from the registry instead.
+embed_dim. Used by the DINO / SelfPatch / byol-patch tests until the ViTEncoder of issue 18's
+vit.py is merged; then these tests can build "vit_tiny_test" from the registry instead.
 """
 
 from timm.models.vision_transformer import VisionTransformer
