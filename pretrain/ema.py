@@ -37,7 +37,9 @@ def update_target(online: nn.Module, target: nn.Module, tau: float) -> None:
     # DEVIATION(target-bn): the target's BN running statistics are the online network's (copied),
     # where the authors' target accumulates its own from its forward passes; the training step
     # (batch statistics) is the same, only eval-mode use of the target's statistics differs.
-    torch._foreach_copy_(list(target.buffers()), list(online.buffers()))
+    buffers = list(target.buffers())
+    if buffers:  # ViTs and DINO's heads have none
+        torch._foreach_copy_(buffers, list(online.buffers()))
 
 
 def frozen_copy(online: nn.Module) -> nn.Module:
