@@ -79,7 +79,7 @@ def test_device_loader_pins_and_keeps_workers():
 
 
 @pytest.mark.parametrize(
-    "field, value", [("augment_on", "gpu"), ("compile", "yes"), ("precision", "fp16")]
+    "field, value", [("augment_on", "gpu"), ("compile", "yes"), ("precision", "fp8")]
 )
 def test_config_refuses_unknown_words(field, value):
     with pytest.raises(ValueError, match=f"{field} must be one of"):
