@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pretrain.backbones import BACKBONES, build_backbone
+from pretrain.backbones import BACKBONES, build_backbone, is_vit
 from pretrain.checkpoint import CheckpointError
 
 _SHOW_KEYS = 10  # keys listed per kind in a mismatch message
@@ -25,18 +25,18 @@ _SHOW_KEYS = 10  # keys listed per kind in a mismatch message
 def parse_arch(text: str) -> tuple[str, bool]:
     """`resnet18` -> ("resnet18", False); `resnet18:cifar` -> ("resnet18", True) (CIFAR stem)."""
     name, _, stem = text.partition(":")
-    if name not in BACKBONES or stem not in ("", "cifar"):
+    if name not in BACKBONES or stem not in ("", "cifar") or (stem and is_vit(name)):
         raise CheckpointError(
             f"unknown architecture {text!r}; use one of {', '.join(BACKBONES)}, optionally with "
-            "':cifar' for the 3x3 stride-1 stem (e.g. resnet18:cifar)"
+            "':cifar' for the 3x3 stride-1 stem of a ResNet (e.g. resnet18:cifar)"
         )
     return name, stem == "cifar"
 
 
 @functools.cache
 def _shapes(arch: str, cifar_stem: bool) -> dict[str, tuple[int, ...]]:
-    with torch.device("meta"):  # shapes only, no memory
-        model, _ = build_backbone(arch, cifar_stem=cifar_stem)
+    with torch.device("meta"):  # shapes only, no memory; a ViT has no CIFAR stem
+        model, _ = build_backbone(arch, cifar_stem=cifar_stem and not is_vit(arch))
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 
