@@ -34,9 +34,9 @@ def parse_arch(text: str) -> tuple[str, bool]:
 
 
 @functools.cache
-def _shapes(arch: str, cifar_stem: bool) -> dict[str, tuple[int, ...]]:
+def _shapes(arch: str, cifar_stem: bool, **vit_options) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):  # shapes only, no memory; a ViT has no CIFAR stem
-        model, _ = build_backbone(arch, cifar_stem=cifar_stem and not is_vit(arch))
+        model, _ = build_backbone(arch, cifar_stem=cifar_stem and not is_vit(arch), **vit_options)
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 
@@ -93,14 +93,19 @@ def build_strict(
     *,
     padding: str = "torchvision",
     stem_padding: int | None = None,
+    vit_options: dict | None = None,
 ) -> nn.Module:
     """The registry model `arch` holding exactly `state_dict` (train mode, as built), with the
     weights' padding mode ("tf-same" for the authors' Haiku ResNet) and stem padding (solo-learn's
-    CIFAR stem), as their export or import metadata states (pretrain/backbones.py)."""
+    CIFAR stem), or a ViT's [CLS]/final-norm options (pretrain/backbones.py:vit_options), as their
+    export or import metadata states (pretrain/backbones.py)."""
+    vit_options = vit_options or {}
     stem = " with the CIFAR stem" if cifar_stem else ""
-    check_keys(_shapes(arch, cifar_stem), state_dict, f"{path} does not fit {arch}{stem}")
+    options = "".join(f", {key} {value}" for key, value in sorted(vit_options.items()))
+    expected = _shapes(arch, cifar_stem, **vit_options)
+    check_keys(expected, state_dict, f"{path} does not fit {arch}{stem}{options}")
     encoder, _ = build_backbone(
-        arch, cifar_stem=cifar_stem, padding=padding, stem_padding=stem_padding
+        arch, cifar_stem=cifar_stem, padding=padding, stem_padding=stem_padding, **vit_options
     )
     encoder.load_state_dict(state_dict, strict=True)
     return encoder

@@ -257,6 +257,18 @@ def build_backbone(
     return (to_tf_same(model) if padding == "tf-same" else model), feature_dim
 
 
+def vit_options(metadata: dict) -> dict:
+    """The build_backbone options of the ViT an export's or import's `metadata` describes ([CLS]
+    token, final norm; absent fields: DINO's ViT, both on); {} for a ResNet. Drop-path is a
+    training-time option: evaluations build without it."""
+    if not is_vit(metadata.get("arch") or ""):
+        return {}
+    return {
+        "cls_token": bool(metadata.get("cls_token", True)),
+        "final_norm": bool(metadata.get("final_norm", True)),
+    }
+
+
 def count_parameters(module: nn.Module) -> int:
     """Number of parameters (trainable or not; buffers such as BN statistics excluded)."""
     return sum(p.numel() for p in module.parameters())
