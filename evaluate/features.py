@@ -251,12 +251,15 @@ def cached_features(
     preprocessing: Preprocessing,
     *,
     cache_dir: str | Path | None = None,
+    feature_kind: str | None = None,
     **extract_kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`extract_features` of the test view of `images`, read from / written to the cache.
 
     The file name and its stored key hold (weights_sha256, data set, split, transform id) plus a
-    fingerprint of the images (data_fingerprint); a file whose key or labels differ is re-made.
+    fingerprint of the images (data_fingerprint), and `feature_kind` when the encoder gives
+    another feature than its pooled one (evaluate/dino_linear.py); a file whose key or labels
+    differ is re-made.
     """
     key = {
         "weights_sha256": weights_sha,
@@ -265,6 +268,8 @@ def cached_features(
         "split": split,
         "transform": preprocessing.eval_id,
     }
+    if feature_kind is not None:  # absent for the pooled feature: older cache files stay valid
+        key["features"] = feature_kind
     path = cache_path(key, cache_dir, ".pt")
     cached = _read_cache(path, key, images.targets)
     if cached is not None:

@@ -223,6 +223,7 @@ class EvalInputs:
     preprocessing: Preprocessing | None = None
     cache_dir: str | None = None
     work_dir: Path | None = None  # checkpoints and per-run results (work_dir())
+    feature_kind: str | None = None  # None: the pooled feature; else its name in the cache key
 
 
 def open_inputs(config, seed: int) -> EvalInputs:
@@ -302,6 +303,7 @@ def features(inputs: EvalInputs, images: ImageDataset, split: str, batch_size: i
         batch_size=batch_size,
         num_workers=workers,
         device=inputs.device,
+        feature_kind=inputs.feature_kind,
     )
 
 

@@ -7,7 +7,11 @@ import pytest
 import torch
 
 from evaluate import semisup
-from evaluate.features import load_encoder
+from evaluate.dino_linear import FEATURE_KIND, DinoLinearFeatures
+from evaluate.features import extract_features, load_encoder
+from evaluate.harness import checkpoint_mean_std
+from evaluate.splits import train_and_eval_sets
+from evaluate.transforms import Preprocessing
 from pretrain.backbones import build_backbone
 from pretrain.checkpoint import export_backbone, save_checkpoint
 from pretrain.export_metadata import backbone_metadata
@@ -143,3 +147,55 @@ def test_vit_export_through_semisup_fine_tuning(tmp_path):
     assert record.status == "complete" and record.task.family == "semisup"
     assert record.checkpoint.arch == "vit_tiny_test"
     assert [c["steps"] for c in record.selection["candidates"]] == [4]
+
+
+def cached_feature_files(cache_dir, kind):
+    """The feature-cache files whose key names the feature `kind`."""
+    blobs = [torch.load(path, weights_only=True) for path in sorted(cache_dir.glob("*.pt"))]
+    return [blob for blob in blobs if blob["key"].get("features") == kind]
+
+
+def test_dino_vit_linear_variant_end_to_end(dino_export, tmp_path, feature_cache):
+    """`evaluate.linear --dino-vit`: DINO eval_linear.py's feature (normed [CLS] of the last 4
+    blocks), under its own protocol names, with --fast and on the paper's augmented path."""
+    fast_records, paper_records = tmp_path / "fast", tmp_path / "paper"
+    fast = ("--fast", "--dino-vit", "--records", str(fast_records))
+    result = run_cli("evaluate.linear", "--ckpt", str(dino_export), *SYNTHETIC, *fast)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = only_record(fast_records)
+    assert record.task.protocol == "cached-centercrop-dino-vit-last4/1"
+    assert record.config["dino_vit"] is True and record.checkpoint.arch == "vit_tiny_test"
+    assert "cached-centercrop-dino-vit-last4/1" in result.stdout
+    # the features the probe read: DinoLinearFeatures of the export, [N, 4 x 32]
+    encoder, metadata = load_encoder(str(dino_export))
+    (test_blob,) = [
+        blob
+        for blob in cached_feature_files(feature_cache, FEATURE_KIND)
+        if blob["key"]["split"] == "test"
+    ]
+    _, test_set, _ = train_and_eval_sets("synthetic", None)
+    preprocessing = Preprocessing(32, *checkpoint_mean_std(metadata))
+    expected, _ = extract_features(
+        DinoLinearFeatures(encoder), preprocessing.eval_dataset(test_set)
+    )
+    assert expected.shape == (len(test_set), 128)
+    torch.testing.assert_close(test_blob["features"], expected)
+    paper = ("--dino-vit", "--epochs", "1", "--batch-size", "128", "--records", str(paper_records))
+    result = run_cli("evaluate.linear", "--ckpt", str(dino_export), *SYNTHETIC, *paper)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert only_record(paper_records).task.protocol == "byol-paper-dino-vit-last4/1"
+
+
+def test_dino_vit_variant_refuses_a_resnet_and_a_vit_without_cls(tmp_path):
+    records = ("--records", str(tmp_path))
+    result = run_cli(
+        "evaluate.linear", "--ckpt", "random:resnet18", *SYNTHETIC, "--fast", "--dino-vit", *records
+    )
+    assert result.returncode == 1
+    assert "but resnet18 is a ResNet: drop --dino-vit" in result.stderr
+    assert not list(tmp_path.glob("**/*.json"))  # refused before any work: no record
+    path, _ = write_vit_export(tmp_path / "run", "selfpatch")
+    result = run_cli(
+        "evaluate.linear", "--ckpt", str(path), *SYNTHETIC, "--fast", "--dino-vit", *records
+    )
+    assert result.returncode == 1 and "has none (cls_token false" in result.stderr
