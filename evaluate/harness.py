@@ -35,6 +35,7 @@ from torch import nn
 from evaluate.features import RANDOM_PREFIX, cached_features, load_encoder
 from evaluate.splits import train_and_eval_sets
 from evaluate.transforms import Preprocessing, default_image_size
+from pretrain.backbones import dense_vit_problem
 from pretrain.data import DATASETS, DataError, ImageDataset, dataset_stats
 from pretrain.dist import setup_logging
 from pretrain.provenance import provenance
@@ -235,6 +236,16 @@ def open_inputs(config, seed: int) -> EvalInputs:
     encoder, metadata = load_encoder(config.ckpt, config.arch, seed=seed)
     records = records_dir(config.ckpt, config.records)
     return EvalInputs(encoder, metadata, device, records, started)
+
+
+def open_dense_inputs(config, seed: int) -> EvalInputs:
+    """open_inputs for the dense evaluations (detection, segmentation, depth and their frozen
+    probes), which refuse a ViT with a sentence (pretrain/backbones.py:dense_vit_problem)."""
+    inputs = open_inputs(config, seed)
+    problem = dense_vit_problem(inputs.metadata)
+    if problem:
+        raise InputError(problem)
+    return inputs
 
 
 def load_inputs(config) -> EvalInputs:

@@ -274,13 +274,32 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def dense_vit_problem(metadata: dict) -> str | None:
+    """Why the dense evaluations (detection, segmentation, depth: the torchvision engines, the
+    detectron2/mmseg exports and the frozen dense probes) refuse these weights: they take
+    ResNets, and ViT dense evaluation (a feature pyramid from chosen blocks) is issue 19. None
+    for a ResNet."""
+    arch = metadata.get("arch") or ""
+    if not is_vit(arch):
+        return None
+    return (
+        f"{arch} is a ViT, and detection, segmentation and depth (the torchvision engines, the "
+        "detectron2 and mmseg exports, the frozen dense probes) take ResNets only: ViT dense "
+        "evaluation is issue 19; evaluate this ViT with evaluate.linear, evaluate.knn, "
+        "evaluate.semisup or transfer.classification"
+    )
+
+
 def external_engine_problem(metadata: dict) -> str | None:
     """Why an external engine's ResNet (detectron2's, mmseg's: symmetric padding, the standard
     stem) would silently compute other features from these weights, or None if it would not.
 
     The authors' BYOL release needs TF "SAME" padding and solo-learn's CIFAR runs a stem padded
-    by 2 (evaluate/importers/): only our own encoder reproduces them.
+    by 2 (evaluate/importers/): only our own encoder reproduces them. A ViT is refused
+    (dense_vit_problem).
     """
+    if dense_vit_problem(metadata):
+        return dense_vit_problem(metadata)
     if metadata.get("padding", "torchvision") != "torchvision":
         return (
             f"these weights expect {metadata['padding']} padding (the authors' release), which "
