@@ -47,7 +47,7 @@ from evaluate.importers import load_foreign, safe_load
 from evaluate.splits import data_fingerprint
 from evaluate.strict_load import build_strict, infer_arch, parse_arch
 from evaluate.transforms import Preprocessing
-from pretrain.backbones import build_backbone
+from pretrain.backbones import build_backbone, is_vit, vit_options
 from pretrain.checkpoint import (
     CHECKPOINT_FORMAT,
     EXPORT_FORMAT,
@@ -107,7 +107,10 @@ def load_encoder(spec: str, arch: str | None = None, *, seed: int = 0) -> tuple[
         path,
         padding=metadata.setdefault("padding", "torchvision"),
         stem_padding=metadata.setdefault("stem_padding", None),
+        vit_options=vit_options(metadata),
     )
+    if is_vit(metadata["arch"]):  # what the ViT was built with, for the records
+        metadata.update(vit_options(metadata), patch_size=encoder.patch_size)
     metadata.update(weights_sha256=weights_sha256(state_dict), path=str(path.resolve()))
     metadata["feature_dim"] = encoder.feature_dim
     return freeze(encoder), metadata
@@ -153,6 +156,8 @@ def _random_encoder(arch: str, seed: int) -> tuple[nn.Module, dict]:
         "weights_sha256": weights_sha256(encoder.state_dict()),
         "path": None,
     }
+    if is_vit(name):
+        metadata.update(vit_options(metadata), patch_size=encoder.patch_size)
     return freeze(encoder), metadata
 
 
@@ -246,12 +251,15 @@ def cached_features(
     preprocessing: Preprocessing,
     *,
     cache_dir: str | Path | None = None,
+    feature_kind: str | None = None,
     **extract_kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`extract_features` of the test view of `images`, read from / written to the cache.
 
     The file name and its stored key hold (weights_sha256, data set, split, transform id) plus a
-    fingerprint of the images (data_fingerprint); a file whose key or labels differ is re-made.
+    fingerprint of the images (data_fingerprint), and `feature_kind` when the encoder gives
+    another feature than its pooled one (evaluate/dino_linear.py); a file whose key or labels
+    differ is re-made.
     """
     key = {
         "weights_sha256": weights_sha,
@@ -260,6 +268,8 @@ def cached_features(
         "split": split,
         "transform": preprocessing.eval_id,
     }
+    if feature_kind is not None:  # absent for the pooled feature: older cache files stay valid
+        key["features"] = feature_kind
     path = cache_path(key, cache_dir, ".pt")
     cached = _read_cache(path, key, images.targets)
     if cached is not None:

@@ -117,6 +117,7 @@ class FinetuneSetup:
     key: dict = field(default_factory=dict)  # plain values naming these settings (resume check)
     padding: str = "torchvision"  # the weights' padding mode (metadata["padding"]; tf-same: Haiku)
     stem_padding: int | None = None  # metadata["stem_padding"] (solo-learn's CIFAR stem: 2)
+    vit_options: dict = field(default_factory=dict)  # a ViT's [CLS]/norm (backbones.vit_options)
     bn_momentum: float | None = None  # PyTorch convention; None: the modules' default (0.1)
     # the held-out score of a trained cell (model, setup) -> {key: value}, and its keys (None
     # when the cell diverged); default: top-1 and top-5 of evaluate_classifier
@@ -143,6 +144,7 @@ def build_classifier(setup: FinetuneSetup) -> Classifier:
         cifar_stem=setup.cifar_stem,
         padding=setup.padding,
         stem_padding=setup.stem_padding,
+        **setup.vit_options,
     )
     encoder.load_state_dict(setup.init_state, strict=True)
     head = LinearHeads(1, feature_dim, setup.num_classes, setup.seed).heads[0]

@@ -35,6 +35,7 @@ from torch import nn
 from evaluate.features import RANDOM_PREFIX, cached_features, load_encoder
 from evaluate.splits import train_and_eval_sets
 from evaluate.transforms import Preprocessing, default_image_size
+from pretrain.backbones import dense_vit_problem
 from pretrain.data import DATASETS, DataError, ImageDataset, dataset_stats
 from pretrain.dist import setup_logging
 from pretrain.provenance import provenance
@@ -223,6 +224,7 @@ class EvalInputs:
     preprocessing: Preprocessing | None = None
     cache_dir: str | None = None
     work_dir: Path | None = None  # checkpoints and per-run results (work_dir())
+    feature_kind: str | None = None  # None: the pooled feature; else its name in the cache key
 
 
 def open_inputs(config, seed: int) -> EvalInputs:
@@ -234,6 +236,16 @@ def open_inputs(config, seed: int) -> EvalInputs:
     encoder, metadata = load_encoder(config.ckpt, config.arch, seed=seed)
     records = records_dir(config.ckpt, config.records)
     return EvalInputs(encoder, metadata, device, records, started)
+
+
+def open_dense_inputs(config, seed: int) -> EvalInputs:
+    """open_inputs for the dense evaluations (detection, segmentation, depth and their frozen
+    probes), which refuse a ViT with a sentence (pretrain/backbones.py:dense_vit_problem)."""
+    inputs = open_inputs(config, seed)
+    problem = dense_vit_problem(inputs.metadata)
+    if problem:
+        raise InputError(problem)
+    return inputs
 
 
 def load_inputs(config) -> EvalInputs:
@@ -302,6 +314,7 @@ def features(inputs: EvalInputs, images: ImageDataset, split: str, batch_size: i
         batch_size=batch_size,
         num_workers=workers,
         device=inputs.device,
+        feature_kind=inputs.feature_kind,
     )
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from evaluate import harness, series
+from evaluate.dino_linear import DINO_VIT_FAST_PROTOCOL, DINO_VIT_PROTOCOL, use_dino_vit_features
 from evaluate.heads import (
     Batches,
     LinearHeads,
@@ -63,6 +64,11 @@ class LinearConfig:
     `fast=True` is protocol `cached-centercrop/2`: features of the centre crop are extracted once
     and cached on disk, then the same sweep, selection and retraining run on them in seconds. It
     has no training augmentation, so it is a different protocol, recorded under its own name.
+
+    `dino_vit=True` (ViTs with a [CLS] token only) trains the same probe on DINO eval_linear.py's
+    ViT feature, the final-normed [CLS] tokens of the last 4 blocks concatenated, recorded as
+    `byol-paper-dino-vit-last4/1` (`cached-centercrop-dino-vit-last4/1` with fast); see
+    evaluate/dino_linear.py.
     """
 
     ckpt: str  # export, training checkpoint, torchvision state dict, or random:<arch>[:cifar]
@@ -71,6 +77,7 @@ class LinearConfig:
     arch: str | None = None  # foreign weights only; default: metadata, else inferred
     label: str | None = None  # checkpoint label in the record; default: the file's metadata
     fast: bool = False  # True: protocol cached-centercrop/2
+    dino_vit: bool = False  # True: DINO's ViT feature (evaluate/dino_linear.py), own protocols
     epochs: int = 80  # BYOL v3, App. C.1
     batch_size: int = 1024  # BYOL v3, App. C.1
     # at batch 1024: BYOL v3, App. C.1's grid plus the authors' code's reading (0.2 x 1024/256 and
@@ -86,6 +93,13 @@ class LinearConfig:
     records: str | None = None  # default: records/ beside the run dir of ckpt, else ./records
     cache_dir: str | None = None  # default: $BYOL_BENCH_CACHE, else ~/.cache/byol-bench/features
     log_to: str = ""  # the heads' training steps also to tensorboard, wandb (<work dir>/log.jsonl)
+
+
+def protocol_of(config: LinearConfig) -> str:
+    """The recorded protocol name of `config`: paper or fast, on the pooled or DINO's feature."""
+    if config.dino_vit:
+        return DINO_VIT_FAST_PROTOCOL if config.fast else DINO_VIT_PROTOCOL
+    return FAST_PROTOCOL if config.fast else PAPER_PROTOCOL
 
 
 def scaled_lrs(config: LinearConfig) -> list[float]:
@@ -136,7 +150,7 @@ def fit(
     batches, steps_per_epoch = batches_and_steps
     log = None
     if config.log_to:
-        protocol = FAST_PROTOCOL if config.fast else PAPER_PROTOCOL
+        protocol = protocol_of(config)
         variant = f"{config.dataset}-seed{config.seed}"
         work = harness.work_dir(
             "linear",
@@ -238,6 +252,14 @@ def parse_config(argv: list[str] | None) -> LinearConfig:
         help=f"protocol {FAST_PROTOCOL}: the sweep on cached centre-crop features (seconds), "
         f"recorded apart from {PAPER_PROTOCOL}",
     )
+    parser.add_argument(
+        "--dino-vit",
+        action="store_true",
+        default=None,
+        help=f"ViTs: the probe reads DINO eval_linear.py's feature (final-normed [CLS] of the "
+        f"last 4 blocks, concatenated), recorded as {DINO_VIT_PROTOCOL} ({DINO_VIT_FAST_PROTOCOL} "
+        "with --fast); ResNets are refused",
+    )
     parser.add_argument("--epochs", type=int, help="shorten the probe (default: 80, the paper's)")
     parser.add_argument("--lrs", type=float, nargs="+", help="candidate LRs at batch 1024")
     log_sinks.add_log_argument(parser)
@@ -271,11 +293,13 @@ def evaluate_one(argv: list[str]) -> None:
     """The linear probe of one checkpoint and its record."""
     with harness.error_boundary():
         config = parse_config(argv)
-        protocol = FAST_PROTOCOL if config.fast else PAPER_PROTOCOL
+        protocol = protocol_of(config)
         if config.epochs < 1 or not config.lrs:
             raise harness.InputError("--epochs must be at least 1 and --lrs needs a value")
         log_sinks.check_log_to(config.log_to)
         inputs = harness.load_inputs(config)
+        if config.dino_vit:
+            use_dino_vit_features(inputs)
         frozen = snapshot(inputs.encoder)
 
         def run() -> tuple[dict, dict, tuple]:

@@ -36,6 +36,7 @@ from evaluate.splits import (
     labelled_subset,
 )
 from pretrain import dist, log_sinks
+from pretrain.backbones import vit_options
 from pretrain.data import SubsetDataset
 from results.record import Task
 from slurm import submit as slurm_submit
@@ -163,6 +164,7 @@ def make_plan(config: SemiSupConfig, inputs: harness.EvalInputs, info: dist.Dist
         key=key,
         padding=metadata.get("padding") or "torchvision",
         stem_padding=metadata.get("stem_padding"),
+        vit_options=vit_options(metadata),
     )
     return Plan(setup, grid_cells(config), work_dir(config, metadata), subset, heldout, held)
 

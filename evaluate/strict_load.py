@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pretrain.backbones import BACKBONES, build_backbone
+from pretrain.backbones import BACKBONES, build_backbone, is_vit
 from pretrain.checkpoint import CheckpointError
 
 _SHOW_KEYS = 10  # keys listed per kind in a mismatch message
@@ -25,18 +25,18 @@ _SHOW_KEYS = 10  # keys listed per kind in a mismatch message
 def parse_arch(text: str) -> tuple[str, bool]:
     """`resnet18` -> ("resnet18", False); `resnet18:cifar` -> ("resnet18", True) (CIFAR stem)."""
     name, _, stem = text.partition(":")
-    if name not in BACKBONES or stem not in ("", "cifar"):
+    if name not in BACKBONES or stem not in ("", "cifar") or (stem and is_vit(name)):
         raise CheckpointError(
             f"unknown architecture {text!r}; use one of {', '.join(BACKBONES)}, optionally with "
-            "':cifar' for the 3x3 stride-1 stem (e.g. resnet18:cifar)"
+            "':cifar' for the 3x3 stride-1 stem of a ResNet (e.g. resnet18:cifar)"
         )
     return name, stem == "cifar"
 
 
 @functools.cache
-def _shapes(arch: str, cifar_stem: bool) -> dict[str, tuple[int, ...]]:
-    with torch.device("meta"):  # shapes only, no memory
-        model, _ = build_backbone(arch, cifar_stem=cifar_stem)
+def _shapes(arch: str, cifar_stem: bool, **vit_options) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):  # shapes only, no memory; a ViT has no CIFAR stem
+        model, _ = build_backbone(arch, cifar_stem=cifar_stem and not is_vit(arch), **vit_options)
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 
@@ -93,14 +93,19 @@ def build_strict(
     *,
     padding: str = "torchvision",
     stem_padding: int | None = None,
+    vit_options: dict | None = None,
 ) -> nn.Module:
     """The registry model `arch` holding exactly `state_dict` (train mode, as built), with the
     weights' padding mode ("tf-same" for the authors' Haiku ResNet) and stem padding (solo-learn's
-    CIFAR stem), as their export or import metadata states (pretrain/backbones.py)."""
+    CIFAR stem), or a ViT's [CLS]/final-norm options (pretrain/backbones.py:vit_options), as their
+    export or import metadata states (pretrain/backbones.py)."""
+    vit_options = vit_options or {}
     stem = " with the CIFAR stem" if cifar_stem else ""
-    check_keys(_shapes(arch, cifar_stem), state_dict, f"{path} does not fit {arch}{stem}")
+    options = "".join(f", {key} {value}" for key, value in sorted(vit_options.items()))
+    expected = _shapes(arch, cifar_stem, **vit_options)
+    check_keys(expected, state_dict, f"{path} does not fit {arch}{stem}{options}")
     encoder, _ = build_backbone(
-        arch, cifar_stem=cifar_stem, padding=padding, stem_padding=stem_padding
+        arch, cifar_stem=cifar_stem, padding=padding, stem_padding=stem_padding, **vit_options
     )
     encoder.load_state_dict(state_dict, strict=True)
     return encoder

@@ -11,8 +11,9 @@ Blocks are torchvision's `BasicBlock`/`Bottleneck` (ResNet v1.5: the stride sits
 in the authors' Haiku code) and the state_dict keys equal torchvision's ResNet keys minus `fc.*`, so
 torchvision checkpoints load with `strict=True`.
 
-`BACKBONES` is the single registry: name -> builder(*, cifar_stem) -> (module, feature_dim). A ViT
-(e.g. timm ViT-S/16) is added as one more entry.
+`BACKBONES` is the single registry: name -> builder -> (module, feature_dim). ResNet builders take
+(cifar_stem, stem_padding); the ViTs (pretrain/vit.py: vit_small_patch16, vit_base_patch16 and
+the tests' vit_tiny_test) take (drop_path_rate, cls_token, final_norm, num_heads).
 
 Padding modes (`PADDING_MODES`): "torchvision" (default; symmetric k // 2 on every conv and the
 max-pool) and "tf-same", TensorFlow's "SAME" as the authors' Haiku ResNet uses it: for each
@@ -31,6 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from pretrain.config import ConfigError
+from pretrain.vit import VIT_ARCHS, build_vit
 
 Block = type[BasicBlock] | type[Bottleneck]
 PADDING_MODES = ("torchvision", "tf-same")
@@ -186,7 +190,15 @@ BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
     "resnet152": partial(_resnet, Bottleneck, [3, 8, 36, 3], 1),
     "resnet200": partial(_resnet, Bottleneck, [3, 24, 36, 3], 1),
     "resnet200x2": partial(_resnet, Bottleneck, [3, 24, 36, 3], 2),
+    **{name: partial(build_vit, name) for name in VIT_ARCHS},
 }
+# The ViT options and their defaults (a ResNet refuses any other value).
+VIT_DEFAULTS = {"drop_path_rate": 0.0, "cls_token": True, "final_norm": True, "num_heads": None}
+
+
+def is_vit(name: str) -> bool:
+    """Whether the registry entry `name` is a Vision Transformer (pretrain/vit.py)."""
+    return name in VIT_ARCHS
 
 
 def build_backbone(
@@ -195,6 +207,10 @@ def build_backbone(
     cifar_stem: bool = False,
     padding: str = "torchvision",
     stem_padding: int | None = None,
+    drop_path_rate: float = 0.0,
+    cls_token: bool = True,
+    final_norm: bool = True,
+    num_heads: int | None = None,
 ) -> tuple[nn.Module, int]:
     """Build the encoder `name`; returns (module mapping [B, 3, H, W] -> [B, dim], dim).
 
@@ -202,17 +218,55 @@ def build_backbone(
     3x3 stride-1 stem without max-pool for 28-32 px images (common practice, not in the paper).
     `padding="tf-same"` reproduces the authors' Haiku ResNet (TF "SAME", see the module
     docstring); `stem_padding` overrides the stem conv's symmetric padding (solo-learn's CIFAR
-    stem: 2). Build inside `with torch.device("meta"):` to get shapes and counts without
-    allocating weights.
+    stem: 2). ViTs (pretrain/vit.py) take `drop_path_rate`, `cls_token`, `final_norm` and
+    `num_heads` (None: the architecture's own) instead; each family refuses the other's options
+    with a ConfigError. Build inside `with torch.device("meta"):` to get shapes and counts
+    without allocating weights.
     """
     if name not in BACKBONES:
         raise ValueError(f"Unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}.")
     if padding not in PADDING_MODES:
         raise ValueError(f"Unknown padding {padding!r}; choose one of: {', '.join(PADDING_MODES)}.")
+    vit_options = {
+        "drop_path_rate": drop_path_rate,
+        "cls_token": cls_token,
+        "final_norm": final_norm,
+        "num_heads": num_heads,
+    }
+    if is_vit(name):
+        resnet_options = {
+            "cifar_stem": cifar_stem,
+            "padding": padding,
+            "stem_padding": stem_padding,
+        }
+        if resnet_options != {"cifar_stem": False, "padding": "torchvision", "stem_padding": None}:
+            raise ConfigError(
+                f"{name} is a ViT: the ResNet options cifar_stem, padding and stem_padding do not "
+                f"apply to it (got {resnet_options}); small images need a small patch size instead"
+            )
+        return BACKBONES[name](**vit_options)
+    changed = {key: value for key, value in vit_options.items() if value != VIT_DEFAULTS[key]}
+    if changed:
+        raise ConfigError(
+            f"{name} is a ResNet: the ViT options {sorted(changed)} apply to vit_* backbones only; "
+            "leave them at their defaults (drop_path_rate 0, cls_token and final_norm true)"
+        )
     if padding == "tf-same" and stem_padding is not None:
         raise ValueError("stem_padding applies to the torchvision padding mode only")
     model, feature_dim = BACKBONES[name](cifar_stem=cifar_stem, stem_padding=stem_padding)
     return (to_tf_same(model) if padding == "tf-same" else model), feature_dim
+
+
+def vit_options(metadata: dict) -> dict:
+    """The build_backbone options of the ViT an export's or import's `metadata` describes ([CLS]
+    token, final norm; absent fields: DINO's ViT, both on); {} for a ResNet. Drop-path is a
+    training-time option: evaluations build without it."""
+    if not is_vit(metadata.get("arch") or ""):
+        return {}
+    return {
+        "cls_token": bool(metadata.get("cls_token", True)),
+        "final_norm": bool(metadata.get("final_norm", True)),
+    }
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -220,13 +274,32 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def dense_vit_problem(metadata: dict) -> str | None:
+    """Why the dense evaluations (detection, segmentation, depth: the torchvision engines, the
+    detectron2/mmseg exports and the frozen dense probes) refuse these weights: they take
+    ResNets, and ViT dense evaluation (a feature pyramid from chosen blocks) is issue 19. None
+    for a ResNet."""
+    arch = metadata.get("arch") or ""
+    if not is_vit(arch):
+        return None
+    return (
+        f"{arch} is a ViT, and detection, segmentation and depth (the torchvision engines, the "
+        "detectron2 and mmseg exports, the frozen dense probes) take ResNets only: ViT dense "
+        "evaluation is issue 19; evaluate this ViT with evaluate.linear, evaluate.knn, "
+        "evaluate.semisup or transfer.classification"
+    )
+
+
 def external_engine_problem(metadata: dict) -> str | None:
     """Why an external engine's ResNet (detectron2's, mmseg's: symmetric padding, the standard
     stem) would silently compute other features from these weights, or None if it would not.
 
     The authors' BYOL release needs TF "SAME" padding and solo-learn's CIFAR runs a stem padded
-    by 2 (evaluate/importers/): only our own encoder reproduces them.
+    by 2 (evaluate/importers/): only our own encoder reproduces them. A ViT is refused
+    (dense_vit_problem).
     """
+    if dense_vit_problem(metadata):
+        return dense_vit_problem(metadata)
     if metadata.get("padding", "torchvision") != "torchvision":
         return (
             f"these weights expect {metadata['padding']} padding (the authors' release), which "

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import torch
 
+from pretrain.backbones import is_vit
 from pretrain.checkpoint import export_backbone
 from pretrain.config import PretrainConfig
 from pretrain.data import dataset_stats
+from pretrain.vit import VIT_ARCHS
 from results import record as record_lib
 from results import runlog
 
@@ -29,14 +31,28 @@ log = logging.getLogger(__name__)
 
 
 def backbone_metadata(config: dict, *, label: str, step: int, steps_per_epoch: float | None):
-    """What an evaluation needs to know about BYOL weights of `config` (a PretrainConfig as
-    a dict) at `step`: architecture, input size and normalisation, training length, config."""
+    """What an evaluation needs to know about the weights of `config` (a PretrainConfig as
+    a dict) at `step`: architecture, input size and normalisation, training length, config.
+
+    A ViT's also say its patch size and whether it has the [CLS] token and the final norm
+    (evaluate/features.py rebuilds it from them). Fields are read with their defaults, since
+    configs of runs made before the ViT methods lack them (method byol, [CLS] and norm on).
+    """
     mean, std = dataset_stats(config["dataset"])
+    arch = config["backbone"]
+    vit = {}
+    if is_vit(arch):
+        vit = {
+            "patch_size": VIT_ARCHS[arch][0],
+            "cls_token": bool(config.get("cls_token", True)),
+            "final_norm": bool(config.get("final_norm", True)),
+        }
     return {
         "label": label,
-        "arch": config["backbone"],
+        "arch": arch,
         "cifar_stem": config["cifar_stem"],
-        "method": "byol",
+        **vit,
+        "method": config.get("method", "byol"),
         "source": "byol-bench",
         "pretrain_epochs": step / steps_per_epoch if steps_per_epoch else None,
         "pretrain_steps": step,
@@ -99,7 +115,7 @@ def pretrain_record(
             weights_sha256=metadata["weights_sha256"],
             label=metadata["label"],
             arch=metadata["arch"],
-            method="byol",
+            method=metadata["method"],
             pretrain_epochs=metadata["pretrain_epochs"],
             source="byol-bench",
             path=metadata["path"],

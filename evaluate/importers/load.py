@@ -19,7 +19,7 @@ from evaluate.importers import safe_load
 from evaluate.importers.errors import ForeignCheckpointError
 from evaluate.importers.formats import BY_NAME, FORMATS, Format, check_format, detect
 from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
-from pretrain.backbones import BACKBONES, build_backbone
+from pretrain.backbones import BACKBONES, build_backbone, is_vit
 
 NETWORKS = ("auto", "online", "target")
 _SHOW = 10  # keys listed per kind in a mismatch message
@@ -91,8 +91,8 @@ def _with_bn_counters(state_dict: dict) -> dict:
 
 @functools.cache
 def _registry_shapes(arch: str, cifar_stem: bool) -> dict[str, tuple[int, ...]]:
-    with torch.device("meta"):
-        model, _ = build_backbone(arch, cifar_stem=cifar_stem)
+    with torch.device("meta"):  # a ViT has no CIFAR stem
+        model, _ = build_backbone(arch, cifar_stem=cifar_stem and not is_vit(arch))
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 

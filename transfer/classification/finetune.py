@@ -48,6 +48,7 @@ from evaluate.finetune import (
 from evaluate.grid_jobs import submit_cells_then_final
 from evaluate.splits import data_fingerprint
 from pretrain import dist
+from pretrain.backbones import vit_options
 from pretrain.data import ConcatImages, ImageDataset
 from pretrain.sampling import SeededBatches
 from transfer.classification.finetune_grids import (
@@ -148,6 +149,7 @@ def make_setup(
         key=setup_key(key, inputs, grid_name, metric, momentum, seed, precision),
         padding=metadata.get("padding") or "torchvision",
         stem_padding=metadata.get("stem_padding"),
+        vit_options=vit_options(metadata),
         bn_momentum=momentum,
         heldout_score=scorer,
         heldout_keys=(score_key,),

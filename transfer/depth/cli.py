@@ -233,7 +233,7 @@ def depth_uncertainty(path: Path) -> tuple[dict, dict]:
 def load_inputs(config: DepthConfig, settings) -> harness.EvalInputs:
     """Device, encoder (left on the CPU: the run fine-tunes a copy), data and work directory,
     all validated before training starts."""
-    inputs = harness.open_inputs(config, config.seed)
+    inputs = harness.open_dense_inputs(config, config.seed)
     inputs.train_set, inputs.eval_set = load_data(config, settings)
     inputs.eval_split = "test"
     inputs.cache_dir = config.cache_dir

@@ -212,7 +212,7 @@ def prepare(
     config: DetectionConfig, protocol: Protocol
 ) -> tuple[harness.EvalInputs, detection_train.RunSettings]:
     """Validated inputs (encoder, data, device, records dir) and the run's settings."""
-    inputs = harness.open_inputs(config, config.seed)
+    inputs = harness.open_dense_inputs(config, config.seed)
     inputs.train_set, inputs.eval_set = load_datasets(protocol, config.data)
     inputs.eval_split = protocol.split
     inputs.work_dir = harness.work_dir(

@@ -270,7 +270,7 @@ def load_inputs(config: SegmentationConfig) -> harness.EvalInputs:
         from transfer.segmentation import mmseg_runner
 
         mmseg_runner.require_mmseg(config.device)
-    inputs = harness.open_inputs(config, min(settings.seeds))
+    inputs = harness.open_dense_inputs(config, min(settings.seeds))
     inputs.train_set, inputs.eval_set = load_data(settings, config.data)
     inputs.eval_split, inputs.cache_dir = settings.eval_split, config.cache_dir
     mean, std = harness.checkpoint_mean_std(inputs.metadata)

@@ -134,6 +134,17 @@ def test_custom_settings_are_recorded_under_their_own_protocol(releases, tmp_pat
     assert record.config["image_size"] == 32
 
 
+def test_a_vit_takes_the_linear_protocol(releases, tmp_path, monkeypatch):
+    """A ViT (the tests' tiny one, patch 4) through the paper's linear protocol at 224 px."""
+    monkeypatch.setenv("BYOL_BENCH_CACHE", str(tmp_path / "cache"))
+    records = tmp_path / "records"
+    argv = ["--ckpt", "random:vit_tiny_test", "--dataset", "pets", "--data", str(releases)]
+    run_cli("transfer.classification", *argv, *FAST, "--records", str(records), check=True)
+    (record,) = read_records(records)
+    assert record.task.protocol == "byol-transfer-linear/1" and record.status == "complete"
+    assert record.checkpoint.arch == "vit_tiny_test"
+
+
 def test_all_expands_to_one_task_per_data_set_in_table_order():
     argvs = cli.per_dataset_argvs(["--ckpt", "x.pt", "--dataset", "all", "--data", "/d"])
     assert [argv[-1] for argv in argvs] == list(TRANSFER_DATASETS)
