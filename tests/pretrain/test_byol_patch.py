@@ -1,8 +1,7 @@
 """byol-patch (ours): the neighbour-mean target against brute force, the loss against the formula
 written out, and a tiny forward + backward.
 
-The encoder is tests/pretrain/tiny_vit.py's stand-in with the contract's face (forward_tokens,
-grid, embed_dim) until the ViTEncoder of issue 18's vit.py is merged.
+The encoder is tests/pretrain/tiny_vit.py's two-block vit_tiny_test (pretrain/vit.py ViTEncoder).
 """
 
 import pytest

@@ -1,8 +1,7 @@
 """DINO: the loss against the formula written out, the centre EMA (one and two ranks), the
 weight-normed head's frozen g, the multi-crop grouping, and a tiny forward + backward.
 
-The encoder is tests/pretrain/tiny_vit.py's stand-in with the contract's face (forward_tokens,
-grid, embed_dim) until the ViTEncoder of issue 18's vit.py is merged.
+The encoder is tests/pretrain/tiny_vit.py's two-block vit_tiny_test (pretrain/vit.py ViTEncoder).
 """
 
 import math

@@ -1,8 +1,7 @@
 """SelfPatch: neighbour indices and top-k against brute force, class attention, the student path
 that does not aggregate, the patch loss against the formula, and a tiny forward + backward.
 
-The encoder is tests/pretrain/tiny_vit.py's stand-in with the contract's face (forward_tokens,
-grid, embed_dim) until the ViTEncoder of issue 18's vit.py is merged.
+The encoder is tests/pretrain/tiny_vit.py's two-block vit_tiny_test (pretrain/vit.py ViTEncoder).
 """
 
 import math
