@@ -44,6 +44,7 @@ from pretrain.augment import (
 from pretrain.config import ConfigError, PretrainConfig
 from pretrain.data import ImageDataset
 from pretrain.sampling import SeededBatches, sample_seed
+from pretrain.views import training_loader
 
 Box = tuple[int, int, int, int]  # (top, left, height, width) in the source image
 
@@ -267,12 +268,4 @@ def build_multicrop_loader(
     sampler = SeededBatches(
         len(dataset), batch_size * world_size, seed, rank=rank, world_size=world_size, last="drop"
     )
-    loader = DataLoader(
-        MultiCrop(dataset, spec, seed, mean, std),
-        batch_sampler=sampler,
-        num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=num_workers > 0,
-        prefetch_factor=4 if num_workers > 0 else None,
-    )
-    return loader, sampler
+    return training_loader(MultiCrop(dataset, spec, seed, mean, std), sampler, num_workers), sampler

@@ -194,15 +194,27 @@ def build_pretrain_loader(
         views: Dataset = TwoCrops(dataset, view_1, view_2, out_size, seed)
     else:
         views = TwoViews(dataset, view_1, view_2, out_size, seed, mean, std)
-    loader = DataLoader(
-        views,
+    return training_loader(views, sampler, num_workers), sampler
+
+
+def training_loader(dataset: Dataset, sampler: SeededBatches, num_workers: int) -> DataLoader:
+    """The pretraining DataLoader of `dataset`'s batches of `sampler` (persistent workers).
+
+    Its workers' base seed comes from its own generator, never from torch's global RNG (so does
+    the probe's loader, `build_eval_loader`). The global RNG then serves only the training step (a
+    ViT's drop-path) and is checkpointed (pretrain/state.py), so resuming mid-epoch, where a new
+    loader iterator starts, replays the same draws: exact resume. The views do not use the base
+    seed: each sample's draws come from sample_seed(seed, epoch, index).
+    """
+    return DataLoader(
+        dataset,
         batch_sampler=sampler,
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=num_workers > 0,
         prefetch_factor=4 if num_workers > 0 else None,
+        generator=torch.Generator(),  # not the global RNG: exact resume
     )
-    return loader, sampler
 
 
 def build_eval_loader(
@@ -223,4 +235,5 @@ def build_eval_loader(
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=num_workers > 0,
+        generator=torch.Generator(),  # not the global RNG (see training_loader)
     )

@@ -29,7 +29,7 @@ RUN = {"train_subset_per_class": 8, "epochs": 3, "ckpt_every_min": 0.0, "log_eve
 
 
 def tiny(method: str, **changes):
-    return dataclasses.replace(tiny_vit_cpu(method), **RUN, **changes)
+    return dataclasses.replace(tiny_vit_cpu(method), **{**RUN, **changes})
 
 
 def final_state(run_dir) -> dict:
