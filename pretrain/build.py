@@ -147,6 +147,7 @@ def build_run(config: PretrainConfig, run_dir: Path, device: torch.device, info)
     loader, sampler, probe_loader, num_classes = build_data(config, info, augment_on)
     seed_everything(config.seed)  # same initial weights on every rank and every restart
     network = build_network(config)
+    check_view_sizes(network, config)
     single_position = single_position_layout(network, config)
     model = distribute(network, device, info, memory_format(config))
     if resolve_compile(config, device):
@@ -181,6 +182,16 @@ def build_run(config: PretrainConfig, run_dir: Path, device: torch.device, info)
         stats=data_lib.dataset_stats(config.dataset),
         single_position_convs=tuple(single_position),
     )
+
+
+def check_view_sizes(network: nn.Module, config: PretrainConfig) -> None:
+    """A ViT's views must cut into whole patches: refused here, before any step (one sentence)."""
+    grid = getattr(network.online_encoder, "grid", None)
+    if grid is None:
+        return
+    grid(config.image_size, config.image_size)
+    if config.method in MULTICROP_METHODS and config.local_crops:
+        grid(config.local_crop_size, config.local_crop_size)
 
 
 def single_position_layout(network: nn.Module, config: PretrainConfig) -> list[str]:

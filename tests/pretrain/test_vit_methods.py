@@ -168,3 +168,19 @@ def test_fp16_loss_scaling_trains_and_resumes_exactly(tmp_path):
     assert "scaler" in final_state(resumed) and final_state(resumed)["step"] == 6
     train(config, resumed, "cpu")
     assert_same_state(final_state(resumed), final_state(reference))
+
+
+@pytest.mark.parametrize("flag", ["--image-size", "--local-crop-size"])
+def test_a_view_size_that_is_not_whole_patches_is_refused_before_training(tmp_path, flag):
+    result = subprocess.run(
+        [*launch_args(tmp_path / "run", "dino"), flag, "30"],
+        cwd=REPO_ROOT,
+        env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: image size 30x30 is not a multiple of the patch size 4")
+    assert not (tmp_path / "run" / "checkpoints").exists()
