@@ -81,11 +81,12 @@ def is_vit_state(state) -> bool:
 
 
 def vit_found(state: dict) -> dict:
-    """What a ViT state dict says about itself: the [CLS] token and the final norm present or not
-    (SelfPatch's ViT has neither), and DINO's evaluation preprocessing (eval_linear.py and
-    eval_knn.py: Resize(256, interpolation=3), i.e. bicubic with PIL's antialiasing,
-    CenterCrop(224), ImageNet mean/std)."""
+    """What a ViT state dict says about itself: its patch size, the [CLS] token and the final
+    norm present or not (SelfPatch's ViT has neither), and DINO's evaluation preprocessing
+    (eval_linear.py and eval_knn.py: Resize(256, interpolation=3), i.e. bicubic with PIL's
+    antialiasing, CenterCrop(224), ImageNet mean/std)."""
     return {
+        "patch_size": int(state["patch_embed.proj.weight"].shape[-1]),
         "cls_token": "cls_token" in state,
         "final_norm": "norm.weight" in state,
         "preprocessing": {

@@ -59,7 +59,11 @@ def test_a_timm_vit_state_dict_drops_its_classifier_and_keeps_its_flags(tmp_path
     torch.save({"model": state}, path)
     state_dict, metadata = load_foreign(path)
     assert metadata["arch"] == "vit_tiny_test" and "head.weight" not in state_dict
-    assert (metadata["cls_token"], metadata["final_norm"]) == (False, False)
+    assert (metadata["cls_token"], metadata["final_norm"], metadata["patch_size"]) == (
+        False,
+        False,
+        4,
+    )
     encoder, _ = load_encoder(str(path))
     with torch.no_grad():
         torch.testing.assert_close(encoder(IMAGES), model(IMAGES), rtol=0, atol=0)
