@@ -58,7 +58,8 @@ FORMATS: tuple[Format, ...] = (
     Format(
         "dino",
         "torch",
-        "a DINO training checkpoint: {student: module.backbone.*, teacher: backbone.*, args, ...}",
+        "a DINO training checkpoint (ResNet or ViT): {student: module.backbone.*, teacher: "
+        "backbone.*, args, ...}",
         layouts.dino_problems,
         layouts.extract_dino,
         default_network="target",  # DINO evaluates the teacher (Caron et al. 2021, Sec. 3.1)
@@ -102,6 +103,14 @@ FORMATS: tuple[Format, ...] = (
         layouts.extract_swav,
     ),
     Format(
+        "vit",
+        "torch",
+        "a timm/DINO ViT state dict (cls_token, pos_embed, patch_embed.proj.weight, blocks.N.*; "
+        "bare or under state_dict/model), e.g. DINO's dino_deitsmall16_pretrain.pth",
+        layouts.vit_problems,
+        layouts.extract_vit,
+    ),
+    Format(
         "torchvision",
         "torch",
         "a torchvision/timm ResNet state dict (conv1.weight, layer1.*, ...; bare or under "
@@ -111,10 +120,6 @@ FORMATS: tuple[Format, ...] = (
     ),
 )
 BY_NAME = {fmt.name: fmt for fmt in FORMATS}
-VIT_REFUSAL = (
-    "ViT checkpoints (DINO ViT-S/16, ViT-B/16) are not supported yet: their weights map to timm "
-    "names once the ViT backbone exists (the SelfPatch issue)"
-)
 
 
 def formats_sentence() -> str:
@@ -124,10 +129,6 @@ def formats_sentence() -> str:
 
 def detect(blob, container: str, path) -> Format:
     """The first format of FORMATS that `blob` (read from a `container` file) satisfies."""
-    if container == "torch" and layouts.vit_keys(blob):
-        raise ForeignCheckpointError(
-            f"{path} holds a ViT ({layouts.vit_keys(blob)[:3]}): {VIT_REFUSAL}"
-        )
     if isinstance(blob, dict) and str(blob.get("format", "")).startswith("byol-bench."):
         raise ForeignCheckpointError(
             f"{path} is already a byol-bench file ({blob['format']}): pass it to --ckpt as it is"

@@ -63,7 +63,8 @@ def load_foreign(
         ) from error
     state_dict = _with_bn_counters(state_dict)
     stem_padding = found.pop("stem_padding", None)
-    arch_name, cifar_stem = _check_arch(state_dict, arch, path, fmt)
+    options = {key: found[key] for key in ("cls_token", "final_norm") if key in found}
+    arch_name, cifar_stem = _check_arch(state_dict, arch, path, fmt, options)
     metadata = _metadata(path, fmt, chosen, found, arch_name, cifar_stem, stem_padding)
     return state_dict, metadata
 
@@ -90,14 +91,19 @@ def _with_bn_counters(state_dict: dict) -> dict:
 
 
 @functools.cache
-def _registry_shapes(arch: str, cifar_stem: bool) -> dict[str, tuple[int, ...]]:
+def _registry_shapes(arch: str, cifar_stem: bool, **vit_options) -> dict[str, tuple[int, ...]]:
+    """Keys and shapes of the registry's `arch`; a ViT with `vit_options` ([CLS], final norm)."""
+    options = vit_options if is_vit(arch) else {}
     with torch.device("meta"):  # a ViT has no CIFAR stem
-        model, _ = build_backbone(arch, cifar_stem=cifar_stem and not is_vit(arch))
+        model, _ = build_backbone(arch, cifar_stem=cifar_stem and not is_vit(arch), **options)
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 
-def _check_arch(state_dict: dict, arch: str | None, path: Path, fmt: Format) -> tuple[str, bool]:
-    """(arch, cifar_stem) whose registry keys and shapes equal the state dict's, else refused."""
+def _check_arch(
+    state_dict: dict, arch: str | None, path: Path, fmt: Format, vit_options: dict
+) -> tuple[str, bool]:
+    """(arch, cifar_stem) whose registry keys and shapes equal the state dict's, else refused;
+    a ViT is compared with the [CLS]/final-norm options its keys show (`vit_options`)."""
     shapes = {key: tuple(value.shape) for key, value in state_dict.items()}
     conv1 = shapes.get("conv1.weight")
     cifar_stem = conv1 is not None and conv1[-1] == 3
@@ -107,9 +113,10 @@ def _check_arch(state_dict: dict, arch: str | None, path: Path, fmt: Format) -> 
             raise ForeignCheckpointError(
                 f"unknown architecture {name!r}; use one of {', '.join(BACKBONES)}"
             )
-        if _registry_shapes(name, cifar_stem) == shapes:
+        if _registry_shapes(name, cifar_stem, **vit_options) == shapes:
             return name, cifar_stem
-    expected = _registry_shapes(arch or _closest(shapes, cifar_stem), cifar_stem)
+    closest = arch or _closest(shapes, cifar_stem, vit_options)
+    expected = _registry_shapes(closest, cifar_stem, **vit_options)
     missing = sorted(set(expected) - set(shapes))
     unexpected = sorted(set(shapes) - set(expected))
     reshaped = sorted(k for k in set(shapes) & set(expected) if shapes[k] != expected[k])
@@ -119,15 +126,17 @@ def _check_arch(state_dict: dict, arch: str | None, path: Path, fmt: Format) -> 
         f"{path} ({fmt.name}) does not fit {target}: {len(missing)} missing keys "
         f"{missing[:_SHOW]}, {len(unexpected)} unexpected keys {unexpected[:_SHOW]}, "
         f"{len(reshaped)} keys with other shapes {reshaped[:_SHOW]}; {advice} (e.g. resnet50, "
-        "resnet18:cifar) if the file holds one of them"
+        "resnet18:cifar, vit_small_patch16) if the file holds one of them"
     )
 
 
-def _closest(shapes: dict, cifar_stem: bool) -> str:
+def _closest(shapes: dict, cifar_stem: bool, vit_options: dict) -> str:
     """The registry entry sharing the most (key, shape) pairs, to name the differences."""
     return max(
         BACKBONES,
-        key=lambda name: len(set(_registry_shapes(name, cifar_stem).items()) & set(shapes.items())),
+        key=lambda name: len(
+            set(_registry_shapes(name, cifar_stem, **vit_options).items()) & set(shapes.items())
+        ),
     )
 
 

@@ -1,4 +1,4 @@
-"""The PyTorch SSL libraries' checkpoint layouts -> torchvision-named ResNet state dicts.
+"""The PyTorch SSL libraries' checkpoint layouts -> torchvision ResNet / timm ViT state dicts.
 
 Each layout is matched by exact key prefixes (`str.startswith`, never a substring replace: a
 replace of "backbone." would also rewrite solo-learn's "momentum_backbone."). Each `*_problems`
@@ -20,6 +20,10 @@ returns (state dict in torchvision names, metadata) for network "online" or "tar
 - mmselfsup / mmpretrain: {state_dict: {backbone.*, neck.*, head.*}, meta: {...}}.
 - VISSL: classy_state_dict.base_model.model.trunk: {_feature_blocks.*}.
 - torchvision / timm / DINO's plain dino_resnet50_pretrain.pth: torchvision names, fc dropped.
+- timm / DINO ViTs (DINO's dino_deitsmall16_pretrain.pth, vision_transformer.py names: cls_token,
+  pos_embed, patch_embed.proj.*, blocks.N.*, norm.*), bare or under state_dict/model, timm's
+  head.* dropped; DINO's training checkpoint of a ViT is the DINO layout above. ViTs keep their
+  names (pretrain/vit.py is timm's ViT).
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ import torch
 from evaluate.importers.errors import ForeignCheckpointError
 
 LIGHTNING_KEYS = ("state_dict", "pytorch-lightning_version")
-VIT_KEYS = ("cls_token", "pos_embed")
 # nn.Sequential(*list(resnet.children())[:-1]): index -> torchvision child (relu, maxpool,
 # avgpool hold no weights).
 SEQUENTIAL_RESNET = {
@@ -72,18 +75,28 @@ def unwrap(blob, *wrappers: str):
     return blob
 
 
-def vit_keys(blob) -> list[str]:
-    """ViT parameter names (cls_token, pos_embed, patch_embed.*) in the file or its wrappers."""
-    if not isinstance(blob, Mapping):
-        return []
-    candidates = [blob] + [blob.get(w) for w in ("state_dict", "model", "teacher", "student")]
-    return sorted(
-        key
-        for state in candidates
-        if isinstance(state, Mapping)
-        for key in state
-        if isinstance(key, str) and (key.split(".")[-1] in VIT_KEYS or ".patch_embed." in f".{key}")
-    )
+def is_vit_state(state) -> bool:
+    """A ViT's parameters (timm's / DINO's names: pos_embed, patch_embed.proj.weight)."""
+    return isinstance(state, Mapping) and {"pos_embed", "patch_embed.proj.weight"} <= set(state)
+
+
+def vit_found(state: dict) -> dict:
+    """What a ViT state dict says about itself: its patch size, the [CLS] token and the final
+    norm present or not (SelfPatch's ViT has neither), and DINO's evaluation preprocessing
+    (eval_linear.py and eval_knn.py: Resize(256, interpolation=3), i.e. bicubic with PIL's
+    antialiasing, CenterCrop(224), ImageNet mean/std)."""
+    return {
+        "patch_size": int(state["patch_embed.proj.weight"].shape[-1]),
+        "cls_token": "cls_token" in state,
+        "final_norm": "norm.weight" in state,
+        "preprocessing": {
+            "image_size": 224,
+            "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225],
+            "resize_interpolation": "bicubic",
+            "antialias": True,
+        },
+    }
 
 
 def _problems_prefixes(state, wanted: tuple[str, ...], where: str) -> list[str]:
@@ -155,7 +168,8 @@ def extract_dino(blob, network: str) -> tuple[dict, dict]:
         state = with_prefix(blob["student"], "module.backbone.", drop=("fc.", "head."))
     else:
         state = with_prefix(blob["teacher"], "backbone.", drop=("fc.", "head."))
-    return state, {"method": "dino", "pretrain_epochs": blob.get("epoch")}
+    found = vit_found(state) if is_vit_state(state) else {}
+    return state, {"method": "dino", "pretrain_epochs": blob.get("epoch"), **found}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,6 +310,22 @@ def extract_vissl(blob, network: str) -> tuple[dict, dict]:
         "method": None,
         "pretrain_epochs": blob.get("phase_idx"),
     }
+
+
+def vit_problems(blob) -> list[str]:
+    state = unwrap(blob, "state_dict", "model")
+    if not is_tensor_dict(state):
+        return ["a dict of tensors (bare, or under 'state_dict' or 'model')"]
+    return [] if is_vit_state(state) else ["the keys pos_embed and patch_embed.proj.weight"]
+
+
+def extract_vit(blob, network: str) -> tuple[dict, dict]:
+    """A timm / DINO ViT state dict (DINO's dino_deitsmall16_pretrain.pth: the teacher backbone,
+    bare); timm's classifier head.* dropped."""
+    _choose(network, "online", None, "a timm/DINO ViT state dict")
+    state = unwrap(blob, "state_dict", "model")
+    state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    return state, {"method": None, **vit_found(state)}
 
 
 def torchvision_problems(blob) -> list[str]:

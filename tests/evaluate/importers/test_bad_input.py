@@ -1,5 +1,5 @@
 """Bad input, each refused with one sentence: truncated files, a format with missing keys (named),
-the wrong architecture, files that match no format (the list of formats), ViT checkpoints."""
+the wrong architecture, files that match no format (the list of formats), incomplete ViTs."""
 
 import collections
 import pickle
@@ -97,20 +97,22 @@ def test_unknown_file_lists_every_format(tmp_path):
             assert f"{fmt.name} = {fmt.looks_like}" in str(error.value)
 
 
-def test_vit_is_refused_until_the_vit_backbone_exists(tmp_path):
+def test_an_incomplete_vit_is_refused_with_its_key_lists(tmp_path):
     vit = {
         "cls_token": torch.zeros(1, 1, 384),
         "pos_embed": torch.zeros(1, 197, 384),
         "patch_embed.proj.weight": torch.zeros(384, 3, 16, 16),
         "blocks.0.attn.qkv.weight": torch.zeros(1152, 384),
     }
-    for blob in (vit, {"teacher": prefixed(vit, "backbone."), "student": {}, "epoch": 1}):
+    training = {"teacher": prefixed(vit, "backbone."), "student": prefixed(vit, "module.backbone.")}
+    for blob in (vit, {**training, "epoch": 1}):
         path = tmp_path / "dino_deitsmall16_pretrain.pth"
         torch.save(blob, path)
         with pytest.raises(
-            ForeignCheckpointError, match="ViT checkpoints .* once the ViT backbone"
-        ):
+            ForeignCheckpointError, match="does not fit any registry architecture .* missing keys"
+        ) as error:
             load_foreign(path)
+        assert "blocks.0.norm1.weight" in str(error.value)  # the closest entry: vit_small_patch16
 
 
 def test_missing_file_and_bad_options(tmp_path):

@@ -61,6 +61,7 @@ def test_fine_tuning_builds_the_encoder_with_the_weights_padding():
         cifar_stem=False,
         padding="tf-same",
         stem_padding=None,
+        vit_options={},
         init_state=reference.state_dict(),
         num_classes=3,
         seed=0,
