@@ -57,6 +57,7 @@ from pretrain.checkpoint import (
 )
 from pretrain.data import DataError, ImageDataset
 from pretrain.export_metadata import backbone_metadata
+from pretrain.methods import exported_encoder
 from results.atomic import write_atomic
 
 RANDOM_PREFIX = "random:"
@@ -172,12 +173,13 @@ def _from_export(blob: dict, path: Path) -> tuple[dict, dict]:
 
 
 def _from_training_checkpoint(path: Path) -> tuple[dict, dict]:
-    """The online encoder of a full checkpoint, with the metadata pretrain/train.py exports."""
+    """The encoder a full checkpoint's run exports (BYOL's online one, DINO's teacher:
+    pretrain/methods.py exported_encoder), with the metadata pretrain/train.py exports."""
     state = load_checkpoint(path)  # verifies the digest
-    prefix = "online_encoder."
+    prefix = exported_encoder(state["config"].get("method", "byol")) + "."
     state_dict = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
     if not state_dict:
-        raise CheckpointError(f"{path}: training checkpoint without online_encoder.* weights")
+        raise CheckpointError(f"{path}: training checkpoint without {prefix}* weights")
     config, step, epoch = state["config"], int(state["step"]), int(state["epoch"])
     start_step = int(state.get("sampler", {}).get("start_step", 0))
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent

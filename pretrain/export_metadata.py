@@ -53,6 +53,7 @@ def backbone_metadata(config: dict, *, label: str, step: int, steps_per_epoch: f
         "cifar_stem": config["cifar_stem"],
         **vit,
         "method": config.get("method", "byol"),
+        "network": "teacher" if config.get("method") in ("dino", "selfpatch") else "online",
         "source": "byol-bench",
         "pretrain_epochs": step / steps_per_epoch if steps_per_epoch else None,
         "pretrain_steps": step,

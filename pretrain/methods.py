@@ -23,6 +23,14 @@ from pretrain.ema import frozen_copy
 MULTICROP_METHODS = ("dino", "selfpatch")  # trained on multi-crop views (pretrain/multicrop.py)
 
 
+def exported_encoder(method: str) -> str:
+    """Which encoder a run exports (and a training checkpoint is read as): BYOL's online network
+    (BYOL v3 evaluates it), DINO's and SelfPatch's teacher (the authors' released weights and
+    evaluation scripts use the teacher: dino eval_linear.py checkpoint_key "teacher", SelfPatch's
+    vit2mmseg.py)."""
+    return "target_encoder" if method in MULTICROP_METHODS else "online_encoder"
+
+
 def encoder_options(config: PretrainConfig) -> dict:
     """build_backbone's ViT keywords from the config (none for ResNets)."""
     if not config.backbone.startswith("vit_"):

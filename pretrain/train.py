@@ -30,7 +30,7 @@ from pretrain.build import Run, build_run, memory_format, resolve_compile
 from pretrain.config import RUNTIME_FIELDS, PretrainConfig, added_defaults
 from pretrain.ema import update_target
 from pretrain.export_metadata import export_run
-from pretrain.methods import step_arguments
+from pretrain.methods import exported_encoder, step_arguments
 from pretrain.online_probe import probe_accuracy, probe_step
 from pretrain.optimizers import clip_per_tensor, drop_last_layer_gradients, set_step_hyperparameters
 from pretrain.provenance import provenance
@@ -320,11 +320,12 @@ def log_header(run: Run) -> None:
 
 
 def export(run: Run) -> Path:
-    """Export the online encoder and write the pretrain record (pretrain/export_metadata.py)."""
+    """Export the encoder the method is evaluated with (pretrain/methods.py exported_encoder: BYOL's
+    online one, DINO's teacher) and write the pretrain record (pretrain/export_metadata.py)."""
     return export_run(
         run.run_dir,
         run.config,
-        run.network.online_encoder.state_dict(),
+        getattr(run.network, exported_encoder(run.config.method)).state_dict(),
         step=run.step,
         steps_per_epoch=run.schedule.steps_per_epoch,
         feature_dim=run.network.feature_dim,

@@ -77,11 +77,21 @@ def test_a_tiny_run_trains_and_exports_a_vit(finished, method):
     from evaluate.features import load_encoder
 
     encoder, _ = load_encoder(str(next((run_dir / "exports").glob("backbone-*.pt"))))
-    online = {k: v for k, v in state["model"].items() if k.startswith("online_encoder.")}
-    assert all(
-        torch.equal(encoder.state_dict()[name.removeprefix("online_encoder.")], tensor)
-        for name, tensor in online.items()
+    # DINO and SelfPatch export the teacher (as the authors evaluate it), BYOL the online encoder
+    prefix = "target_encoder." if method in ("dino", "selfpatch") else "online_encoder."
+    assert metadata["network"] == ("teacher" if prefix == "target_encoder." else "online")
+    exported = {k: v for k, v in state["model"].items() if k.startswith(prefix)}
+    assert exported.keys() and {k.removeprefix(prefix) for k in exported} == set(
+        encoder.state_dict()
     )
+    assert all(
+        torch.equal(encoder.state_dict()[name.removeprefix(prefix)], tensor)
+        for name, tensor in exported.items()
+    )
+    from evaluate.features import _from_training_checkpoint
+
+    from_checkpoint, _ = _from_training_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert all(torch.equal(from_checkpoint[k], v) for k, v in encoder.state_dict().items())
     assert encoder(torch.randn(2, 3, 32, 32)).shape == (2, 32)
 
 
