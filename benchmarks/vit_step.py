@@ -53,6 +53,8 @@ BOUND_OF = {  # which bound each contender's cost is measured against
     "selfpatch": "multicrop-bound",
     "byol-bench": "backbone-bound",
     "byol-patch": "backbone-bound",
+    "multicrop-bound": "multicrop-bound",
+    "backbone-bound": "backbone-bound",
 }
 
 
@@ -90,7 +92,7 @@ def method_step(name: str):
         settings = run_config(config, name)
         run = build_run(settings, None, device, dist.DistInfo())
         run.model.train()
-        multicrop = BOUND_OF[name] == "multicrop-bound"
+        multicrop = name in ("dino", "selfpatch")
         inputs = (crops_for(config, device),) if multicrop else views
         labels = torch.zeros(config.batch_size, dtype=torch.long, device=device)
 
