@@ -204,6 +204,29 @@ def ensure_writable(folder: Path) -> Path:
     return folder.resolve()
 
 
+def check_nodes_exist(profile: Profile) -> None:
+    """Refuse a job that asks for more nodes than its partition has (`scontrol show partition`).
+
+    SLURM accepts such a job and leaves it pending for ever (Reason=PartitionNodeLimit) unless
+    the site sets EnforcePartLimits, so `--wait` would never return: refuse before submitting.
+    Without an answer from scontrol (no controller, unknown partition) sbatch decides.
+    """
+    try:
+        command = ["scontrol", "show", "partition", "-o", profile.partition]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    fields = dict(re.findall(r"(\w+)=(\S*)", result.stdout)) if result.returncode == 0 else {}
+    limits = [fields.get("TotalNodes", ""), fields.get("MaxNodes", "")]
+    most = min([int(value) for value in limits if value.isdigit()], default=None)
+    if most is not None and profile.nodes > most:
+        raise ProfileError(
+            f"--nodes {profile.nodes}: partition {profile.partition} has {most} node(s) "
+            f"(scontrol show partition {profile.partition}), so the job could never start; "
+            f"ask for at most {most} (--nodes, or nodes in profile {profile.name})"
+        )
+
+
 def submit(
     profile: Profile,
     fn: Callable,
@@ -214,6 +237,7 @@ def submit(
     **kwargs,
 ) -> submitit.Job:
     """Submit fn(*args, **kwargs) as one checkpointable job; records the job id beside its logs."""
+    check_nodes_exist(profile)
     folder = ensure_writable(Path(folder) if folder else log_folder(profile, name))
     executor = executor_from_profile(profile, folder, name=name, after=list(after))
     job = executor.submit(Job(fn, *args, **kwargs))
@@ -231,6 +255,7 @@ def submit_array(
 ) -> list[submitit.Job]:
     """Submit fn(*args) for each args in ``arg_list`` as one job array (a sweep); with ``after``,
     the array starts only if those jobs succeed (afterok)."""
+    check_nodes_exist(profile)
     folder = ensure_writable(Path(folder) if folder else log_folder(profile, name))
     executor = executor_from_profile(profile, folder, name=name, after=list(after))
     with executor.batch():
@@ -254,6 +279,8 @@ def _write_note(job: submitit.Job, profile: Profile, name: str, after: list[str]
         "submitted_unix": time.time(),
         "stdout": str(job.paths.stdout),
         "stderr": str(job.paths.stderr),
+        # one log per task (global rank); tasks fill the nodes in order, tasks_per_node each
+        "task_stderr": [str(task.paths.stderr) for task in job._sub_jobs or [job]],
     }
     (job.paths.folder / JOB_NOTE.format(job_id=job.job_id)).write_text(json.dumps(note, indent=2))
 
@@ -261,6 +288,8 @@ def _write_note(job: submitit.Job, profile: Profile, name: str, after: list[str]
 def describe(job: submitit.Job, profile: Profile, extra_lines: Iterable[str] = ()) -> str:
     """What was submitted, where its logs are, and how to follow, inspect and cancel it."""
     gpus = f", {profile.gpus_per_node} GPUs per node" if profile.gpus_per_node else ""
+    tasks = profile.nodes * profile.tasks
+    per_task = str(job.paths.stderr).replace("_0_log.err", "_<task>_log.err")
     lines = [
         f"submitted SLURM job {job.job_id} (profile {profile.name}, partition "
         f"{profile.partition}): {profile.nodes} node(s) x {profile.tasks} task(s){gpus}, "
@@ -268,6 +297,14 @@ def describe(job: submitit.Job, profile: Profile, extra_lines: Iterable[str] = (
         *extra_lines,
         f"  stdout:  {job.paths.stdout}",
         f"  stderr:  {job.paths.stderr}   (progress and logging; other tasks: *_<task>_log.*)",
+        *(
+            [
+                f"  tasks:   {tasks}, node by node ({profile.tasks} per node): task k logs to "
+                f"{per_task}; which node ran it: --status, or sacct -j {job.job_id} -o NodeList"
+            ]
+            if profile.nodes > 1
+            else []
+        ),
         f"  follow:  tail -f {job.paths.stderr}",
         f"  queue:   squeue -j {job.job_id}   accounting: sacct -D -j {job.job_id}",
         f"  cancel:  scancel {job.job_id}",
@@ -276,23 +313,37 @@ def describe(job: submitit.Job, profile: Profile, extra_lines: Iterable[str] = (
 
 
 def wait(job: submitit.Job):
-    """Block until the job ends; its result, or SlurmJobError naming the log and the error."""
+    """Block until the job ends; its result (task 0's, in a job of several tasks), or
+    SlurmJobError naming the error and the log of the first failed task (and the others')."""
+    job.wait()
+    tasks = job._sub_jobs or [job]  # job.result() refuses a job of several tasks
+    failures = [(task, _failure(job, task)) for task in tasks]
+    failures = [(task, message) for task, message in failures if message]
+    if not failures:
+        return tasks[0].result()
+    (task, message), rest = failures[0], failures[1:]
+    also = "".join(f"; task {other.task_id} failed too: {other.paths.stderr}" for other, _ in rest)
+    raise SlurmJobError(f"{message}. Full log: {task.paths.stderr}{also}")
+
+
+def _failure(job: submitit.Job, task: submitit.Job) -> str | None:
+    """Why one task of ``job`` has no result (None if it has one)."""
     try:
-        return job.result()
+        task.result()
     except submitit.core.utils.FailedJobError as error:  # fn raised: the traceback is in the text
         trace = str(error).split("-" * 22)
         lines = (
             [line.strip() for line in trace[1].splitlines() if line.strip()] if trace[1:] else []
         )
         cause = lines[-1] if lines else "see the log"
-        message = f"SLURM job {job.job_id} failed: {cause}"
+        return f"SLURM job {job.job_id} failed: {cause}"
     except submitit.core.utils.UncompletedJobError as error:  # cancelled, killed, node lost, ...
         state = re.search(r"has not produced any output \(state: ([^)]*)\)", str(error))
-        message = (
+        return (
             f"SLURM job {job.job_id} ended without a result "
             f"(state {state.group(1) if state else job.state})"
         )
-    raise SlurmJobError(f"{message}. Full log: {job.paths.stderr}")
+    return None
 
 
 def run_command(command: Sequence[str]) -> None:
