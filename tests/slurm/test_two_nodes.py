@@ -104,9 +104,11 @@ def test_quick_check_on_two_nodes_is_bit_identical_to_two_processes_on_one_node(
     # both tasks ended; rank 1 (on n2) returns nothing, rank 0 the export
     job = submitit.SlurmJob(folder=logs, job_id=job_id, tasks=[0, 1])
     assert job.results() == [export, None] and job_state(job_id)["nodes"] == "n[1-2]"
-    assert "local_rank=0(1), node=1(2), global_rank=1(2)" in (logs / f"{job_id}_1_log.out").read_text()
+    task_1 = (logs / f"{job_id}_1_log.out").read_text()
+    assert "local_rank=0(1), node=1(2), global_rank=1(2)" in task_1
     # the per-epoch replica check ran on both ranks and passed
-    assert "target networks identical on all 2 ranks" in (logs / f"{job_id}_0_log.err").read_text()
+    replicas = "target networks identical on all 2 ranks"
+    assert replicas in (logs / f"{job_id}_0_log.err").read_text()
     (record,) = read_records(tmp_path / "slurm" / "records")
     provenance = record.provenance
     assert (provenance.slurm_job_id, provenance.slurm_nodes, provenance.world_size) == (
@@ -138,7 +140,7 @@ def test_one_process_cli_on_the_two_node_profile_runs_one_task_on_one_node(tmp_p
     cli = ["--ckpt", "random:resnet18", "--dataset", "synthetic", "--device", "cpu"]
     cli += ["--records", str(records), "--num-workers", "0", "--cache-dir", str(tmp_path / "c")]
     result = run_cli("evaluate.knn", *cli, "--slurm", "--profile", "local2", "--wait", check=True)
-    assert "1 node(s) x 1 task(s)" in result.stdout and "tasks:" not in result.stdout
+    assert "1 node(s) x 1 task(s)" in result.stdout and "  tasks:   " not in result.stdout
     (record,) = read_records(records)
     assert record.task.family == "knn" and record.status == "complete"
     assert record.provenance.slurm_nodes in ("n1", "n2")
@@ -148,13 +150,16 @@ def test_one_process_cli_on_the_two_node_profile_runs_one_task_on_one_node(tmp_p
 def test_semisup_fine_tuning_cell_uses_both_nodes(tmp_path):
     """The grid's cells use every task of the profile (DDP across n1 and n2); the final job that
     picks the winner and writes the record runs as one task."""
-    records, cells = tmp_path / "records", tmp_path / "cells"
+    records, cell_dir = tmp_path / "records", tmp_path / "cells"
     cli = ["--ckpt", "random:resnet18", "--dataset", "synthetic", "--fraction", "10"]
     cli += ["--batch-size", "16", "--num-workers", "0", "--lrs", "0.1", "--epochs", "1"]
-    cli += ["--device", "cpu", "--records", str(records), "--run-dir", str(cells)]
+    cli += ["--device", "cpu", "--records", str(records), "--run-dir", str(cell_dir)]
     result = run_cli("evaluate.semisup", *cli, "--slurm", "--profile", "local2", "--wait")
     assert result.returncode == 0, result.stderr[-3000:]
-    cell_id = re.search(r"cells:   1 array tasks (\d+_0)", result.stdout).group(1)
+    assert "1 node(s) x 1 task(s)" in result.stdout.splitlines()[0]  # the final job
+    cells = re.search(r"cells:   1 array tasks (\S+) \((.*) each\)", result.stdout)
+    assert cells.group(2) == "2 node(s) x 1 task(s)"
+    cell_id = cells.group(1)  # one cell: a plain job id, not an array's
     cell = job_state(cell_id)
     assert (cell["state"], cell["nodes"]) == ("COMPLETED", "n[1-2]")
     (record,) = read_records(records)
@@ -183,4 +188,3 @@ def test_time_limit_requeue_of_the_two_node_job_resumes_to_the_same_weights(long
     report_figures("time limit (USR2), two nodes", run_dir, job_id)
     status = run_cli("pretrain.launch", "--status", str(run_dir), check=True).stdout
     assert re.search(rf"job {job_id} .*COMPLETED, requeued [1-9]\d*x.*nodes n\[1-2\]", status)
-
