@@ -217,14 +217,19 @@ def check_nodes_exist(profile: Profile) -> None:
     except (OSError, subprocess.TimeoutExpired):
         return
     fields = dict(re.findall(r"(\w+)=(\S*)", result.stdout)) if result.returncode == 0 else {}
-    limits = [fields.get("TotalNodes", ""), fields.get("MaxNodes", "")]
-    most = min([int(value) for value in limits if value.isdigit()], default=None)
-    if most is not None and profile.nodes > most:
-        raise ProfileError(
-            f"--nodes {profile.nodes}: partition {profile.partition} has {most} node(s) "
-            f"(scontrol show partition {profile.partition}), so the job could never start; "
-            f"ask for at most {most} (--nodes, or nodes in profile {profile.name})"
-        )
+    # 0 or not a number: dynamic nodes, UNLIMITED, no answer; leave it to SLURM
+    total, per_job = (fields.get(key, "") for key in ("TotalNodes", "MaxNodes"))
+    limits = {
+        "has": int(total) if total.isdigit() and int(total) else None,
+        "allows per job at most": int(per_job) if per_job.isdigit() and int(per_job) else None,
+    }
+    for says, most in limits.items():
+        if most is not None and profile.nodes > most:
+            raise ProfileError(
+                f"--nodes {profile.nodes}: partition {profile.partition} {says} {most} node(s) "
+                f"(scontrol show partition {profile.partition}), so the job could never start; "
+                f"ask for at most {most} (--nodes, or nodes in profile {profile.name})"
+            )
 
 
 def submit(
