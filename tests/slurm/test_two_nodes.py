@@ -11,6 +11,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -42,14 +44,39 @@ def submit_two_node_run(run_dir: Path, *args: str) -> str:
     return re.search(r"submitted SLURM job (\d+)", result.stdout).group(1)
 
 
+def lift_time_limit_after_first_requeue(job_id: str) -> None:
+    """In the background: once the 1-minute limit has requeued the job, give it 30 minutes.
+
+    One time-limit requeue is what the test needs; each further one only costs ~30 s (SIGKILL
+    KillWait after the requeue, cred_expire before the restart, start-up). Without root the
+    update fails and the job is simply requeued again.
+    """
+
+    def watch() -> None:
+        for _ in range(1800):
+            out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True)
+            text = out.stdout.decode(errors="replace")
+            if int((re.search(r"Restarts=(\d+)", text) or [0, 0])[1]) >= 1:
+                update = ["scontrol", "update", f"JobId={job_id}", "TimeLimit=30"]
+                subprocess.run(update, capture_output=True)
+                return
+            if out.returncode or re.search(r"JobState=(COMPLETED|FAILED|CANCELLED)", text):
+                return
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 @pytest.fixture(scope="module", autouse=True)
 def long_runs(slurm_two_nodes, tmp_path_factory):
     """The uninterrupted and the time-limited two-node runs, submitted together."""
     root = tmp_path_factory.mktemp("two-node-long")
-    return {
+    runs = {
         name: (root / name, submit_two_node_run(root / name, *LONG, *extra))
         for name, extra in [("reference", []), ("timeout", ["--time", "1"])]
     }
+    lift_time_limit_after_first_requeue(runs["timeout"][1])
+    return runs
 
 
 def assert_same_training_state(state_a: dict, state_b: dict, steps: int) -> None:
