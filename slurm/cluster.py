@@ -1,6 +1,9 @@
-"""What the cluster itself says about a submission before it is made (`scontrol`).
+"""Node-level facts of a SLURM job: whether the partition has the nodes it asks for, and the
+port its tasks meet at.
 
     check_nodes_exist(profile)   more nodes than the partition has (or allows per job): refused
+                                 before submission (`scontrol show partition`)
+    master_port(job_id)          the rendezvous port (MASTER_PORT) every task derives alike
 
 Kept apart from slurm/profile.py (site facts as written) and slurm/submit.py (submission).
 """
@@ -37,3 +40,19 @@ def check_nodes_exist(profile: Profile) -> None:
                 f"(scontrol show partition {profile.partition}), so the job could never start; "
                 f"ask for at most {most} (--nodes, or nodes in profile {profile.name})"
             )
+
+
+MASTER_PORTS = range(20000, 32768)  # below Linux's ephemeral ports (32768-60999 by default)
+
+
+def master_port(job_id: str) -> int:
+    """The rendezvous port every task of a job derives from the job id: 20000 + id mod 12768.
+
+    submitit draws it from 20000-60000, which overlaps the ephemeral ports that gloo's own
+    sockets and every outgoing connection take: a job sharing a node with another DDP job then
+    found its port taken (EADDRINUSE), or, worse, its ranks connected to the other job's gloo
+    socket and broke that job too (seen on the two-node test cluster). Below the ephemeral
+    range only another job's rendezvous port can collide, and jobs with nearby ids never do.
+    """
+    number = int(job_id) if job_id.isdigit() else int.from_bytes(job_id.encode(), "big")
+    return MASTER_PORTS[number % len(MASTER_PORTS)]

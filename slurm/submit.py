@@ -35,7 +35,7 @@ from submitit.helpers import Checkpointable, DelayedSubmission, TorchDistributed
 from submitit.slurm.slurm import SlurmJobEnvironment
 
 from results.errors import ByolBenchError
-from slurm.cluster import check_nodes_exist
+from slurm.cluster import check_nodes_exist, master_port
 from slurm.profile import Profile, ProfileError, load_profile, parse_time
 
 JOB_NOTE = "job-{job_id}.json"  # one small file per submission, beside the submitit logs
@@ -52,8 +52,10 @@ class Job(Checkpointable):
         self.fn, self.args, self.kwargs = fn, args, kwargs
 
     def __call__(self):
-        # env:// rendezvous for torch.distributed. Keep every GPU of the node visible: a task
-        # picks cuda:LOCAL_RANK itself (pretrain.dist), so CUDA_VISIBLE_DEVICES is left alone.
+        # env:// rendezvous for torch.distributed at the job's first node. Keep every GPU of the
+        # node visible: a task picks cuda:LOCAL_RANK itself (pretrain.dist), so
+        # CUDA_VISIBLE_DEVICES is left alone. submitit keeps a MASTER_PORT it finds set.
+        os.environ["MASTER_PORT"] = str(master_port(os.environ["SLURM_JOB_ID"]))
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         SlurmJobEnvironment._requeue = requeue_surviving_its_own_sigterm
         return self.fn(*self.args, **self.kwargs)

@@ -65,5 +65,6 @@ def node_facts() -> dict:
         "local_rank": info.local_rank,
         "world_size": info.world_size,
         "master": os.environ["MASTER_ADDR"],
+        "port": int(os.environ["MASTER_PORT"]),
         "sum": total.item(),
     }

@@ -21,6 +21,7 @@ import torch
 
 from pretrain.checkpoint import load_checkpoint
 from results.record import read_records
+from slurm.cluster import master_port
 from slurm.profile import load_profile
 from slurm.status import job_state
 from slurm.submit import submit
@@ -113,7 +114,10 @@ def test_each_node_runs_one_rank_and_they_meet_at_the_first_node(tmp_path, monke
         ("n1", 0, 0, 0),
         ("n2", 1, 1, 0),
     ]
-    assert {(f["world_size"], f["master"], f["sum"]) for f in facts} == {(2, "n1", 3.0)}
+    port = master_port(job.job_id)  # below the ephemeral ports: see slurm/cluster.py
+    assert {(f["world_size"], f["master"], f["port"], f["sum"]) for f in facts} == {
+        (2, "n1", port, 3.0)
+    }
 
 
 def test_quick_check_on_two_nodes_is_bit_identical_to_two_processes_on_one_node(tmp_path):
