@@ -11,7 +11,10 @@ the terminal summary says so in capitals.
 """
 
 import os
+import re
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -69,6 +72,29 @@ def as_root():
     if os.geteuid() != 0:
         _skipped_not_root.append("x")
         pytest.skip(NOT_ROOT)
+
+
+def lift_time_limit_after_first_requeue(job_id: str) -> None:
+    """In the background: once the 1-minute limit has requeued the job, give it 30 minutes.
+
+    One time-limit requeue is what the test needs; each further one only costs ~30 s (SIGKILL
+    KillWait after the requeue, cred_expire before the restart, start-up). Without root the
+    update fails and the job is simply requeued again.
+    """
+
+    def watch() -> None:
+        for _ in range(1800):
+            out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True)
+            text = out.stdout.decode(errors="replace")
+            if int((re.search(r"Restarts=(\d+)", text) or [0, 0])[1]) >= 1:
+                update = ["scontrol", "update", f"JobId={job_id}", "TimeLimit=30"]
+                subprocess.run(update, capture_output=True)
+                return
+            if out.returncode or re.search(r"JobState=(COMPLETED|FAILED|CANCELLED)", text):
+                return
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -11,8 +11,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +25,7 @@ from slurm.status import job_state
 from slurm.submit import submit
 from tests.conftest import REPO_ROOT, run_cli
 from tests.slurm import jobs
+from tests.slurm.conftest import lift_time_limit_after_first_requeue
 from tests.slurm.test_local_cluster import TINY, finish, report_figures
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_two_nodes")]
@@ -43,29 +42,6 @@ def submit_two_node_run(run_dir: Path, *args: str) -> str:
     result = run_cli("pretrain.launch", *args, "--run-dir", str(run_dir), *TWO_NODES, check=True)
     assert "2 node(s) x 1 task(s)" in result.stdout
     return re.search(r"submitted SLURM job (\d+)", result.stdout).group(1)
-
-
-def lift_time_limit_after_first_requeue(job_id: str) -> None:
-    """In the background: once the 1-minute limit has requeued the job, give it 30 minutes.
-
-    One time-limit requeue is what the test needs; each further one only costs ~30 s (SIGKILL
-    KillWait after the requeue, cred_expire before the restart, start-up). Without root the
-    update fails and the job is simply requeued again.
-    """
-
-    def watch() -> None:
-        for _ in range(1800):
-            out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True)
-            text = out.stdout.decode(errors="replace")
-            if int((re.search(r"Restarts=(\d+)", text) or [0, 0])[1]) >= 1:
-                update = ["scontrol", "update", f"JobId={job_id}", "TimeLimit=30"]
-                subprocess.run(update, capture_output=True)
-                return
-            if out.returncode or re.search(r"JobState=(COMPLETED|FAILED|CANCELLED)", text):
-                return
-            time.sleep(0.5)
-
-    threading.Thread(target=watch, daemon=True).start()
 
 
 @pytest.fixture(scope="module", autouse=True)
