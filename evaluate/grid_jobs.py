@@ -37,16 +37,19 @@ def submit_cells_then_final(
         folder=folder,
         after=slurm_submit.after_from_args(args),
     )
+    final_profile = profile if final_trains else slurm_submit.single_task(profile)
     final = slurm_submit.submit(
-        profile if final_trains else slurm_submit.single_task(profile),
+        final_profile,
         slurm_submit.run_command,
         command,
         name=name,
         folder=folder,
         after=[job.job_id for job in array],
     )
-    lines = [f"  cells:   {num_cells} array tasks {', '.join(job.job_id for job in array)}"]
-    print(slurm_submit.describe(final, profile, [*lines, f"  command: {' '.join(command)}"]))
+    each = f"{profile.nodes} node(s) x {profile.tasks} task(s) each"
+    ids = ", ".join(job.job_id for job in array)
+    lines = [f"  cells:   {num_cells} array tasks {ids} ({each})"]
+    print(slurm_submit.describe(final, final_profile, [*lines, f"  command: {' '.join(command)}"]))
     if args.wait:
         slurm_submit.wait(final)
     return final

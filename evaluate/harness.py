@@ -406,6 +406,7 @@ def _record(inputs: EvalInputs, fields: dict, **values) -> Record:
             device=context.get("device"),
             world_size=context.get("world_size"),
             slurm_job_id=os.environ.get("SLURM_JOB_ID"),
+            slurm_nodes=os.environ.get("SLURM_JOB_NODELIST"),
             wall_seconds=round(time.monotonic() - inputs.started, 3),
         ),
         **fields,

@@ -128,6 +128,7 @@ def pretrain_record(
         provenance=record_lib.Provenance(
             **metadata["provenance"],
             slurm_job_id=os.environ.get("SLURM_JOB_ID"),
+            slurm_nodes=os.environ.get("SLURM_JOB_NODELIST"),
             wall_seconds=round(wall_seconds, 3),
         ),
     )

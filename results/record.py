@@ -99,6 +99,7 @@ class Provenance:
     device: str | None = None
     world_size: int | None = None
     slurm_job_id: str | None = None
+    slurm_nodes: str | None = None  # the job's nodes as SLURM lists them, e.g. "gpu[001-004]"
     wall_seconds: float | None = None
     source: str | None = None
 

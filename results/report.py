@@ -271,7 +271,8 @@ def provenance_rows(records: list[Record]) -> str:
             metrics or (record.error or "-"),
             f"{origin.git_sha or '-'}{' (dirty)' if origin.git_dirty else ''}",
             f"{origin.device or '-'}, {origin.wall_seconds or '-'} s"
-            + (f", SLURM job {origin.slurm_job_id}" if origin.slurm_job_id else ""),
+            + (f", SLURM job {origin.slurm_job_id}" if origin.slurm_job_id else "")
+            + (f" on {origin.slurm_nodes}" if origin.slurm_nodes else ""),
             f"<span class='mono'>{html.escape(origin.command or '-')}</span>",
         ]
         full = html.escape(json.dumps(to_dict(record), indent=1))

@@ -35,6 +35,7 @@ from submitit.helpers import Checkpointable, DelayedSubmission, TorchDistributed
 from submitit.slurm.slurm import SlurmJobEnvironment
 
 from results.errors import ByolBenchError
+from slurm.cluster import check_nodes_exist, master_port
 from slurm.profile import Profile, ProfileError, load_profile, parse_time
 
 JOB_NOTE = "job-{job_id}.json"  # one small file per submission, beside the submitit logs
@@ -51,8 +52,10 @@ class Job(Checkpointable):
         self.fn, self.args, self.kwargs = fn, args, kwargs
 
     def __call__(self):
-        # env:// rendezvous for torch.distributed. Keep every GPU of the node visible: a task
-        # picks cuda:LOCAL_RANK itself (pretrain.dist), so CUDA_VISIBLE_DEVICES is left alone.
+        # env:// rendezvous for torch.distributed at the job's first node. Keep every GPU of the
+        # node visible: a task picks cuda:LOCAL_RANK itself (pretrain.dist), so
+        # CUDA_VISIBLE_DEVICES is left alone. submitit keeps a MASTER_PORT it finds set.
+        os.environ["MASTER_PORT"] = str(master_port(os.environ["SLURM_JOB_ID"]))
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         SlurmJobEnvironment._requeue = requeue_surviving_its_own_sigterm
         return self.fn(*self.args, **self.kwargs)
@@ -214,6 +217,7 @@ def submit(
     **kwargs,
 ) -> submitit.Job:
     """Submit fn(*args, **kwargs) as one checkpointable job; records the job id beside its logs."""
+    check_nodes_exist(profile)
     folder = ensure_writable(Path(folder) if folder else log_folder(profile, name))
     executor = executor_from_profile(profile, folder, name=name, after=list(after))
     job = executor.submit(Job(fn, *args, **kwargs))
@@ -231,6 +235,7 @@ def submit_array(
 ) -> list[submitit.Job]:
     """Submit fn(*args) for each args in ``arg_list`` as one job array (a sweep); with ``after``,
     the array starts only if those jobs succeed (afterok)."""
+    check_nodes_exist(profile)
     folder = ensure_writable(Path(folder) if folder else log_folder(profile, name))
     executor = executor_from_profile(profile, folder, name=name, after=list(after))
     with executor.batch():
@@ -254,6 +259,8 @@ def _write_note(job: submitit.Job, profile: Profile, name: str, after: list[str]
         "submitted_unix": time.time(),
         "stdout": str(job.paths.stdout),
         "stderr": str(job.paths.stderr),
+        # one log per task (global rank); tasks fill the nodes in order, tasks_per_node each
+        "task_stderr": [str(task.paths.stderr) for task in job._sub_jobs or [job]],
     }
     (job.paths.folder / JOB_NOTE.format(job_id=job.job_id)).write_text(json.dumps(note, indent=2))
 
@@ -261,6 +268,8 @@ def _write_note(job: submitit.Job, profile: Profile, name: str, after: list[str]
 def describe(job: submitit.Job, profile: Profile, extra_lines: Iterable[str] = ()) -> str:
     """What was submitted, where its logs are, and how to follow, inspect and cancel it."""
     gpus = f", {profile.gpus_per_node} GPUs per node" if profile.gpus_per_node else ""
+    tasks = profile.nodes * profile.tasks
+    per_task = str(job.paths.stderr).replace("_0_log.err", "_<task>_log.err")
     lines = [
         f"submitted SLURM job {job.job_id} (profile {profile.name}, partition "
         f"{profile.partition}): {profile.nodes} node(s) x {profile.tasks} task(s){gpus}, "
@@ -268,6 +277,14 @@ def describe(job: submitit.Job, profile: Profile, extra_lines: Iterable[str] = (
         *extra_lines,
         f"  stdout:  {job.paths.stdout}",
         f"  stderr:  {job.paths.stderr}   (progress and logging; other tasks: *_<task>_log.*)",
+        *(
+            [
+                f"  tasks:   {tasks}, node by node ({profile.tasks} per node): task k logs to "
+                f"{per_task}; which node ran it: --status, or sacct -j {job.job_id} -o NodeList"
+            ]
+            if profile.nodes > 1
+            else []
+        ),
         f"  follow:  tail -f {job.paths.stderr}",
         f"  queue:   squeue -j {job.job_id}   accounting: sacct -D -j {job.job_id}",
         f"  cancel:  scancel {job.job_id}",
@@ -276,23 +293,37 @@ def describe(job: submitit.Job, profile: Profile, extra_lines: Iterable[str] = (
 
 
 def wait(job: submitit.Job):
-    """Block until the job ends; its result, or SlurmJobError naming the log and the error."""
+    """Block until the job ends; its result (task 0's, in a job of several tasks), or
+    SlurmJobError naming the error and the log of the first failed task (and the others')."""
+    job.wait()
+    tasks = job._sub_jobs or [job]  # job.result() refuses a job of several tasks
+    failures = [(task, _failure(job, task)) for task in tasks]
+    failures = [(task, message) for task, message in failures if message]
+    if not failures:
+        return tasks[0].result()
+    (task, message), rest = failures[0], failures[1:]
+    also = "".join(f"; task {other.task_id} failed too: {other.paths.stderr}" for other, _ in rest)
+    raise SlurmJobError(f"{message}. Full log: {task.paths.stderr}{also}")
+
+
+def _failure(job: submitit.Job, task: submitit.Job) -> str | None:
+    """Why one task of ``job`` has no result (None if it has one)."""
     try:
-        return job.result()
+        task.result()
     except submitit.core.utils.FailedJobError as error:  # fn raised: the traceback is in the text
         trace = str(error).split("-" * 22)
         lines = (
             [line.strip() for line in trace[1].splitlines() if line.strip()] if trace[1:] else []
         )
         cause = lines[-1] if lines else "see the log"
-        message = f"SLURM job {job.job_id} failed: {cause}"
+        return f"SLURM job {job.job_id} failed: {cause}"
     except submitit.core.utils.UncompletedJobError as error:  # cancelled, killed, node lost, ...
         state = re.search(r"has not produced any output \(state: ([^)]*)\)", str(error))
-        message = (
+        return (
             f"SLURM job {job.job_id} ended without a result "
             f"(state {state.group(1) if state else job.state})"
         )
-    raise SlurmJobError(f"{message}. Full log: {job.paths.stderr}")
+    return None
 
 
 def run_command(command: Sequence[str]) -> None:

@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
-# A one-node SLURM "cluster" on localhost for the tests (profile slurm/profiles/local.toml).
+# A SLURM "cluster" on localhost for the tests: one node (profile slurm/profiles/local.toml), or
+# N nodes n1..nN, each its own slurmd on this machine (profile slurm/profiles/local2.toml).
 #
-#   slurm/local_cluster/start.sh     install (if needed), configure and start; idempotent
-#   slurm/local_cluster/stop.sh      stop every daemon this script started
+#   slurm/local_cluster/start.sh             install (if needed), configure and start one node
+#   slurm/local_cluster/start.sh --nodes 2   the same with two nodes, n1 and n2
+#   slurm/local_cluster/stop.sh              stop every daemon this script started
 #   slurm/local_cluster/start.sh status
 #
+# Idempotent: a rerun with the same node count changes nothing (~0.5 s); another node count
+# rewrites slurm.conf and restarts slurmctld and the slurmds (every slurmd of the old layout is
+# stopped and waited for). Job and accounting state survive; job ids keep counting. A switch waits
+# (LOCAL_SLURM_DRAIN_S, default 120 s) for running jobs to end, and refuses if they do not.
+#
 # Debian 12 (bookworm) or similar, as root, no systemd: installs slurm-wlm, munge, slurmdbd and
-# mariadb-server, writes a one-node slurm.conf (partition `debug`, node = this host at 127.0.0.1)
-# and starts munged, mariadb, slurmdbd (real accounting: `sacct`, which submitit polls for job
-# states), slurmctld and slurmd.
-# Adapted from shared/reference/slurm/start_slurm.sh (its facts are kept as comments below).
+# mariadb-server, writes slurm.conf (partition `debug`; one node = this host at 127.0.0.1) and
+# starts munged, mariadb, slurmdbd (real accounting: `sacct`, which submitit polls for job
+# states), slurmctld and slurmd(s).
+# Adapted from shared/reference/slurm/start_slurm.sh and two-nodes.md (their facts are kept as
+# comments below). Several nodes need Debian's multiple-slurmd build (`scontrol show config`:
+# MULTIPLE_SLURMD = Yes): each slurmd has its own port, spool dir, pid file and log (`%n`).
 #
 # Environment:
-#   LOCAL_SLURM_CPUS     CPUs the node advertises (default: max(nproc, 8); more than nproc lets the
-#                        tests' tiny jobs wait on SLURM concurrently)
-#   LOCAL_SLURM_MEM_MB   RealMemory (default: MemTotal - 512 MB)
+#   LOCAL_SLURM_CPUS     CPUs each node advertises (default: max(nproc, 8); more than nproc lets
+#                        the tests' tiny jobs wait on SLURM concurrently)
+#   LOCAL_SLURM_MEM_MB   RealMemory of each node (default: (MemTotal - 512 MB) / nodes)
 #   LOCAL_SLURM_SKIP_APT_UPDATE=1   skip `apt-get update` before installing
+#   LOCAL_SLURM_DRAIN_S  how long a switch of the node count waits for running jobs (default 120)
 set -euo pipefail
 
 NODE="$(hostname -s)"
@@ -24,7 +34,7 @@ LOG_DIR=/var/log/slurm
 CTLD_SPOOL=/var/spool/slurmctld
 SLURMD_SPOOL=/var/spool/slurmd
 CTLD_PID=/run/slurmctld.pid
-SLURMD_PID=/run/slurmd.pid
+SLURMD_PID=/run/slurmd.pid   # one node; node nK of several: /run/slurmd-nK.pid
 DBD_PID=/run/slurmdbd.pid
 MUNGE_PID=/run/munge/munged.pid
 DB_PASS=byolbench-local   # a database on 127.0.0.1 for this test cluster only
@@ -37,14 +47,34 @@ alive() {
 }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-if [[ "${1:-start}" == status ]]; then
-  for pf in "$MUNGE_PID" "$DBD_PID" "$CTLD_PID" "$SLURMD_PID"; do
+usage() { echo "usage: $0 [start|status] [--nodes N]   (N nodes n1..nN; default: one node)" >&2; exit 2; }
+ACTION=start
+NODES=1
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    start|status) ACTION=$1 ;;
+    --nodes) [[ $# -ge 2 ]] || usage; NODES=$2; shift ;;
+    --nodes=*) NODES=${1#--nodes=} ;;
+    *) usage ;;
+  esac
+  shift
+done
+[[ $NODES =~ ^[1-8]$ ]] || { echo "$0: --nodes must be 1 to 8 (got '$NODES')" >&2; exit 2; }
+if [[ $NODES == 1 ]]; then
+  NODE_NAMES=("$NODE")
+else
+  NODE_NAMES=(); for i in $(seq 1 "$NODES"); do NODE_NAMES+=("n$i"); done
+fi
+slurmd_pid() { if [[ $NODES == 1 ]]; then echo "$SLURMD_PID"; else echo "/run/slurmd-$1.pid"; fi; }
+
+if [[ $ACTION == status ]]; then
+  for pf in "$MUNGE_PID" "$DBD_PID" "$CTLD_PID" "$SLURMD_PID" /run/slurmd-*.pid; do
+    [[ -e $pf || $pf == "$SLURMD_PID" ]] || continue
     if alive "$pf"; then echo "$pf: running ($(cat "$pf"))"; else echo "$pf: not running"; fi
   done
   sinfo 2>/dev/null || true
   exit 0
 fi
-[[ "${1:-start}" == start ]] || { echo "usage: $0 [start|status]" >&2; exit 2; }
 [[ $EUID -eq 0 ]] || { echo "$0: must run as root (it installs packages and starts daemons)" >&2; exit 1; }
 T0=$(date +%s%N)
 elapsed() { local ns=$(( $(date +%s%N) - T0 )); printf "%d.%02d" $((ns/1000000000)) $(((ns/10000000)%100)); }
@@ -67,8 +97,19 @@ if [[ ${#PKGS[@]} -gt 0 ]]; then
   log "installed ${PKGS[*]} in $(elapsed)s"
 fi
 
-# The node name must resolve: srun, and MASTER_ADDR for torch.distributed, use it.
+# The node names must resolve: srun, and MASTER_ADDR for torch.distributed (the job's first node),
+# use them. Without n1/n2 in /etc/hosts srun still works (NodeAddr is 127.0.0.1) but torch's
+# rendezvous at MASTER_ADDR=n1 times out after 5 s (DistNetworkError).
 getent hosts "$NODE" >/dev/null || echo "127.0.0.1 $NODE" >> /etc/hosts
+for name in "${NODE_NAMES[@]}"; do
+  [[ $name == "$NODE" ]] && continue
+  addr=$(getent ahostsv4 "$name" | awk 'NR==1{print $1}' || true)
+  if [[ -z $addr ]]; then
+    echo "127.0.0.1 $name   # slurm/local_cluster/start.sh" >> /etc/hosts
+  elif [[ $addr != 127.* ]]; then
+    echo "$0: node name $name resolves to $addr, not to this machine; free the name" >&2; exit 1
+  fi
+done
 
 # ------------------------------------------------------------------------------------ 2. munge
 mkdir -p /etc/munge /var/lib/munge /var/log/munge /run/munge
@@ -90,10 +131,32 @@ munge -n | unmunge >/dev/null || { echo "munge is not working" >&2; exit 1; }
 NPROC=$(nproc)
 CPUS="${LOCAL_SLURM_CPUS:-$(( NPROC > 8 ? NPROC : 8 ))}"
 MEM_TOTAL=$(awk '/^MemTotal:/{print int($2/1024)}' /proc/meminfo)
-MEM="${LOCAL_SLURM_MEM_MB:-$(( MEM_TOTAL > 1024 ? MEM_TOTAL - 512 : MEM_TOTAL ))}"
-mkdir -p "$CONF_DIR" "$LOG_DIR" "$CTLD_SPOOL" "$SLURMD_SPOOL"
+MEM="${LOCAL_SLURM_MEM_MB:-$(( (MEM_TOTAL > 1024 ? MEM_TOTAL - 512 : MEM_TOTAL) / NODES ))}"
+mkdir -p "$CONF_DIR" "$LOG_DIR" "$CTLD_SPOOL"
+if [[ $NODES == 1 ]]; then
+  mkdir -p "$SLURMD_SPOOL"
+  SLURMD_LINES="SlurmdSpoolDir=${SLURMD_SPOOL}
+SlurmdPidFile=${SLURMD_PID}
+SlurmdLogFile=${LOG_DIR}/slurmd.log"
+  NODE_LINES="NodeName=${NODE} NodeAddr=127.0.0.1 CPUs=${CPUS} RealMemory=${MEM} State=UNKNOWN"
+  TITLE="One-node"
+else
+  # one slurmd per node on this machine: each its own port, spool dir, pid file and log (%n)
+  SLURMD_LINES="SlurmdSpoolDir=${SLURMD_SPOOL}-%n
+SlurmdPidFile=/run/slurmd-%n.pid
+SlurmdLogFile=${LOG_DIR}/slurmd-%n.log"
+  NODE_LINES=""
+  for i in $(seq 1 "$NODES"); do
+    mkdir -p "${SLURMD_SPOOL}-n$i"
+    NODE_LINES+="NodeName=n$i NodeHostname=${NODE} NodeAddr=127.0.0.1 Port=$((17000 + i)) "
+    NODE_LINES+="CPUs=${CPUS} RealMemory=${MEM} State=UNKNOWN"$'\n'
+  done
+  NODE_LINES=${NODE_LINES%$'\n'}
+  TITLE="${NODES}-node"
+fi
+NODE_LIST=$(IFS=,; echo "${NODE_NAMES[*]}")
 NEW_CONF=$(cat <<EOF
-# One-node SLURM for byol-bench's tests (written by slurm/local_cluster/start.sh)
+# ${TITLE} SLURM for byol-bench's tests (written by slurm/local_cluster/start.sh)
 ClusterName=byolbench
 SlurmctldHost=${NODE}(127.0.0.1)
 SlurmUser=root
@@ -126,22 +189,19 @@ MinJobAge=600
 # submitit ignores SIGTERM: a requeued or cancelled job is SIGKILLed KillWait seconds later
 KillWait=10
 StateSaveLocation=${CTLD_SPOOL}
-SlurmdSpoolDir=${SLURMD_SPOOL}
 SlurmctldPidFile=${CTLD_PID}
-SlurmdPidFile=${SLURMD_PID}
 SlurmctldLogFile=${LOG_DIR}/slurmctld.log
-SlurmdLogFile=${LOG_DIR}/slurmd.log
+${SLURMD_LINES}
 SlurmctldDebug=info
 SlurmdDebug=info
-NodeName=${NODE} NodeAddr=127.0.0.1 CPUs=${CPUS} RealMemory=${MEM} State=UNKNOWN
-PartitionName=debug Nodes=${NODE} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+${NODE_LINES}
+PartitionName=debug Nodes=${NODE_LIST} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
 )
-CONF_CHANGED=0
+CONF_CHANGED=0   # written in step 5, once the daemons of the old layout are stopped
 if [[ ! -f $CONF_DIR/slurm.conf ]] || [[ "$(cat $CONF_DIR/slurm.conf)" != "$NEW_CONF" ]]; then
-  printf '%s\n' "$NEW_CONF" > "$CONF_DIR/slurm.conf"; CONF_CHANGED=1
+  CONF_CHANGED=1
 fi
-chmod 0644 "$CONF_DIR/slurm.conf"
 
 # ------------------------------------------------------------------------------------ 4. accounting
 if ! mysqladmin ping >/dev/null 2>&1; then
@@ -174,31 +234,54 @@ for _ in $(seq 1 100); do port_open 6819 && break; sleep 0.1; done
 port_open 6819 || { tail -20 "$LOG_DIR/slurmdbd.log" >&2; exit 1; }
 
 # ------------------------------------------------------------------------------------ 5. slurm daemons
-if alive "$CTLD_PID" && [[ $CONF_CHANGED == 1 ]]; then
-  # `scontrol reconfigure` does not apply every option (AuthInfo, for one): restart instead.
-  log "slurm.conf changed: restarting slurmctld and slurmd"
+running_jobs() { squeue -h -t R,CG,CF,S,SO -o %i 2>/dev/null | tr '\n' ' '; }
+if [[ $CONF_CHANGED == 1 ]]; then
+  if alive "$CTLD_PID"; then
+    # A new layout would orphan running jobs (their nodes vanish): let them end first.
+    DRAIN_S="${LOCAL_SLURM_DRAIN_S:-120}"
+    for _ in $(seq 1 $(( DRAIN_S * 2 ))); do [[ -z "$(running_jobs)" ]] && break; sleep 0.5; done
+    JOBS=$(running_jobs)
+    if [[ -n $JOBS ]]; then
+      echo "$0: jobs ${JOBS}are still running after ${DRAIN_S} s; a new slurm.conf (${NODES} node(s))" \
+        "would orphan them: wait for them or scancel them, then rerun" >&2
+      exit 1
+    fi
+  fi
+  # `scontrol reconfigure` does not apply every option (AuthInfo, for one), nor new nodes: restart.
+  # stop.sh waits for every slurmd of the old layout (/run/slurmd.pid and /run/slurmd-*.pid).
+  log "slurm.conf changed (${NODES} node(s)): restarting slurmctld and slurmd"
   bash "$(dirname "$0")/stop.sh" --slurm-only
+  printf '%s\n' "$NEW_CONF" > "$CONF_DIR/slurm.conf"
 fi
+chmod 0644 "$CONF_DIR/slurm.conf"
 alive "$CTLD_PID" || slurmctld   # forks; job and node state survive restarts in $CTLD_SPOOL
 for _ in $(seq 1 100); do scontrol ping 2>/dev/null | grep -q UP && break; sleep 0.1; done
 scontrol ping | grep -q UP || { tail -20 "$LOG_DIR/slurmctld.log" >&2; exit 1; }
-alive "$SLURMD_PID" || slurmd -N "$NODE"
+for name in "${NODE_NAMES[@]}"; do alive "$(slurmd_pid "$name")" || slurmd -N "$name"; done
 
-# ------------------------------------------------------------------------------------ 6. node ready
-STATE=""
-for _ in $(seq 1 150); do
-  STATE=$(sinfo -h -n "$NODE" -o '%T' 2>/dev/null | head -1)
+# ------------------------------------------------------------------------------------ 6. nodes ready
+node_ready() {  # name -> waits up to 30 s; prints the last state seen
+  local state=""
+  for _ in $(seq 1 150); do
+    state=$(sinfo -h -n "$1" -o '%T' 2>/dev/null | head -1)
+    case "$state" in
+      idle|mixed|allocated|completing) break ;;
+      down*|drain*) scontrol update NodeName="$1" State=RESUME 2>/dev/null || true ;;
+    esac
+    sleep 0.2
+  done
+  echo "$state"
+}
+STATES=()
+for name in "${NODE_NAMES[@]}"; do
+  STATE=$(node_ready "$name")
   case "$STATE" in
-    idle|mixed|allocated|completing) break ;;
-    down*|drain*) scontrol update NodeName="$NODE" State=RESUME 2>/dev/null || true ;;
+    idle|mixed|allocated|completing) STATES+=("$name $STATE") ;;
+    *) echo "node $name is not ready (state=$STATE)" >&2; scontrol show node "$name" >&2
+       tail -20 "$LOG_DIR"/slurmd*.log >&2; exit 1 ;;
   esac
-  sleep 0.2
 done
-case "$STATE" in
-  idle|mixed|allocated|completing) ;;
-  *) echo "node $NODE is not ready (state=$STATE)" >&2; scontrol show node "$NODE" >&2
-     tail -20 "$LOG_DIR/slurmd.log" >&2; exit 1 ;;
-esac
 # The accounting database must answer before the first job (submitit polls `sacct`).
 for _ in $(seq 1 100); do sacct -n -X -j 1 >/dev/null 2>&1 && break; sleep 0.1; done
-log "slurm up: node $NODE ($STATE, CPUs=$CPUS, RealMemory=${MEM}MB), accounting by slurmdbd, took $(elapsed)s"
+SUMMARY=$(IFS=,; echo "${STATES[*]}")
+log "slurm up: ${NODES} node(s): ${SUMMARY// ,/, } (CPUs=$CPUS, RealMemory=${MEM}MB each), accounting by slurmdbd, took $(elapsed)s"

@@ -46,3 +46,25 @@ def array_task(value: int) -> dict:
         "array_job_id": os.environ.get("SLURM_ARRAY_JOB_ID"),
         "array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
     }
+
+
+def node_facts() -> dict:
+    """What one task of a multi-node job sees (node, ranks, rendezvous address), after joining
+    the process group as pretraining does (pretrain.dist) and summing rank + 1 over all ranks."""
+    import torch
+
+    from pretrain import dist
+
+    info = dist.init_from_env("cpu")
+    total = dist.all_reduce_sum(torch.tensor([float(info.rank + 1)]))
+    dist.cleanup()
+    return {
+        "node": os.environ["SLURMD_NODENAME"],
+        "node_id": int(os.environ["SLURM_NODEID"]),
+        "rank": info.rank,
+        "local_rank": info.local_rank,
+        "world_size": info.world_size,
+        "master": os.environ["MASTER_ADDR"],
+        "port": int(os.environ["MASTER_PORT"]),
+        "sum": total.item(),
+    }

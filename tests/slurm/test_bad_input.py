@@ -130,3 +130,24 @@ def test_one_process_clis_do_not_abbreviate_slurm_flags():
     from slurm.submit import submit_cli_if_requested
 
     assert submit_cli_if_requested("evaluate.linear", ["--ckpt", "x.pt", "--gpus", "8"]) is False
+
+
+def test_more_nodes_than_the_partition_has_are_refused_before_submission(tmp_path):
+    """SLURM would accept the job and leave it pending for ever (PartitionNodeLimit)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    answer = "PartitionName=debug MaxNodes=UNLIMITED Nodes=n[1-2] TotalCPUs=16 TotalNodes=2"
+    scripts = {"scontrol": f"echo '{answer}'", "sbatch": "touch $0.ran", "srun": ""}
+    for name, script in scripts.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{script}\n")
+        (bin_dir / name).chmod(0o755)
+    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    run_dir = tmp_path / "run"
+    slurm = ["--slurm", "--profile", "local2", "--nodes", "3"]
+    result = launch(*QUICK, "--run-dir", str(run_dir), *slurm, path=path)
+    assert result.returncode == 1
+    assert "error: --nodes 3: partition debug has 2 node(s)" in result.stderr
+    assert "could never start; ask for at most 2" in result.stderr
+    assert not run_dir.exists() and not (bin_dir / "sbatch.ran").exists()
+    assert launch(*QUICK, "--run-dir", str(run_dir), *slurm[:-1], "2", path=path).returncode != 0
+    assert (bin_dir / "sbatch.ran").exists()  # 2 nodes pass the check and reach sbatch
