@@ -30,7 +30,7 @@ from pretrain.build import Run, build_run, memory_format, resolve_compile
 from pretrain.config import RUNTIME_FIELDS, PretrainConfig, added_defaults
 from pretrain.ema import update_target
 from pretrain.export_metadata import export_run
-from pretrain.methods import exported_encoder, step_arguments
+from pretrain.methods import DISPLAY_NAMES, exported_encoder, step_arguments
 from pretrain.online_probe import probe_accuracy, probe_step
 from pretrain.optimizers import clip_per_tensor, drop_last_layer_gradients, set_step_hyperparameters
 from pretrain.provenance import provenance
@@ -246,7 +246,7 @@ def check_finite(run: Run, first_bad: tuple[int, float]) -> None:
         step=step,
         lr=run.schedule.lr(max(step, 0)),
         run_dir=run.run_dir,
-        what=f"{run.config.method} loss",
+        what=f"{DISPLAY_NAMES[run.config.method]} loss",
         details=f"tau {run.schedule.tau(max(step, 0)):.5f}",
         hint="lower --base-lr or check the input data",
     )
@@ -316,7 +316,7 @@ def log_header(run: Run) -> None:
         },
         "resumed_at_step": run.step,
     }
-    log.info("%s pretraining\n%s", run.config.method, json.dumps(header, indent=2))
+    log.info("%s pretraining\n%s", DISPLAY_NAMES[run.config.method], json.dumps(header, indent=2))
 
 
 def export(run: Run) -> Path:
