@@ -21,7 +21,12 @@ from pretrain.config import PretrainConfig
 from pretrain.ema import frozen_copy
 
 MULTICROP_METHODS = ("dino", "selfpatch")  # trained on multi-crop views (pretrain/multicrop.py)
-DISPLAY_NAMES = {"byol": "BYOL", "byol-patch": "byol-patch", "dino": "DINO", "selfpatch": "SelfPatch"}
+DISPLAY_NAMES = {  # how logs and errors name each method
+    "byol": "BYOL",
+    "byol-patch": "byol-patch",
+    "dino": "DINO",
+    "selfpatch": "SelfPatch",
+}
 
 
 def exported_encoder(method: str) -> str:
