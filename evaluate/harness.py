@@ -35,7 +35,7 @@ from torch import nn
 from evaluate.features import RANDOM_PREFIX, cached_features, load_encoder
 from evaluate.splits import train_and_eval_sets
 from evaluate.transforms import Preprocessing, default_image_size
-from pretrain.backbones import dense_vit_problem
+from pretrain.backbones import dense_backbone_problem
 from pretrain.data import DATASETS, DataError, ImageDataset, dataset_stats
 from pretrain.dist import setup_logging
 from pretrain.provenance import provenance
@@ -238,11 +238,15 @@ def open_inputs(config, seed: int) -> EvalInputs:
     return EvalInputs(encoder, metadata, device, records, started)
 
 
-def open_dense_inputs(config, seed: int) -> EvalInputs:
+def open_dense_inputs(
+    config, seed: int, *, protocol: str, takes: str, alternatives: str
+) -> EvalInputs:
     """open_inputs for the dense evaluations (detection, segmentation, depth and their frozen
-    probes), which refuse a ViT with a sentence (pretrain/backbones.py:dense_vit_problem)."""
+    probes): `protocol` takes the backbone family `takes` ("resnet", "vit" or "any") and refuses
+    the other with one sentence ending in `alternatives` (pretrain/backbones.py:
+    dense_backbone_problem), before anything is written."""
     inputs = open_inputs(config, seed)
-    problem = dense_vit_problem(inputs.metadata)
+    problem = dense_backbone_problem(inputs.metadata, protocol, takes, alternatives)
     if problem:
         raise InputError(problem)
     return inputs

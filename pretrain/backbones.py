@@ -274,20 +274,33 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def dense_vit_problem(metadata: dict) -> str | None:
-    """Why the dense evaluations (detection, segmentation, depth: the torchvision engines, the
-    detectron2/mmseg exports and the frozen dense probes) refuse these weights: they take
-    ResNets, and ViT dense evaluation (a feature pyramid from chosen blocks) is issue 19. None
-    for a ResNet."""
+BACKBONE_FAMILIES = ("resnet", "vit", "any")  # what a dense protocol takes
+
+
+def dense_backbone_problem(
+    metadata: dict, protocol: str, takes: str, alternatives: str
+) -> str | None:
+    """Why dense protocol `protocol` refuses these weights, or None if it takes them.
+
+    `takes` is the backbone family the protocol was published with: "resnet" (BYOL's detection,
+    segmentation and depth transfer), "vit" (SelfPatch's ViT pyramids) or "any" (the frozen
+    dense probes, which read a ResNet's conv5 map or a ViT's patch grid). `alternatives` ends
+    the sentence with what to run instead.
+    """
+    if takes not in BACKBONE_FAMILIES:
+        raise ValueError(f"takes must be one of {BACKBONE_FAMILIES}, not {takes!r}")
     arch = metadata.get("arch") or ""
-    if not is_vit(arch):
+    vit = is_vit(arch)
+    if takes == "any" or (takes == "vit") == vit:
         return None
-    return (
-        f"{arch} is a ViT, and detection, segmentation and depth (the torchvision engines, the "
-        "detectron2 and mmseg exports, the frozen dense probes) take ResNets only: ViT dense "
-        "evaluation is issue 19; evaluate this ViT with evaluate.linear, evaluate.knn, "
-        "evaluate.semisup or transfer.classification"
-    )
+    family, wanted = ("a ViT", "ResNets") if vit else ("a ResNet", "ViTs")
+    return f"{arch} is {family}, and {protocol} takes {wanted} only; {alternatives}"
+
+
+VIT_CLASSIFICATION = (
+    "evaluate this ViT with evaluate.linear, evaluate.knn, evaluate.semisup or "
+    "transfer.classification"
+)
 
 
 def external_engine_problem(metadata: dict) -> str | None:
@@ -295,11 +308,14 @@ def external_engine_problem(metadata: dict) -> str | None:
     stem) would silently compute other features from these weights, or None if it would not.
 
     The authors' BYOL release needs TF "SAME" padding and solo-learn's CIFAR runs a stem padded
-    by 2 (evaluate/importers/): only our own encoder reproduces them. A ViT is refused
-    (dense_vit_problem).
+    by 2 (evaluate/importers/): only our own encoder reproduces them. A ViT is refused: the
+    exports write ResNet configs.
     """
-    if dense_vit_problem(metadata):
-        return dense_vit_problem(metadata)
+    problem = dense_backbone_problem(
+        metadata, "the detectron2/mmseg export", "resnet", VIT_CLASSIFICATION
+    )
+    if problem:
+        return problem
     if metadata.get("padding", "torchvision") != "torchvision":
         return (
             f"these weights expect {metadata['padding']} padding (the authors' release), which "

@@ -42,6 +42,7 @@ VIT_ARCHS: dict[str, tuple[int, int, int, int, int]] = {
     "vit_small_patch16": (16, 384, 12, 6, 224),  # DINO vision_transformer.py vit_small
     "vit_base_patch16": (16, 768, 12, 12, 224),  # DINO vision_transformer.py vit_base
     "vit_tiny_test": (4, 32, 4, 2, 32),  # tests only: 8x8 patches at 32 px
+    "vit_tiny12_test": (4, 32, 12, 2, 32),  # tests only: 12 blocks, as ViT-S/B (dense protocols)
 }
 
 

@@ -1,12 +1,12 @@
-"""Every dense evaluation refuses a ViT with one sentence until issue 19 (ViT dense evaluation):
-the torchvision detection/segmentation/depth engines, their frozen probes and the detectron2 and
-mmseg exports."""
+"""A dense protocol refuses the other backbone family with one sentence, before writing anything:
+the ResNet protocols of the torchvision detection/segmentation/depth engines and the detectron2
+and mmseg exports refuse a ViT."""
 
 import importlib
 
 import pytest
 
-from pretrain.backbones import dense_vit_problem, external_engine_problem
+from pretrain.backbones import dense_backbone_problem, external_engine_problem
 
 VIT = "random:vit_tiny_test"
 
@@ -29,13 +29,22 @@ def test_dense_evaluations_refuse_a_vit(module, args, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main(argv)
     message = str(stop.value.code)
-    assert message.startswith("error: vit_tiny_test is a ViT")
-    assert "ViT dense evaluation is issue 19" in message and "\n" not in message
-    assert "transfer.classification" in message  # what it can be evaluated with
+    assert message.startswith("error: vit_tiny_test is a ViT, and ")
+    assert "takes ResNets only; " in message and "\n" not in message
     assert not list(tmp_path.iterdir())  # refused before any output
 
 
 def test_the_sentence_is_for_vits_only():
-    assert dense_vit_problem({"arch": "resnet50"}) is None
     assert external_engine_problem({"arch": "resnet50"}) is None
-    assert "issue 19" in external_engine_problem({"arch": "vit_small_patch16"})
+    assert "takes ResNets only" in external_engine_problem({"arch": "vit_small_patch16"})
+
+
+def test_the_refusal_names_the_family_both_ways():
+    vit, resnet = {"arch": "vit_small_patch16"}, {"arch": "resnet50"}
+    assert dense_backbone_problem(vit, "p/1", "any", "x") is None
+    assert dense_backbone_problem(vit, "p/1", "vit", "x") is None
+    assert dense_backbone_problem(resnet, "p/1", "resnet", "x") is None
+    message = dense_backbone_problem(resnet, "p/1", "vit", "use y")
+    assert message == "resnet50 is a ResNet, and p/1 takes ViTs only; use y"
+    with pytest.raises(ValueError):
+        dense_backbone_problem(resnet, "p/1", "convnets", "x")

@@ -29,6 +29,7 @@ import numpy as np
 
 from evaluate import harness, series
 from pretrain import log_sinks
+from pretrain.backbones import VIT_CLASSIFICATION
 from results import bootstrap
 from results.record import Task
 from slurm import submit as slurm_submit
@@ -233,7 +234,9 @@ def depth_uncertainty(path: Path) -> tuple[dict, dict]:
 def load_inputs(config: DepthConfig, settings) -> harness.EvalInputs:
     """Device, encoder (left on the CPU: the run fine-tunes a copy), data and work directory,
     all validated before training starts."""
-    inputs = harness.open_dense_inputs(config, config.seed)
+    inputs = harness.open_dense_inputs(
+        config, config.seed, protocol=settings.name, takes="resnet", alternatives=VIT_CLASSIFICATION
+    )
     inputs.train_set, inputs.eval_set = load_data(config, settings)
     inputs.eval_split = "test"
     inputs.cache_dir = config.cache_dir

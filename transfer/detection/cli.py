@@ -29,6 +29,7 @@ import torch
 
 from evaluate import harness, series
 from pretrain import log_sinks
+from pretrain.backbones import VIT_CLASSIFICATION
 from results import bootstrap
 from results.record import Task
 from slurm import submit as slurm_submit
@@ -212,7 +213,9 @@ def prepare(
     config: DetectionConfig, protocol: Protocol
 ) -> tuple[harness.EvalInputs, detection_train.RunSettings]:
     """Validated inputs (encoder, data, device, records dir) and the run's settings."""
-    inputs = harness.open_dense_inputs(config, config.seed)
+    inputs = harness.open_dense_inputs(
+        config, config.seed, protocol=protocol.name, takes="resnet", alternatives=VIT_CLASSIFICATION
+    )
     inputs.train_set, inputs.eval_set = load_datasets(protocol, config.data)
     inputs.eval_split = protocol.split
     inputs.work_dir = harness.work_dir(

@@ -32,6 +32,7 @@ import numpy as np
 from evaluate import harness
 from evaluate.transforms import Preprocessing
 from pretrain import log_sinks
+from pretrain.backbones import VIT_CLASSIFICATION
 from results import bootstrap
 from results.record import Task
 from slurm import submit as slurm_submit
@@ -270,7 +271,13 @@ def load_inputs(config: SegmentationConfig) -> harness.EvalInputs:
         from transfer.segmentation import mmseg_runner
 
         mmseg_runner.require_mmseg(config.device)
-    inputs = harness.open_dense_inputs(config, min(settings.seeds))
+    inputs = harness.open_dense_inputs(
+        config,
+        min(settings.seeds),
+        protocol=settings.name,
+        takes="resnet",
+        alternatives=VIT_CLASSIFICATION,
+    )
     inputs.train_set, inputs.eval_set = load_data(settings, config.data)
     inputs.eval_split, inputs.cache_dir = settings.eval_split, config.cache_dir
     mean, std = harness.checkpoint_mean_std(inputs.metadata)
