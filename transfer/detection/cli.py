@@ -3,15 +3,19 @@
     python -m transfer.detection --ckpt RUN/exports/backbone-3f2a9c1d.pt --data VOCdevkit
     python -m transfer.detection --ckpt ... --data VOCdevkit --protocol moco-detectron2-c4-24k/1
     python -m transfer.detection --ckpt ... --data coco --protocol coco-maskrcnn-fpn-1x/1
+    python -m transfer.detection --ckpt ... --data coco --protocol selfpatch-coco-maskrcnn-vit-1x/1
     python -m transfer.detection --ckpt ... --protocol moco-detectron2-c4-24k/1 --engine detectron2
 
 The protocols are the presets of transfer/detection/protocols.py (every setting and its source in
 their docstrings). Engine "torchvision" (default, always available) assembles the detector from
 torchvision's parts (transfer/detection/models.py); engine "detectron2" runs detectron2 where it is
-installed (detection/detectron2_runner.py). Both write the same result record: family "detection",
-task.protocol = the protocol's name; a flag that changes a protocol setting (--norm, sizes, batch,
-...) records it as "<name>-custom/<version>" with the changes under selection.overrides, so a
-modified run never shares a table column with the real protocol. The run directory (--run-dir)
+installed (detection/detectron2_runner.py). The ResNet protocols take ResNets and
+selfpatch-coco-maskrcnn-vit-1x/1 takes ViTs (the pyramid of detection/vit_pyramid.py); each
+refuses the other family with one sentence naming the protocol to use. Both engines write the
+same result record: family "detection", task.protocol = the protocol's name; a flag that changes
+a protocol setting (--norm, sizes, batch, --num-heads, ...) records it as "<name>-custom/<version>"
+with the changes under selection.overrides, so a modified run never shares a table column with
+the real protocol. The run directory (--run-dir)
 holds checkpoints/last.pt and log.jsonl; an interrupted run resumes from it.
 """
 
@@ -29,7 +33,6 @@ import torch
 
 from evaluate import harness, series
 from pretrain import log_sinks
-from pretrain.backbones import VIT_CLASSIFICATION
 from results import bootstrap
 from results.record import Task
 from slurm import submit as slurm_submit
@@ -37,7 +40,8 @@ from transfer.detection import models as detection_models
 from transfer.detection import train as detection_train
 from transfer.detection.coco_eval import coco_metrics, coco_results
 from transfer.detection.data import CocoDetection, VocDetection
-from transfer.detection.protocols import PAPER_PROTOCOL, PROTOCOLS, Protocol
+from transfer.detection.protocols import PAPER_PROTOCOL, PROTOCOLS, Protocol, other_family
+from transfer.detection.vit_pyramid import detection_encoder
 from transfer.detection.voc_eval import (
     Detections,
     GroundTruth,
@@ -58,6 +62,7 @@ OVERRIDES = (
     "roi_batch_per_image",
     "rpn_post_nms_test",
     "detections_per_image",
+    "num_heads",
 )
 
 
@@ -91,6 +96,7 @@ class DetectionConfig:
     roi_batch_per_image: int | None = None
     rpn_post_nms_test: int | None = None
     detections_per_image: int | None = None
+    num_heads: int | None = None  # ViT protocols: attention heads of the fine-tuned ViT
 
     @property
     def dataset(self) -> str:
@@ -113,8 +119,16 @@ def resolve_protocol(config: DetectionConfig) -> tuple[Protocol, dict]:
         raise harness.InputError(
             f"--model must be one of {detection_models.MODELS}, not {config.model}"
         )
-    if config.model == "mask-fpn" and preset.dataset != "coco":
-        raise harness.InputError("--model mask-fpn needs instance masks: use a COCO protocol")
+    if config.model in detection_models.MASK_MODELS and preset.dataset != "coco":
+        raise harness.InputError(
+            f"--model {config.model} needs instance masks: use a COCO protocol"
+        )
+    vit_models = detection_models.VIT_MODELS
+    if config.model is not None and (config.model in vit_models) != (preset.backbone == "vit"):
+        wanted = vit_models if preset.backbone == "vit" else "one of the ResNet models"
+        raise harness.InputError(f"{preset.name} takes {preset.backbone}s: --model {wanted}")
+    if config.num_heads is not None and preset.backbone != "vit":
+        raise harness.InputError(f"--num-heads applies to the ViT protocols, not {preset.name}")
     if config.norm is not None and config.norm not in detection_models.NORMS:
         raise harness.InputError(
             f"--norm must be one of {detection_models.NORMS}, not {config.norm}"
@@ -134,7 +148,7 @@ def load_datasets(protocol: Protocol, data: str | None):
         what = "a COCO directory" if protocol.dataset == "coco" else "the VOCdevkit directory"
         raise harness.InputError(f"pass --data with {what} ({protocol.name})")
     if protocol.dataset == "coco":
-        masks = protocol.model == "mask-fpn"
+        masks = protocol.model in detection_models.MASK_MODELS
         (train_split,) = protocol.train_sets
         train = CocoDetection(data, train_split, with_masks=masks, train=True)
         return train, CocoDetection(data, protocol.test_set, with_masks=masks, train=False)
@@ -153,9 +167,14 @@ def detector_spec(protocol: Protocol, num_classes: int, metadata: dict):
 
 
 def build_loaded_detector(encoder, metadata: dict, protocol: Protocol, num_classes: int):
-    """(detector, number of backbone tensors checked to hold the checkpoint's values)."""
+    """(detector, number of backbone tensors checked to hold the checkpoint's values). A ViT is
+    rebuilt with the protocol's heads and drop path first (vit_pyramid.detection_encoder)."""
     reference = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
     spec = detector_spec(protocol, num_classes, metadata)
+    if protocol.backbone == "vit":
+        encoder = detection_encoder(
+            encoder, metadata, num_heads=protocol.num_heads, drop_path=protocol.drop_path
+        )
     with torch.random.fork_rng(devices=[]):
         detector = detection_models.build_detector(encoder, spec)
     return detector, detection_models.check_backbone_loaded(detector, reference, spec.model)
@@ -165,7 +184,8 @@ def evaluate(protocol: Protocol, predictions: list[dict], test_set) -> tuple[dic
     """(metrics, per-class details) of predictions on the test set (VOC AP or COCOeval)."""
     if protocol.dataset == "coco":
         results = coco_results(predictions, test_set.image_ids, test_set.category_ids)
-        return coco_metrics(test_set.coco, results, protocol.model == "mask-fpn"), {}
+        masks = protocol.model in detection_models.MASK_MODELS
+        return coco_metrics(test_set.coco, results, masks), {}
     ground_truth = [
         GroundTruth(t["boxes"].numpy(), t["labels"].numpy(), t["difficult"].numpy())
         for _, t in test_set.items
@@ -214,7 +234,11 @@ def prepare(
 ) -> tuple[harness.EvalInputs, detection_train.RunSettings]:
     """Validated inputs (encoder, data, device, records dir) and the run's settings."""
     inputs = harness.open_dense_inputs(
-        config, config.seed, protocol=protocol.name, takes="resnet", alternatives=VIT_CLASSIFICATION
+        config,
+        config.seed,
+        protocol=protocol.name,
+        takes=protocol.backbone,
+        alternatives=other_family(protocol),
     )
     inputs.train_set, inputs.eval_set = load_datasets(protocol, config.data)
     inputs.eval_split = protocol.split
@@ -283,6 +307,12 @@ def parse_config(argv: list[str] | None) -> DetectionConfig:
     group.add_argument("--roi-batch-per-image", type=int, help="sampled RoIs per image")
     group.add_argument("--rpn-post-nms-test", type=int, help="proposals per image at test")
     group.add_argument("--detections-per-image", type=int, help="detections kept per test image")
+    group.add_argument(
+        "--num-heads",
+        type=int,
+        help="ViT protocols: attention heads of the fine-tuned ViT (default: the protocol's; "
+        "SelfPatch's config: 8 on ViT-S/16)",
+    )
     log_sinks.add_log_argument(parser)
     slurm_submit.add_slurm_arguments(parser)  # handled before parsing: submit_cli_if_requested
     args = parser.parse_args(argv)

@@ -5,6 +5,8 @@ around a backbone loaded strictly by evaluate.features.load_encoder.
               pool -> class + class-specific box predictor: detectron2's Res5ROIHeads ("C4")
     fpn       stem..layer4 -> FPN P2-P6 (256 ch) -> RPN; RoIAlign 7x7 per level -> box head
     mask-fpn  fpn + the mask branch (4 convs 256 ch, deconv, 28x28 mask per class)
+    vit-mask-fpn  mask-fpn on a ViT: blocks `blocks` -> the pyramid of vit_pyramid.py (strides
+              p/4 .. 2p) -> FPN P2-P6 -> the same heads (SelfPatch's Mask R-CNN)
 
 Norm options (`norm`):
     frozen-bn  every backbone BN frozen (affine and statistics fixed; torchvision FrozenBatchNorm2d,
@@ -17,12 +19,16 @@ Norm options (`norm`):
                moco/detection/train_net.py); FPN, 4conv1fc box head and mask head get norm
     gn         backbone BN frozen; new layers with GroupNorm(32): FPN, 4conv1fc box head, mask head
                (detectron2's GN configs), C4: GN after res5
+For a ViT (vit-mask-fpn) `norm` concerns the new layers only ("frozen-bn": none, as SelfPatch's
+mmdet config) and `freeze_at` nothing: every ViT tensor is fine-tuned; the pyramid's BN trains.
 Stages below `freeze_at` (detectron2's BACKBONE.FREEZE_AT: 1 = stem, 2 = stem + res2, ...) have
 no gradients and frozen BN whatever the norm.
 
 Resizing (`resize`): "shortest-edge" (detectron2's ResizeShortestEdge: a random short side from
 `train_sizes`, long side at most `max_size`; test: `test_size`) or "longest-edge" (the BYOL paper's
-multi-scale training: the long side is a random choice of `train_sizes`; test: `test_size`).
+multi-scale training: the long side is a random choice of `train_sizes`; test: `test_size`) or
+"detr" (training images arrive resized and cropped by the data pipeline, detr_augment.py, and
+pass unchanged; test: as shortest-edge).
 """
 
 from __future__ import annotations
@@ -47,10 +53,13 @@ from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d, MultiScale
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
+from transfer.detection.vit_pyramid import ViTPyramid
 
-MODELS = ("c4", "fpn", "mask-fpn")
+MODELS = ("c4", "fpn", "mask-fpn", "vit-mask-fpn")
+VIT_MODELS = ("vit-mask-fpn",)  # take a ViT encoder; the others a ResNet
+MASK_MODELS = ("mask-fpn", "vit-mask-fpn")  # predict instance masks (COCO)
 NORMS = ("frozen-bn", "syncbn", "gn")
-RESIZES = ("shortest-edge", "longest-edge")
+RESIZES = ("shortest-edge", "longest-edge", "detr")
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")  # freeze_at k freezes STAGES[:k]
 _NO_SHORT_SIDE_LIMIT = 100_000  # longest-edge resizing: the short side never limits the scale
 
@@ -76,6 +85,8 @@ class DetectorSpec:
     rpn_batch_per_image: int = 256  # detectron2 RPN.BATCH_SIZE_PER_IMAGE
     roi_batch_per_image: int = 512  # detectron2 ROI_HEADS.BATCH_SIZE_PER_IMAGE
     detections_per_image: int = 100  # detectron2 TEST.DETECTIONS_PER_IMAGE
+    roi_sampling_ratio: int = 2  # RoIAlign sampling points (torchvision's default; mmdet: 0)
+    blocks: tuple[int, ...] = (3, 5, 7, 11)  # vit-mask-fpn: the ViT blocks of the pyramid
 
 
 class ResNetTrunk(nn.Module):
@@ -126,6 +137,11 @@ class DetectionResize(GeneralizedRCNNTransform):
         self.spec = spec
 
     def resize(self, image, target=None):
+        if self.training and self.spec.resize == "detr":  # resized by the data pipeline
+            return image, target
+        if self.spec.resize == "detr":
+            self.min_size, self.max_size = (self.spec.test_size,), self.spec.max_size
+            return super().resize(image, target)
         size = self.torch_choice(self.spec.train_sizes) if self.training else self.spec.test_size
         if self.spec.resize == "longest-edge":
             self.min_size, self.max_size = (_NO_SHORT_SIDE_LIMIT,), size
@@ -183,7 +199,8 @@ def build_detector(encoder: nn.Module, spec: DetectorSpec) -> nn.Module:
         raise ValueError(f"unknown model/norm/resize in {spec}")
     if not 0 <= spec.freeze_at <= len(STAGES):
         raise ValueError(f"freeze_at must be in 0..{len(STAGES)}, not {spec.freeze_at}")
-    prepare_backbone(encoder, spec)
+    if spec.model not in VIT_MODELS:
+        prepare_backbone(encoder, spec)
     norm = new_layer_norm(spec)
     common = dict(
         rpn_pre_nms_top_n_train=spec.rpn_pre_nms_train,
@@ -222,11 +239,23 @@ def _c4(encoder: nn.Module, spec: DetectorSpec, norm, common: dict) -> nn.Module
     )
 
 
-def _fpn(encoder: nn.Module, spec: DetectorSpec, norm, common: dict) -> nn.Module:
+def _fpn_body(encoder: nn.Module, spec: DetectorSpec) -> tuple[nn.Module, list[int]]:
+    """(body returning {"0".."3"} at strides 4..32, its channels): ResNet stages or ViT pyramid."""
+    if spec.model in VIT_MODELS:
+        body = ViTPyramid(encoder, spec.blocks)
+        return body, [body.out_channels] * len(spec.blocks)
     stages = ("layer1", "layer2", "layer3", "layer4")
-    body = ResNetTrunk(encoder, stages, stages)
     channels = [stage_channels(getattr(encoder, name)) for name in stages]
+    return ResNetTrunk(encoder, stages, stages), channels
+
+
+def _fpn(encoder: nn.Module, spec: DetectorSpec, norm, common: dict) -> nn.Module:
+    body, channels = _fpn_body(encoder, spec)
     backbone = FpnBackbone(body, channels, norm)
+    # DEVIATION(roialign): torchvision's RoIAlign (aligned=False); mmcv/detectron2 align.
+    levels = ["0", "1", "2", "3"]
+    box_pool = MultiScaleRoIAlign(levels, 7, sampling_ratio=spec.roi_sampling_ratio)
+    mask_pool = MultiScaleRoIAlign(levels, 14, sampling_ratio=spec.roi_sampling_ratio)
     if norm is None:  # detectron2 "2fc" box head
         box_head = TwoMLPHead(backbone.out_channels * 7 * 7, 1024)
     else:  # detectron2 "4conv1fc" with norm
@@ -234,23 +263,31 @@ def _fpn(encoder: nn.Module, spec: DetectorSpec, norm, common: dict) -> nn.Modul
     box_predictor = FastRCNNPredictor(1024, spec.num_classes + 1)
     if spec.model == "fpn":
         return FasterRCNN(
-            backbone, box_head=box_head, box_predictor=box_predictor, num_classes=None, **common
+            backbone,
+            box_roi_pool=box_pool,
+            box_head=box_head,
+            box_predictor=box_predictor,
+            num_classes=None,
+            **common,
         )
     mask_head = MaskRCNNHeads(backbone.out_channels, [256] * 4, 1, norm_layer=norm)
     return MaskRCNN(
         backbone,
         num_classes=spec.num_classes + 1,
+        box_roi_pool=box_pool,
         box_head=box_head,
         box_predictor=None,
+        mask_roi_pool=mask_pool,
         mask_head=mask_head,
         **common,
     )
 
 
 class FpnBackbone(nn.Module):
-    """ResNet trunk -> FPN with P6 by max pool: {"0".."3", "pool"}, 256 channels each."""
+    """ResNet trunk or ViT pyramid -> FPN with P6 by max pool (mmdet FPN num_outs 5 without
+    extra convs): {"0".."3", "pool"}, 256 channels each."""
 
-    def __init__(self, body: ResNetTrunk, in_channels: list[int], norm) -> None:
+    def __init__(self, body: nn.Module, in_channels: list[int], norm) -> None:
         super().__init__()
         self.body = body
         self.fpn = FeaturePyramidNetwork(in_channels, 256, LastLevelMaxPool(), norm_layer=norm)
@@ -266,6 +303,8 @@ def detector_key(model: str, encoder_key: str) -> str:
         if encoder_key.startswith("layer4."):
             return "roi_heads.box_head." + encoder_key
         return "backbone." + encoder_key
+    if model in VIT_MODELS:
+        return "backbone.body.encoder." + encoder_key
     return "backbone.body." + encoder_key
 
 

@@ -1,16 +1,21 @@
-"""The fine-tuning loop of a detector (iterations, SGD, detectron2's LR schedule, flips, resumable
-checkpoints) and its inference over a test set.
+"""The fine-tuning loop of a detector (iterations, SGD or AdamW, detectron2's LR schedule, flips
+and the DETR augmentation, fp16 on CUDA where the protocol says so, resumable checkpoints) and its
+inference over a test set.
 
     train(detector, images, protocol, run) -> summary   resumes from run.run_dir/checkpoints/last.pt
     predict(detector, images, device)      -> per-image numpy predictions
 
 Iteration-based like detectron2: iteration i reads the images at positions i*B .. i*B+B-1 of an
 endless sequence of seeded per-epoch permutations (pretrain/sampling.py, stream mode), and flips
-each with p 0.5 drawn from sample_seed(seed, position, index). So the data order depends only on
+each with p 0.5 drawn from sample_seed(seed, position, index); the DETR augmentation
+(protocol resize "detr", detr_augment.py) continues drawing from the same generator. So the data
+order depends only on
 (seed, iteration): a resumed run reads exactly what the uninterrupted run would have read. The run
 directory (pretrain/rundir.py) holds the run's identity in config.json (a run dir that holds
 another run is refused, naming the differing fields) and checkpoints (atomic, digest, last.pt +
-previous.pt) with the detector, optimizer, iteration and torch RNG (the multi-scale size draws).
+previous.pt) with the detector, optimizer, loss scaler, iteration and torch RNG (the multi-scale
+size draws). Epoch-based protocols (SelfPatch's 12 epochs) become iterations over the training
+set's size (protocols.in_iterations), logged in the summary.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +35,9 @@ from tqdm import tqdm
 from pretrain import rundir
 from pretrain.sampling import SeededBatches, sample_seed
 from pretrain.step_log import open_trainer_log
-from transfer.detection.protocols import Protocol
+from transfer.detection.detr_augment import detr_augment
+from transfer.detection.protocols import Protocol, in_iterations
+from transfer.vit_param_groups import vit_param_groups
 
 log = logging.getLogger(__name__)
 LOG_EVERY = 20  # iterations between lines of log.jsonl
@@ -58,21 +66,28 @@ def iteration_batches(size: int, protocol: Protocol, seed: int, start: int, stop
 
 class FlipView(Dataset):
     """dataset[(position, index)]: the item, mirrored left-right (boxes and masks too) with p 0.5
-    drawn from sample_seed(seed, position, index) when `flip`."""
+    drawn from sample_seed(seed, position, index) when `flip`; then `augment(image, target,
+    generator)` when given, drawing from the same generator (the DETR augmentation)."""
 
-    def __init__(self, dataset: Dataset, seed: int, flip: bool) -> None:
-        self.dataset, self.seed, self.flip = dataset, seed, flip
+    def __init__(self, dataset: Dataset, seed: int, flip: bool, augment=None) -> None:
+        self.dataset, self.seed, self.flip, self.augment = dataset, seed, flip, augment
 
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def generator(self, position: int, index: int) -> torch.Generator:
+        return torch.Generator().manual_seed(sample_seed(self.seed, position, index))
+
     def flipped(self, position: int, index: int) -> bool:
-        generator = torch.Generator().manual_seed(sample_seed(self.seed, position, index))
+        return self._flip_draw(self.generator(position, index))
+
+    def _flip_draw(self, generator: torch.Generator) -> bool:
         return self.flip and bool(torch.rand((), generator=generator) < 0.5)
 
     def __getitem__(self, key: tuple[int, int]):
         image, target = self.dataset[key[1]]
-        if self.flipped(*key):
+        generator = self.generator(*key)
+        if self._flip_draw(generator):
             width = image.shape[-1]
             image = image.flip(-1)
             boxes = target["boxes"].clone()
@@ -80,6 +95,8 @@ class FlipView(Dataset):
             target["boxes"] = boxes
             if "masks" in target:
                 target["masks"] = target["masks"].flip(-1)
+        if self.augment is not None:
+            image, target = self.augment(image, target, generator)
         return image, target
 
 
@@ -107,14 +124,34 @@ def param_groups(detector: nn.Module, protocol: Protocol) -> list[dict]:
     ]
 
 
+def build_optimizer(detector: nn.Module, protocol: Protocol) -> torch.optim.Optimizer:
+    """The protocol's optimizer over the detector's trainable parameters: SGD with momentum and
+    detectron2's norm groups, or AdamW with mmcv's custom_keys groups (transfer/vit_param_groups.py:
+    decay 0 for names containing `no_decay_keys`)."""
+    if protocol.optimizer == "adamw":
+        groups = vit_param_groups(detector, protocol.weight_decay, protocol.no_decay_keys)
+        return torch.optim.AdamW(groups, lr=protocol.base_lr, betas=protocol.betas)
+    if protocol.optimizer != "sgd":
+        raise ValueError(f"unknown optimizer {protocol.optimizer!r}: sgd or adamw")
+    groups = param_groups(detector, protocol)
+    return torch.optim.SGD(groups, lr=protocol.base_lr, momentum=protocol.momentum)
+
+
+def loss_scaler(protocol: Protocol, device: torch.device) -> torch.amp.GradScaler:
+    """fp16 loss scaling where the protocol trains in fp16 and the device is CUDA; else disabled.
+
+    DEVIATION(fp32-on-cpu): on CPU the fp16 protocols train in fp32."""
+    return torch.amp.GradScaler("cuda", enabled=protocol.amp and device.type == "cuda")
+
+
 def train(detector: nn.Module, images: Dataset, protocol: Protocol, run: RunSettings) -> dict:
     """Fine-tune `detector` in place up to max_iters (resuming); returns the record's summary."""
+    protocol = in_iterations(protocol, len(images))
     stop = min(run.max_iters or protocol.max_iters, protocol.max_iters)
     rundir.claim(run.run_dir, run.identity, what="detection run")
-    optimizer = torch.optim.SGD(
-        param_groups(detector, protocol), lr=protocol.base_lr, momentum=protocol.momentum
-    )
-    start = _resume(detector, optimizer, run)
+    optimizer = build_optimizer(detector, protocol)
+    scaler = loss_scaler(protocol, run.device)
+    start = _resume(detector, optimizer, scaler, run)
     detector.to(run.device).train()
     loader = _loader(images, protocol, run, start, stop)
     last_save, timings, losses = time.monotonic(), [], {}
@@ -126,7 +163,9 @@ def train(detector: nn.Module, images: Dataset, protocol: Protocol, run: RunSett
     tick = time.monotonic()
     for iteration, (batch_images, targets) in enumerate(loader, start=start):
         lr = protocol.lr(iteration)
-        loss, loss_dict = train_step(detector, optimizer, batch_images, targets, lr, run.device)
+        loss, loss_dict = train_step(
+            detector, optimizer, batch_images, targets, lr, run.device, scaler
+        )
         rundir.check_finite(loss, step=iteration, lr=lr, run_dir=run.run_dir, what="detection loss")
         now = time.monotonic()
         timings.append(now - tick)
@@ -137,7 +176,7 @@ def train(detector: nn.Module, images: Dataset, protocol: Protocol, run: RunSett
         line = {"loss": loss, "lr": lr, **losses, "seconds_per_iter": timings[-1]}
         step_log.step(done, last=done == stop, **line)
         if done == stop or rundir.checkpoint_due(last_save, run.ckpt_every_min):
-            _save(detector, optimizer, done, run)
+            _save(detector, optimizer, scaler, done, run)
             last_save = time.monotonic()
     bar.close()
     step_log.close()
@@ -148,28 +187,41 @@ def train(detector: nn.Module, images: Dataset, protocol: Protocol, run: RunSett
         "resumed_from": start,
         "seconds_per_iter": float(np.mean(steady)) if steady else None,
         "final_losses": losses,
+        "schedule": {"max_iters": protocol.max_iters, "lr_steps": list(protocol.lr_steps)},
+        "precision": "fp16" if scaler.is_enabled() else "fp32",
     }
 
 
-def train_step(detector, optimizer, batch_images, targets, lr: float, device) -> tuple:
-    """One SGD step at learning rate `lr` on the summed detector losses; (loss, loss dict).
+def train_step(detector, optimizer, batch_images, targets, lr: float, device, scaler=None) -> tuple:
+    """One optimizer step at learning rate `lr` on the summed detector losses; (loss, loss
+    dict). With an enabled `scaler`, the forward runs under fp16 autocast and the loss is scaled.
 
     A non-finite loss is not stepped on: the caller stops before anything is saved."""
     for group in optimizer.param_groups:
         group["lr"] = lr
-    loss, loss_dict = _losses(detector, batch_images, targets, device)
+    fp16 = scaler is not None and scaler.is_enabled()
+    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=fp16):
+        loss, loss_dict = _losses(detector, batch_images, targets, device)
     if not torch.isfinite(loss):
         return loss.item(), loss_dict
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    if fp16:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
     return loss.item(), loss_dict
 
 
 def _loader(images: Dataset, protocol: Protocol, run: RunSettings, start: int, stop: int):
-    """Batches of iterations start..stop-1, flipped per (seed, position)."""
+    """Batches of iterations start..stop-1, flipped (and DETR-augmented) per (seed, position)."""
+    augment = None
+    if protocol.resize == "detr":
+        augment = partial(detr_augment, sizes=protocol.train_sizes, max_size=protocol.max_size)
     return DataLoader(
-        FlipView(images, run.seed, protocol.flip),
+        FlipView(images, run.seed, protocol.flip, augment),
         batch_sampler=iteration_batches(len(images), protocol, run.seed, start, stop),
         collate_fn=collate,
         num_workers=run.num_workers,
@@ -190,21 +242,24 @@ def _to(value, device: torch.device):
     return value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
 
 
-def _resume(detector: nn.Module, optimizer: torch.optim.Optimizer, run: RunSettings) -> int:
+def _resume(detector: nn.Module, optimizer, scaler, run: RunSettings) -> int:
     state = rundir.resume(run.run_dir)
     if state is None:
         return 0
     detector.load_state_dict(state["model"], strict=True)
     optimizer.load_state_dict(state["optimizer"])
+    if scaler.is_enabled() and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"])
     log.info("resuming detection fine-tuning at iteration %d", state["step"])
     return int(state["step"])
 
 
-def _save(detector: nn.Module, optimizer, iteration: int, run: RunSettings) -> None:
+def _save(detector: nn.Module, optimizer, scaler, iteration: int, run: RunSettings) -> None:
     state = {
         "model": {k: v.detach().cpu() for k, v in detector.state_dict().items()},
         "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
         "step": iteration,
         "rng": torch.get_rng_state(),
     }
@@ -221,6 +276,7 @@ def precise_bn(detector: nn.Module, images: Dataset, protocol: Protocol, run: Ru
     result depends only on (seed, max_iters); run after training, before testing. A run shortened
     by `run.max_iters` uses at most that many batches here too (smoke runs stay short).
     """
+    protocol = in_iterations(protocol, len(images))
     norms = [m for m in detector.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms or protocol.precise_bn_iters < 1:
         return 0
