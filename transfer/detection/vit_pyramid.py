@@ -62,7 +62,7 @@ class ViTPyramid(nn.Module):
         self.fpn3 = nn.Identity()
         self.fpn4 = nn.MaxPool2d(kernel_size=2, stride=2)
         self.out_channels = width
-        self.strides = tuple(encoder.patch_size * f for f in (0.25, 0.5, 1, 2))
+        self.strides = tuple(int(encoder.patch_size * f) for f in (0.25, 0.5, 1, 2))
 
     def forward(self, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         grids = self.encoder.block_patch_tokens(images, self.blocks)  # 4 x [B, D, H/p, W/p]
