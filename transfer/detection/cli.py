@@ -125,8 +125,12 @@ def resolve_protocol(config: DetectionConfig) -> tuple[Protocol, dict]:
         )
     vit_models = detection_models.VIT_MODELS
     if config.model is not None and (config.model in vit_models) != (preset.backbone == "vit"):
-        wanted = vit_models if preset.backbone == "vit" else "one of the ResNet models"
-        raise harness.InputError(f"{preset.name} takes {preset.backbone}s: --model {wanted}")
+        family = "ViT" if preset.backbone == "vit" else "ResNet"
+        wanted = [m for m in detection_models.MODELS if (m in vit_models) == (family == "ViT")]
+        raise harness.InputError(
+            f"{preset.name} builds a {family} detector: --model must be "
+            f"{' or '.join(wanted)}, not {config.model}"
+        )
     if config.num_heads is not None and preset.backbone != "vit":
         raise harness.InputError(f"--num-heads applies to the ViT protocols, not {preset.name}")
     if config.norm is not None and config.norm not in detection_models.NORMS:
