@@ -53,10 +53,12 @@ from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d, MultiScale
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
+from pretrain.vit import ViTEncoder
 from transfer.detection.vit_pyramid import ViTPyramid
 
 MODELS = ("c4", "fpn", "mask-fpn", "vit-mask-fpn")
-VIT_MODELS = ("vit-mask-fpn",)  # take a ViT encoder; the others a ResNet
+VIT_MODELS = ("vit-mask-fpn",)  # take a ViT encoder
+RESNET_MODELS = tuple(m for m in MODELS if m not in VIT_MODELS)  # take a ResNet encoder
 MASK_MODELS = ("mask-fpn", "vit-mask-fpn")  # predict instance masks (COCO)
 NORMS = ("frozen-bn", "syncbn", "gn")
 RESIZES = ("shortest-edge", "longest-edge", "detr")
@@ -199,6 +201,9 @@ def build_detector(encoder: nn.Module, spec: DetectorSpec) -> nn.Module:
         raise ValueError(f"unknown model/norm/resize in {spec}")
     if not 0 <= spec.freeze_at <= len(STAGES):
         raise ValueError(f"freeze_at must be in 0..{len(STAGES)}, not {spec.freeze_at}")
+    if (spec.model in VIT_MODELS) != isinstance(encoder, ViTEncoder):
+        kind = "a ViT" if spec.model in VIT_MODELS else "a ResNet"
+        raise ValueError(f"model {spec.model} takes {kind} encoder, not {type(encoder).__name__}")
     if spec.model not in VIT_MODELS:
         prepare_backbone(encoder, spec)
     norm = new_layer_norm(spec)

@@ -67,7 +67,7 @@ def _expected_key(model: str, key: str) -> str:
     return f"backbone.body.{key}"
 
 
-@pytest.mark.parametrize("model", detection_models.MODELS)
+@pytest.mark.parametrize("model", detection_models.RESNET_MODELS)
 @pytest.mark.parametrize("norm", ["frozen-bn", "syncbn"])
 def test_every_backbone_tensor_lands_in_the_detector(export, model, norm):
     original = torch.load(export, weights_only=True)["state_dict"]
