@@ -54,9 +54,12 @@ class ViTPyramid(nn.Module):
             raise ValueError(f"the pyramid takes {LEVELS} blocks, not {list(blocks)}")
         self.encoder, self.blocks = encoder, tuple(blocks)
         width = encoder.embed_dim
-        # DEVIATION(syncbn): the authors' SyncBatchNorm is plain BatchNorm2d in one process (it
-        # then holds the whole batch, the statistics SyncBN gathers); models.build_detector
-        # converts it to SyncBatchNorm when a process group runs.
+        # The authors' SyncBatchNorm: plain BatchNorm2d in one process (which then holds the
+        # whole batch, whose statistics SyncBN gathers); models.build_detector converts it to
+        # SyncBatchNorm when a process group runs.
+        # DEVIATION(det-batch-padding): torchvision pads a batch's images to the largest one;
+        # mmdet (1 image per GPU) pads each alone to a multiple of 32, so here the ViT attends
+        # over more padding tokens and this BN counts more padded pixels.
         self.fpn1 = nn.Sequential(_deconv(width), nn.BatchNorm2d(width), nn.GELU(), _deconv(width))
         self.fpn2 = nn.Sequential(_deconv(width))
         self.fpn3 = nn.Identity()
