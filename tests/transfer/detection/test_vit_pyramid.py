@@ -155,3 +155,15 @@ def test_adamw_groups_follow_the_config_custom_keys(tmp_path):
     assert "backbone.body.encoder.blocks.0.norm1.weight" in exempt_names
     assert "backbone.body.fpn1.1.weight" not in exempt_names
     assert "backbone.body.encoder.blocks.0.attn.qkv.bias" not in exempt_names
+
+
+def test_the_model_kinds_refuse_the_other_encoder_family():
+    from pretrain.backbones import build_backbone
+
+    resnet, _ = build_backbone("resnet18")
+    with pytest.raises(ValueError, match="vit-mask-fpn takes a ViT encoder, not ResNet"):
+        detection_models.build_detector(resnet, detection_models.DetectorSpec("vit-mask-fpn", 2))
+    with pytest.raises(ValueError, match="mask-fpn takes a ResNet encoder, not ViTEncoder"):
+        detection_models.build_detector(
+            _patch16_vit(), detection_models.DetectorSpec("mask-fpn", 2)
+        )
