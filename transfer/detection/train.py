@@ -9,8 +9,8 @@ Iteration-based like detectron2: iteration i reads the images at positions i*B .
 endless sequence of seeded per-epoch permutations (pretrain/sampling.py, stream mode), and flips
 each with p 0.5 drawn from sample_seed(seed, position, index); the DETR augmentation
 (protocol resize "detr", detr_augment.py) continues drawing from the same generator. So the data
-order depends only on
-(seed, iteration): a resumed run reads exactly what the uninterrupted run would have read. The run
+order depends only on (seed, iteration): a resumed run reads exactly what the uninterrupted run
+would have read. The run
 directory (pretrain/rundir.py) holds the run's identity in config.json (a run dir that holds
 another run is refused, naming the differing fields) and checkpoints (atomic, digest, last.pt +
 previous.pt) with the detector, optimizer, loss scaler, iteration and torch RNG (the multi-scale
@@ -77,9 +77,6 @@ class FlipView(Dataset):
 
     def generator(self, position: int, index: int) -> torch.Generator:
         return torch.Generator().manual_seed(sample_seed(self.seed, position, index))
-
-    def flipped(self, position: int, index: int) -> bool:
-        return self._flip_draw(self.generator(position, index))
 
     def _flip_draw(self, generator: torch.Generator) -> bool:
         return self.flip and bool(torch.rand((), generator=generator) < 0.5)
