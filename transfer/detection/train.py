@@ -10,12 +10,11 @@ endless sequence of seeded per-epoch permutations (pretrain/sampling.py, stream 
 each with p 0.5 drawn from sample_seed(seed, position, index); the DETR augmentation
 (protocol resize "detr", detr_augment.py) continues drawing from the same generator. So the data
 order depends only on (seed, iteration): a resumed run reads exactly what the uninterrupted run
-would have read. The run
-directory (pretrain/rundir.py) holds the run's identity in config.json (a run dir that holds
-another run is refused, naming the differing fields) and checkpoints (atomic, digest, last.pt +
-previous.pt) with the detector, optimizer, loss scaler, iteration and torch RNG (the multi-scale
-size draws). Epoch-based protocols (SelfPatch's 12 epochs) become iterations over the training
-set's size (protocols.in_iterations), logged in the summary.
+would have read. The run directory (pretrain/rundir.py) holds the run's identity in config.json
+(a run dir that holds another run is refused, naming the differing fields) and checkpoints
+(atomic, digest, last.pt + previous.pt) with the detector, optimizer, loss scaler, iteration and
+torch RNG (the multi-scale size draws, drop path). Epoch-based protocols (SelfPatch's 12 epochs)
+become iterations over the training set's size (protocols.in_iterations), logged in the summary.
 """
 
 from __future__ import annotations

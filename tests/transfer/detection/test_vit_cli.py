@@ -3,6 +3,7 @@ settings of the preset, a short run through the CLI (finite losses, box and mask
 settings recorded), ground truth as predictions scoring 100 through the same evaluation, and the
 refusals of the other backbone family, each one sentence with nothing written."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -185,3 +186,47 @@ def test_each_family_is_refused_naming_the_protocols_to_use(tmp_path):
     engine = _refusal([*vit, "--engine", "detectron2", *common])
     assert f"not {VIT_PROTOCOL}; use --engine torchvision" in engine
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_resumed_vit_training_equals_uninterrupted(coco, tmp_path):
+    """AdamW, drop path and the DETR augmentation's draws all resume exactly."""
+    import torch
+
+    from evaluate.features import load_encoder
+    from transfer.detection import train as detection_train
+
+    protocol = dataclasses.replace(
+        PROTOCOLS[VIT_PROTOCOL](),
+        train_sizes=(32,),
+        test_size=32,
+        batch_size=1,
+        roi_batch_per_image=8,
+        warmup_iters=0,
+        base_lr=1e-3,
+    )
+    images, _ = detection.load_datasets(protocol, str(coco))
+    export = make_vit_export(tmp_path / "export")
+
+    def fresh_detector():
+        encoder, metadata = load_encoder(str(export))
+        torch.manual_seed(0)
+        return detection.build_loaded_detector(encoder, metadata, protocol, 2)[0]
+
+    def settings(run_dir, stop):
+        return detection_train.RunSettings(
+            run_dir, {"run": 1}, torch.device("cpu"), seed=2, num_workers=0, max_iters=stop
+        )
+
+    torch.manual_seed(5)
+    straight = fresh_detector()
+    detection_train.train(straight, images, protocol, settings(tmp_path / "a", 3))
+    torch.manual_seed(5)
+    detection_train.train(fresh_detector(), images, protocol, settings(tmp_path / "b", 2))
+    torch.manual_seed(123)
+    resumed = fresh_detector()
+    summary = detection_train.train(resumed, images, protocol, settings(tmp_path / "b", 3))
+    assert summary["resumed_from"] == 2 and summary["iterations_run"] == 1
+    expected, got = straight.state_dict(), resumed.state_dict()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    initial = fresh_detector().state_dict()
+    assert any(not torch.equal(expected[k], initial[k]) for k in expected)
