@@ -13,8 +13,8 @@ from pretrain.vit import ViTEncoder
 from tests.transfer.detection.vit_exports import make_vit_export
 from transfer.detection import cli as detection
 from transfer.detection import models as detection_models
+from transfer.detection.optim import build_optimizer
 from transfer.detection.protocols import selfpatch_coco_maskrcnn_vit_1x
-from transfer.detection.train import build_optimizer
 from transfer.detection.vit_pyramid import ViTPyramid
 
 BLOCKS = (3, 5, 7, 11)
