@@ -51,7 +51,7 @@ def depth_view(settings: ProbeProtocol, inputs: harness.EvalInputs) -> DenseView
 def check_depth_inputs(settings: ProbeProtocol, inputs: harness.EvalInputs) -> None:
     """InputError if the encoder cannot read the view (a ViT whose patches do not divide it);
     the depth CLI calls it before anything is written."""
-    check_view(settings, inputs, depth_view(settings, inputs))
+    check_view(settings, inputs, depth_view(settings, inputs), "--view-size")
 
 
 def run_frozen_depth(

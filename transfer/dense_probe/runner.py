@@ -39,10 +39,13 @@ def heldout_indices(images, count: int) -> tuple[np.ndarray, str]:
     return np.array([position[i] for i in heldout.ids], dtype=np.int64), heldout.split
 
 
-def check_view(settings: ProbeProtocol, inputs: harness.EvalInputs, view: DenseView) -> None:
+def check_view(
+    settings: ProbeProtocol, inputs: harness.EvalInputs, view: DenseView, flag: str
+) -> None:
     """InputError unless the encoder can read `view` of the training and reported images: a
     ViT's patch size must divide the view's size (judged on each set's first image; the cache
-    refuses a set whose views differ in size). Called by the CLIs before anything is written."""
+    refuses a set whose views differ in size). `flag` sets the view's size. Called by the CLIs
+    before anything is written."""
     grid = getattr(inputs.encoder, "grid", None)  # pretrain/vit.py:ViTEncoder.grid
     for images in (inputs.train_set, inputs.eval_set):
         if grid is None or not len(images):
@@ -54,7 +57,8 @@ def check_view(settings: ProbeProtocol, inputs: harness.EvalInputs, view: DenseV
             raise harness.InputError(
                 f"{settings.name}'s view of {images.name}/{images.split} is {height}x{width} px, "
                 f"which {inputs.metadata['arch']}'s {inputs.encoder.patch_size} px patches do not "
-                "divide; choose a view size that makes both sides multiples of the patch size"
+                f"divide; pass {flag} with a size that makes both sides multiples of "
+                f"{inputs.encoder.patch_size}"
             ) from None
 
 

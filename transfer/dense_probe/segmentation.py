@@ -32,7 +32,7 @@ def segmentation_view(settings: ProbeProtocol, inputs: harness.EvalInputs) -> De
 def check_segmentation_inputs(settings: ProbeProtocol, inputs: harness.EvalInputs) -> None:
     """InputError if the encoder cannot read the view (a ViT whose patches do not divide
     --crop); the segmentation CLI calls it before anything is written."""
-    check_view(settings, inputs, segmentation_view(settings, inputs))
+    check_view(settings, inputs, segmentation_view(settings, inputs), "--crop")
 
 
 def run_frozen_segmentation(
