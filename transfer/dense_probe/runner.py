@@ -22,6 +22,7 @@ import numpy as np
 from evaluate import harness
 from pretrain.config import ConfigError
 from pretrain.step_log import open_trainer_log
+from pretrain.vit import ViTEncoder
 from transfer.dense_probe.features import DenseFeatures, DenseView, cached_dense_features
 from transfer.dense_probe.maps import feature_map_for
 from transfer.dense_probe.protocols import ProbeProtocol
@@ -46,19 +47,21 @@ def check_view(
     ViT's patch size must divide the view's size (judged on each set's first image; the cache
     refuses a set whose views differ in size). `flag` sets the view's size. Called by the CLIs
     before anything is written."""
-    grid = getattr(inputs.encoder, "grid", None)  # pretrain/vit.py:ViTEncoder.grid
+    encoder = inputs.encoder
+    if not isinstance(encoder, ViTEncoder):
+        return  # a ResNet reads any size
     for images in (inputs.train_set, inputs.eval_set):
-        if grid is None or not len(images):
+        if not len(images):
             continue
         height, width = view.resized(*images.load(0))[1].shape
         try:
-            grid(height, width)
+            encoder.grid(height, width)
         except ConfigError:
             raise harness.InputError(
                 f"{settings.name}'s view of {images.name}/{images.split} is {height}x{width} px, "
-                f"which {inputs.metadata['arch']}'s {inputs.encoder.patch_size} px patches do not "
+                f"which {inputs.metadata['arch']}'s {encoder.patch_size} px patches do not "
                 f"divide; pass {flag} with a size that makes both sides multiples of "
-                f"{inputs.encoder.patch_size}"
+                f"{encoder.patch_size}"
             ) from None
 
 
