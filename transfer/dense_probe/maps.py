@@ -17,7 +17,8 @@ size), as DINOv2 feeds its linear heads (Oquab et al. 2023, §7; facebookresearc
   expanded, to every patch: BNHead(channels=embed_dim x 2)). A ViT without a [CLS] token
   (SelfPatch's) gives its raw patch tokens alone (`vit_raw_patch_map`).
 DINOv2 pads each image to a multiple of the patch size (CenterPadding); here the view must be
-one (runner.py:patch_grid_problem refuses it before anything is written).
+one (runner.py:check_view refuses it before anything is written; DEVIATION(vit-probe-padding):
+the presets' views, 512 px and 480x640, divide by 16, so only a changed view meets it).
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def vit_patch_cls_map(encoder: ViTEncoder, images: torch.Tensor) -> torch.Tensor
 def vit_raw_patch_map(encoder: ViTEncoder, images: torch.Tensor) -> torch.Tensor:
     """The last block's patch tokens before the final norm: [B, D, H/p, W/p] (the depth input
     of a ViT without a [CLS] token to concatenate)."""
+    # DEVIATION(vit-depth-probe-no-cls): DINOv2's depth head concatenates the [CLS] token;
+    # SelfPatch's ViT has none, so its head reads the D patch channels alone
     return encoder.block_patch_tokens(images, [-1])[0]
 
 
