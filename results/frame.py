@@ -43,6 +43,7 @@ METHOD_NAMES = {  # checkpoint.method -> display name; the importers' and solo-l
     "moco-v3": "MoCo v3",
     "mocov3": "MoCo v3",
     "dino": "DINO",
+    "selfpatch": "SelfPatch",
     "swav": "SwAV",
     "deepclusterv2": "DeepCluster-v2",
     "barlow_twins": "Barlow Twins",

@@ -1,4 +1,5 @@
-"""The BYOL paper's numbers as result records of kind "published", each citing its table.
+"""The published numbers as result records of kind "published": the BYOL paper's, each citing its
+table, and SelfPatch's ViT-S/16 dense numbers (results/published_selfpatch.py, a second source).
 
 Source: Grill et al., "Bootstrap Your Own Latent", arXiv 2006.07733 v3 (NeurIPS 2020), as listed in
 docs/protocols.md, "Published numbers". ResNet-50 (1x) unless the arch says otherwise; every
@@ -22,12 +23,15 @@ Protocol names (what our evaluation CLIs write in `task.protocol` for the same m
     segmentation  byol-paper-fcn/1        App. D.4
     depth         byol-paper-depth/1      App. D.6 (transfer/depth/): Table 4's NYU v2 row, with
                                           the supervised (Laina et al.) and SimCLR rows of Table 12
+SelfPatch's protocols (COCO Mask R-CNN, ADE20K semantic FPN / UperNet with ViT-S/16) are listed
+in results/published_selfpatch.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from results.published_selfpatch import selfpatch_records
 from results.record import CheckpointRef, Provenance, Record, Task, validate
 
 PAPER = "Grill et al. 2020, BYOL v3 (arXiv 2006.07733)"
@@ -134,7 +138,8 @@ def _record(table: str, method: str, arch: str, task: Task, metrics: dict) -> Re
 
 
 def published_records(linear_protocols: Sequence[str] = LINEAR_PROTOCOLS[:1]) -> list[Record]:
-    """Every number of docs/protocols.md "Published numbers" as a record.
+    """Every number of docs/protocols.md "Published numbers" as a record: the BYOL paper's, then
+    SelfPatch's (results/published_selfpatch.py).
 
     Table 1's linear numbers come once per name in `linear_protocols` (default: byol-paper/1).
     """
@@ -162,6 +167,7 @@ def published_records(linear_protocols: Sequence[str] = LINEAR_PROTOCOLS[:1]) ->
         task = Task("depth", "nyu-v2", "test", DEPTH_PROTOCOL)
         metrics = dict(zip(("delta1", "delta2", "delta3", "rms", "rel"), values, strict=True))
         records.append(_record("Table 4", method, "resnet50", task, metrics))
+    records += selfpatch_records()
     for record in records:
         validate(record)
     return records

@@ -7,7 +7,8 @@
 Records -> results/frame.py (latest complete record per weights, task and seed; several seeds
 give mean ± std (n); failed ones stay visible) -> one pandas pivot per table ->
 results/render.py (md, LaTeX, CSV, HTML). The published numbers (results/published.py) are
-added to whatever the directory holds.
+added to whatever the directory holds: the BYOL paper's always, another source's (SelfPatch's
+ViT-S/16 dense rows, results/published_selfpatch.py) where one of our records shares its protocol.
 
 Rules the tables keep: a column holds exactly one `task.protocol` (the protocol is in its header, or
 the table is one protocol); the cached-feature probe (cached-centercrop/*) never lands in a
@@ -30,10 +31,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from results import render
+from results import published_selfpatch, render
 from results.errors import ByolBenchError
 from results.frame import records_frame
-from results.published import LINEAR_PROTOCOLS, TRANSFER_METRICS, published_records
+from results.published import LINEAR_PROTOCOLS, PAPER, TRANSFER_METRICS, published_records
 from results.record import METRICS, UNBOUNDED_METRICS, Record, read_records
 
 FORMATS = {"md": "md", "latex": "tex", "csv": "csv"}
@@ -46,6 +47,9 @@ METRIC_NAMES = {
     "ap50": "AP50",
     "ap": "AP",
     "ap75": "AP75",
+    "mask_ap": "mask AP",  # COCO instance segmentation (Mask R-CNN)
+    "mask_ap50": "mask AP50",
+    "mask_ap75": "mask AP75",
     "miou": "mIoU",
     "delta1": "δ<1.25",
     "delta2": "δ<1.25²",
@@ -217,7 +221,7 @@ def build_table(spec: TableSpec, frame: pd.DataFrame, group: dict) -> Table:
     notes = sorted(set(frame.loc[frame["note"] != "", "note"]))
     title = spec.title.format(**group)
     if published.any() and spec.paper_table:
-        title += f" (paper: BYOL v3 {spec.paper_table})"
+        title += f" (paper: BYOL v3 {spec.paper_table}{_other_sources(frame)})"
     table_id = "-".join([spec.name, *[slug(value) for value in group.values()]])
     descriptors = rows.set_index("row")[
         ["method_name", "arch_name", "params", "epochs", "checkpoint", "weights"]
@@ -245,6 +249,12 @@ def build_table(spec: TableSpec, frame: pd.DataFrame, group: dict) -> Table:
     )
 
 
+def _other_sources(frame: pd.DataFrame) -> str:
+    """The title's citation of SelfPatch's READMEs when the table holds their rows."""
+    theirs = (frame["kind"] == "published") & frame["protocol"].isin(published_selfpatch.PROTOCOLS)
+    return f"; ViT-S/16 rows: {published_selfpatch.PAPER}" if theirs.any() else ""
+
+
 def _deltas(rows: pd.DataFrame, values: pd.DataFrame) -> pd.DataFrame:
     """ours - paper where a published row has the same method and architecture."""
     deltas = pd.DataFrame(float("nan"), index=values.index, columns=values.columns)
@@ -261,12 +271,23 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", str(text)).strip("-").lower()
 
 
+def shown_published(records: list[Record]) -> list[Record]:
+    """The published records the tables add to `records`: the BYOL paper's, with Table 1's
+    numbers under each reading of the linear protocol ours use (/1 always); another source's
+    (SelfPatch's) only under a protocol one of ours uses, so a ResNet run's tables keep the
+    BYOL paper's layout."""
+    ours = {record.task.protocol for record in records if record.task is not None}
+    readings = [p for p in LINEAR_PROTOCOLS if p == LINEAR_PROTOCOLS[0] or p in ours]
+    return [
+        record
+        for record in published_records(readings)
+        if record.checkpoint.source == PAPER or record.task.protocol in ours
+    ]
+
+
 def build_tables(records: list[Record], specs: tuple[TableSpec, ...] = SPECS) -> list[Table]:
     """Every table of `specs` that holds at least one of our (non-published) records."""
-    ours = {record.task.protocol for record in records}
-    # Table 1's numbers join each reading of the linear protocol that our records use (/1 always)
-    readings = [p for p in LINEAR_PROTOCOLS if p == LINEAR_PROTOCOLS[0] or p in ours]
-    frame = records_frame([*records, *published_records(readings)])
+    frame = records_frame([*records, *shown_published(records)])
     tables = []
     for spec in specs:
         part = frame[frame["family"].isin(spec.families)]

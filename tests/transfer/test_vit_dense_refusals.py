@@ -1,6 +1,6 @@
 """A dense protocol refuses the other backbone family with one sentence, before writing anything:
 the ResNet protocols of the torchvision detection/segmentation/depth engines and the detectron2
-and mmseg exports refuse a ViT."""
+and mmseg exports refuse a ViT; the frozen dense probes take either family."""
 
 import importlib
 
@@ -18,9 +18,7 @@ VIT = "random:vit_tiny_test"
         ("transfer.export", ["mmseg"]),
         ("transfer.detection.cli", ["--data", "{missing}"]),
         ("transfer.segmentation.cli", ["--data", "{missing}"]),
-        ("transfer.segmentation.cli", ["--protocol", "frozen-linear-seg/1", "--data", "{missing}"]),
         ("transfer.depth.cli", ["--data", "{missing}"]),
-        ("transfer.depth.cli", ["--protocol", "frozen-linear-depth/1", "--data", "{missing}"]),
     ],
 )
 def test_dense_evaluations_refuse_a_vit(module, args, tmp_path, capsys):
@@ -32,6 +30,35 @@ def test_dense_evaluations_refuse_a_vit(module, args, tmp_path, capsys):
     assert message.startswith("error: vit_tiny_test is a ViT, and ")
     assert "takes ResNets only; " in message and "\n" not in message
     assert not list(tmp_path.iterdir())  # refused before any output
+
+
+def test_fine_tuned_depth_names_the_probe_for_a_vit(tmp_path):
+    with pytest.raises(SystemExit) as stop:
+        importlib.import_module("transfer.depth.cli").main(["--ckpt", VIT, "--data", str(tmp_path)])
+    assert str(stop.value.code) == (
+        "error: vit_tiny_test is a ViT, and byol-paper-depth/1 takes ResNets only; for a ViT "
+        "use --protocol frozen-linear-depth/1 (the frozen linear probe)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("module", "protocol"),
+    [
+        ("transfer.segmentation.cli", "frozen-linear-seg/1"),
+        ("transfer.segmentation.cli", "frozen-linear-seg-ade20k/1"),
+        ("transfer.depth.cli", "frozen-linear-depth/1"),
+    ],
+)
+def test_the_frozen_probes_take_a_vit(module, protocol, tmp_path):
+    """Past the family check: the next sentence is about the missing data."""
+    argv = ["--protocol", protocol, "--data", str(tmp_path / "no-data"), "--ckpt", VIT]
+    if module == "transfer.depth.cli":
+        argv += ["--train-source", "labelled"]
+    with pytest.raises(SystemExit) as stop:
+        importlib.import_module(module).main(argv)
+    message = str(stop.value.code)
+    assert message.startswith("error: ") and "ViT" not in message and "no-data" in message
+    assert not list(tmp_path.iterdir())
 
 
 def test_the_sentence_is_for_vits_only():

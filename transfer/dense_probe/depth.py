@@ -1,16 +1,17 @@
-"""The frozen linear depth probe on NYU Depth v2: cached conv5 maps -> 256 linear-normalised bins.
+"""The frozen linear depth probe on NYU Depth v2: cached maps -> 256 linear-normalised bins.
 
     python -m transfer.depth --protocol frozen-linear-depth/1 --ckpt X --data NYU/ --frames NYU/sync
     python -m transfer.depth --protocol frozen-linear-depth-labelled795/1 --ckpt X --data NYU/
 
 The depth CLI (transfer/depth/cli.py) loads the checkpoint and the NYU sets (transfer/depth/
 data.py) and writes the one record; this module runs the protocol (transfer/dense_probe/
-protocols.py): features of the training set and of the 654 test images extracted once at the
-whole-image view and cached, every candidate LR trained at once on the training images minus the
-held-out 10%, the lowest held-out rms retrained on all of them and scored on the test images
-(transfer/depth/metrics.py, pooled over pixels). Each test image's pixel sums go to
-`<work dir>/per_image_sums.npy` for the bootstrap interval. OUR adaptation of DINOv2's linear
-depth probe to ResNets: not a published protocol.
+protocols.py): feature maps (a ResNet's conv5; a ViT's last-block patch tokens each with the [CLS]
+token, before the final norm, as DINOv2's "lin. 1": maps.py) of the training set and of the 654 test
+images extracted once at the whole-image view and cached, every candidate LR trained at once on the
+training images minus the held-out 10%, the lowest held-out rms retrained on all of them and scored
+on the test images (transfer/depth/metrics.py, pooled over pixels). Each test image's pixel sums go
+to `<work dir>/per_image_sums.npy` for the bootstrap interval. DINOv2's linear depth probe on a
+cached view (OUR adaptation for ResNets): not a published protocol.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from evaluate import harness
 from transfer.dense_probe.features import DenseView
 from transfer.dense_probe.protocols import ProbeProtocol
-from transfer.dense_probe.runner import run_on_inputs
+from transfer.dense_probe.runner import check_view, run_on_inputs
 from transfer.dense_probe.train import depth_task
 from transfer.depth.engine import PER_IMAGE_FILE
 from transfer.depth.loss import GRADIENT_LOSS_WEIGHT, gradient_loss, sigloss
@@ -41,13 +42,25 @@ def image_sums(prediction: torch.Tensor, target: torch.Tensor, valid: torch.Tens
     return pixel_sums(prediction, target)
 
 
+def depth_view(settings: ProbeProtocol, inputs: harness.EvalInputs) -> DenseView:
+    """The protocol's fixed view: the whole image, shorter side `crop`, the checkpoint's
+    mean/std."""
+    return DenseView(settings.crop, *harness.checkpoint_mean_std(inputs.metadata), crop=False)
+
+
+def check_depth_inputs(settings: ProbeProtocol, inputs: harness.EvalInputs) -> None:
+    """InputError if the encoder cannot read the view (a ViT whose patches do not divide it);
+    the depth CLI calls it before anything is written."""
+    check_view(settings, inputs, depth_view(settings, inputs), "--view-size")
+
+
 def run_frozen_depth(
     settings: ProbeProtocol, inputs: harness.EvalInputs, num_workers: int = 0, log_to: str = ""
 ) -> tuple[dict, dict]:
     """(metrics, selection) of the probe protocol `settings` on the inputs' NYU sets
     (runner.py); the per-image pixel sums [N, 7] of the test images are saved in
     inputs.work_dir."""
-    view = DenseView(settings.crop, *harness.checkpoint_mean_std(inputs.metadata), crop=False)
+    view = depth_view(settings, inputs)
 
     def make_task(channels: int):
         return depth_task(

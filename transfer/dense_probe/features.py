@@ -9,9 +9,8 @@ share one size (NYU's 480 x 640, which DINOv2 tests whole); a set whose views di
 refused. The target (labels, or depth) is kept beside the features at the view's resolution, so the
 probe is scored on the view's pixels.
 
-The map is `conv5_map`: a pretrain.backbones ResNet's last stage (conv5 / layer4, stride 32),
-read through transfer/segmentation/models.py:resnet_stages; another `feature_map` callable (a
-ViT's patch grid) can be passed and is named in the key.
+The map is one of maps.py (a ResNet's conv5, `conv5_map` by default, or a ViT's patch grid),
+named in the key: a ResNet's and a ViT's maps, or two maps of one ViT, never share an entry.
 
 The cache is evaluate/features.py's (cache_path: one naming rule, $BYOL_BENCH_CACHE): the key
 holds (weights_sha256, data set, the image set's fingerprint, split, view id, feature map), and
@@ -26,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -42,8 +40,8 @@ from evaluate.features import cache_path
 from pretrain.augment import normalize
 from pretrain.data import DataError
 from results.atomic import write_atomic
+from transfer.dense_probe.maps import FeatureMap, conv5_map
 from transfer.segmentation.augment import centre_crop
-from transfer.segmentation.models import resnet_stages
 
 DENSE_FEATURES_FORMAT = "byol-bench.dense-features/1"
 log = logging.getLogger(__name__)
@@ -113,11 +111,6 @@ class ViewPairs(Dataset):
         return self.view.apply(*self.images.load(index))
 
 
-def conv5_map(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """conv5 (layer4) of a pretrain.backbones ResNet: [B, C, H/32, W/32]."""
-    return resnet_stages(encoder, images)[-1]
-
-
 @dataclass
 class DenseFeatures:
     """Cached maps and targets of one image set (numpy arrays; memory maps when read back)."""
@@ -137,7 +130,7 @@ def cached_dense_features(
     view: DenseView,
     *,
     target_dtype: type = np.uint8,
-    feature_map: Callable[[nn.Module, torch.Tensor], torch.Tensor] = conv5_map,
+    feature_map: FeatureMap = conv5_map,
     cache_dir: str | Path | None = None,
     batch_size: int = 16,
     num_workers: int = 0,

@@ -8,7 +8,8 @@ own loss and follows the trajectory of a single-LR run with the same seed
 
 - `SegmentationProbes`: DINOv2's linear segmentation head (dinov2/eval/segmentation/models/
   decode_heads/linear_head.py, BNHead: SyncBatchNorm over the features, then mmseg's `cls_seg`
-  1x1 conv), here BN + 1x1 conv on a ResNet's conv5 map. The 1x1 conv is initialised as mmseg's
+  1x1 conv), here BN + 1x1 conv on the frozen map (maps.py: a ResNet's conv5, a ViT's normed
+  last-block patch tokens). The 1x1 conv is initialised as mmseg's
   BaseDecodeHead does (init_cfg Normal std 0.01 on conv_seg, zero bias); no dropout (ours: a
   linear probe). Logits come at the feature resolution; `upsample_to` resizes them bilinearly
   (align_corners=False) to the label size, as mmseg's decode head does before its loss.
@@ -17,9 +18,10 @@ own loss and follows the trajectory of a single-LR run with the same seed
   decode_head.py): features upsampled x4 bilinearly, a 1x1 conv to `bins` logits (BN commented
   out in DINOv2: none here), "linear" normalisation ReLU(logit) + 0.1 divided by its sum over the
   bins, depth = sum_k p_k bin_k with bins = linspace(min_depth, max_depth, bins) ("UD"). DINOv2
-  concatenates each patch token with the [CLS] token; a ResNet has no [CLS] token, so the head
-  sees the conv5 map alone. The conv keeps PyTorch's default init (DINOv2's depth head sets none).
-Both are OUR adaptation of DINOv2's ViT probes to ResNets, not a published protocol.
+  concatenates each patch token with the [CLS] token: a ViT's map arrives so (maps.py,
+  2 x embed_dim channels); a ResNet has no [CLS] token, so the head sees the conv5 map alone.
+  The conv keeps PyTorch's default init (DINOv2's depth head sets none).
+On a ResNet both are OUR adaptation of DINOv2's ViT probes; neither protocol is published.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Named, versioned frozen dense-probe protocols: every setting of a run, stated with its source.
 
 Each is its own `task.protocol` (results/tables.py never puts two protocols in one column), so a
-frozen probe never shares a column with a fine-tune (byol-paper-fcn/1). These are OUR adaptation
-of DINOv2's linear ViT probes (Oquab et al. 2023, §7; the issue-17 facts sheet "depth-nyu", §7)
-to ResNets: not a published protocol, and no published number pairs with them.
+frozen probe never shares a column with a fine-tune (byol-paper-fcn/1). They take any backbone
+(`backbone = "any"`): a ResNet's conv5 map (OUR adaptation of DINOv2's linear ViT probes, Oquab
+et al. 2023, §7; the issue-17 facts sheet "depth-nyu", §7) or a ViT's last-block patch grid as
+DINOv2 reads it (maps.py). Either way the cached fixed view (features.py) differs from DINOv2's
+random-crop training: not a published protocol, and no published number pairs with them.
 """
 
 from __future__ import annotations
@@ -34,11 +36,15 @@ class ProbeProtocol:
     lrs: tuple[float, ...] = LRS  # more than one: chosen on `heldout` training images
     heldout: int = 0
     seeds: tuple[int, ...] = (0,)  # one seed: head init and batch order
-    head: str = "frozen-linear"  # BN + 1x1 conv on conv5 (transfer/dense_probe/heads.py)
+    head: str = "frozen-linear"  # BN + 1x1 conv on the map (transfer/dense_probe/heads.py)
+    backbone: str = "any"  # a ResNet's conv5 map or a ViT's patch grid (maps.py)
+    # what a ViT gives the head (maps.py): DINOv2's linear seg input, the normed patch tokens
+    vit_tokens: str = "normed-patches"
 
 
 def voc12aug_frozen_linear() -> ProbeProtocol:
-    """`frozen-linear-seg/1`: BN + 1x1 conv on the frozen conv5 map, VOC2012 train_aug -> val.
+    """`frozen-linear-seg/1`: BN + 1x1 conv on the frozen conv5 map (a ViT: its normed last-block
+    patch tokens, maps.py), VOC2012 train_aug -> val.
 
     View: shorter side 512, centre crop 512 (DINOv2's 512 px crop), features cached once
     (transfer/dense_probe/features.py); scored on the view's pixels. Differs from DINOv2, which
@@ -80,15 +86,16 @@ NYU_FRAMES = 24_231  # cleinc/bts nyudepthv2_train_files_with_gt.txt: the frames
 
 def nyu_frozen_linear_depth() -> ProbeProtocol:
     """`frozen-linear-depth/1`: DINOv2's linear depth probe ("lin. 1": x4 bilinear upsampling,
-    a 1x1 conv to 256 bins over [0.001, 10] m, linear normalisation) on the frozen conv5 map of
+    a 1x1 conv to 256 bins over [0.001, 10] m, linear normalisation) on the frozen conv5 map (a
+    ViT: DINOv2's own input, its last block's patch tokens each with the [CLS] token, maps.py) of
     whole 480x640 NYU frames (DINOv2 tests on the whole image; the cached view cannot train on
     its random 416x544 crops), trained with SigLoss + 0.5 GradientLoss (transfer/depth/loss.py)
     on frames from the raw sequences and scored on the 654 labelled test images (delta, rms, rel
     over every measured pixel). AdamW, wd 0.01, warm-up then cosine over the samples of DINOv2's
     38,400 x 16 iterations as epochs (train.py:nyu_depth_schedule); LR among DEPTH_LRS chosen on
     10% of the training images held out, lowest rms. SigLoss's warm-up (its first 100 calls) is
-    not used: the loop's loss does not know its step. OUR adaptation to ResNets (no [CLS] token
-    to concatenate), not a published protocol."""
+    not used: the loop's loss does not know its step. Not a published protocol (for ResNets,
+    which have no [CLS] token to concatenate, OUR adaptation)."""
     return ProbeProtocol(
         name="frozen-linear-depth/1",
         dataset="nyu-v2",
@@ -99,6 +106,7 @@ def nyu_frozen_linear_depth() -> ProbeProtocol:
         lrs=DEPTH_LRS,
         heldout=NYU_FRAMES // 10,
         head="frozen-linear-depth",
+        vit_tokens="patches+cls",  # DINOv2 hub/depthers.py "lin. 1": [patch, CLS], no final norm
     )
 
 

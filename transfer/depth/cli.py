@@ -12,7 +12,9 @@ instead, recorded under its own protocol name (a deviation, transfer/depth/proto
 lives in `<run-dir>/lr<lr>-seed<seed>/` with its checkpoints: the same command resumes it.
 
 `--protocol frozen-linear-depth/1` runs the frozen linear probe instead (DINOv2's linear depth head
-on cached conv5 maps, every candidate LR in one pass: transfer/dense_probe/depth.py).
+on cached conv5 maps, or a ViT's last-block patch tokens with its [CLS] token, every candidate LR
+in one pass: transfer/dense_probe/depth.py). The fine-tuning protocols take ResNets only; the
+probes take ResNets and ViTs.
 """
 
 from __future__ import annotations
@@ -29,11 +31,10 @@ import numpy as np
 
 from evaluate import harness, series
 from pretrain import log_sinks
-from pretrain.backbones import VIT_CLASSIFICATION
 from results import bootstrap
 from results.record import Task
 from slurm import submit as slurm_submit
-from transfer.dense_probe.depth import run_frozen_depth
+from transfer.dense_probe.depth import check_depth_inputs, run_frozen_depth
 from transfer.dense_probe.protocols import DEPTH_PROBE_PROTOCOLS, ProbeProtocol, narrowed
 from transfer.depth import protocols
 from transfer.depth.augment import DepthAugmentation
@@ -71,10 +72,13 @@ class DepthConfig:
     lrs: tuple[float, ...] | None = None  # frozen-linear-depth*: candidate LRs
     heldout: int | None = None  # frozen-linear-depth*: training images held out to choose
     cache_dir: str | None = None  # frozen-linear-depth*: feature cache (evaluate/features.py's)
+    view_size: int | None = None  # frozen-linear-depth*: shorter side of the view (default 480)
 
 
 ALL_PROTOCOLS = (*protocols.PROTOCOLS, *DEPTH_PROBE_PROTOCOLS)
-PROBE_ONLY = ("epochs", "lrs", "heldout", "cache_dir")
+PROBE_ONLY = ("epochs", "lrs", "heldout", "cache_dir", "view_size")
+# the refusal's alternatives: a ViT is read by the probes (a ResNet is taken by every protocol)
+VIT_DEPTH = "for a ViT use --protocol frozen-linear-depth/1 (the frozen linear probe)"
 FINETUNE_ONLY = ("max_steps", "lr", "crop")
 
 
@@ -131,10 +135,11 @@ def resolve_probe(config: DepthConfig) -> ProbeProtocol:
         lrs=config.lrs,
         seeds=(config.seed,),
         heldout=config.heldout,
+        crop=config.view_size,
     )
     values = (settings.schedule.epochs, settings.schedule.batch_size, settings.heldout + 1)
-    if min(values) < 1 or not settings.lrs or min(settings.lrs) <= 0:
-        raise harness.InputError("--epochs, --batch-size and --lrs must be positive")
+    if min(values) < 1 or settings.crop < 1 or not settings.lrs or min(settings.lrs) <= 0:
+        raise harness.InputError("--epochs, --batch-size, --view-size and --lrs must be positive")
     if replace(settings, seeds=preset.seeds) != preset:
         stem, version = settings.name.split("/")
         settings = replace(settings, name=f"{stem}-custom/{version}")
@@ -233,11 +238,14 @@ def depth_uncertainty(path: Path) -> tuple[dict, dict]:
 
 def load_inputs(config: DepthConfig, settings) -> harness.EvalInputs:
     """Device, encoder (left on the CPU: the run fine-tunes a copy), data and work directory,
-    all validated before training starts."""
+    all validated before training starts: the protocol's backbone family, and a probe's view
+    against a ViT's patch size."""
     inputs = harness.open_dense_inputs(
-        config, config.seed, protocol=settings.name, takes="resnet", alternatives=VIT_CLASSIFICATION
+        config, config.seed, protocol=settings.name, takes=settings.backbone, alternatives=VIT_DEPTH
     )
     inputs.train_set, inputs.eval_set = load_data(config, settings)
+    if isinstance(settings, ProbeProtocol):
+        check_depth_inputs(settings, inputs)
     inputs.eval_split = "test"
     inputs.cache_dir = config.cache_dir
     inputs.work_dir = harness.work_dir(
@@ -289,6 +297,12 @@ def parse_config(argv: list[str] | None) -> DepthConfig:
     add("--lrs", type=float, nargs="+", help="frozen-linear-depth*: candidate LRs")
     add("--heldout", type=int, help="frozen-linear-depth*: training images held out to choose")
     add("--cache-dir", help="frozen-linear-depth*: feature cache (default: $BYOL_BENCH_CACHE)")
+    add(
+        "--view-size",
+        type=int,
+        help="frozen-linear-depth*: shorter side of the whole-image view (default 480; a ViT's "
+        "patch size must divide both sides)",
+    )
     log_sinks.add_log_argument(parser)
     slurm_submit.add_slurm_arguments(parser)
     args = parser.parse_args(argv)

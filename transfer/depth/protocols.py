@@ -53,6 +53,7 @@ class DepthProtocol:
     milestones: tuple[float, ...] = (1 / 3, 2 / 3)  # not stated; x0.1 at these fractions
     dropout: float = 0.0  # FCRN's released graph: keep_prob 1. (transfer/depth/models.py)
     aug: DepthAugmentation = field(default_factory=DepthAugmentation)
+    backbone: str = "resnet"  # D.6 fine-tunes a ResNet's conv5 (FCRN); a ViT: frozen-linear-depth
 
     @property
     def peak_lr(self) -> float:

@@ -37,7 +37,7 @@ from results import bootstrap
 from results.record import Task
 from slurm import submit as slurm_submit
 from transfer.dense_probe.protocols import PROBE_PROTOCOLS, ProbeProtocol, narrowed
-from transfer.dense_probe.segmentation import run_frozen_segmentation
+from transfer.dense_probe.segmentation import check_segmentation_inputs, run_frozen_segmentation
 from transfer.segmentation.data import build_segmentation_set, check_sizes, hold_out_images
 from transfer.segmentation.engine import PER_IMAGE_FILE, Job, run_job
 from transfer.segmentation.metrics import mean_iou_of_counts
@@ -275,13 +275,15 @@ def load_inputs(config: SegmentationConfig) -> harness.EvalInputs:
         config,
         min(settings.seeds),
         protocol=settings.name,
-        takes="resnet",
+        takes=settings.backbone if isinstance(settings, ProbeProtocol) else "resnet",
         alternatives=VIT_CLASSIFICATION,
     )
     inputs.train_set, inputs.eval_set = load_data(settings, config.data)
     inputs.eval_split, inputs.cache_dir = settings.eval_split, config.cache_dir
     mean, std = harness.checkpoint_mean_std(inputs.metadata)
     inputs.preprocessing = Preprocessing(settings.crop, mean, std)
+    if isinstance(settings, ProbeProtocol):
+        check_segmentation_inputs(settings, inputs)  # a ViT's patches must divide the view
     inputs.work_dir = harness.work_dir(
         "segmentation",
         settings.name,
