@@ -6,6 +6,7 @@ pretrain/launch.py refuses it before a SLURM submission (login nodes do not impo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
 
@@ -29,3 +30,16 @@ def identity_differences(saved: dict, current: dict, ignore: Iterable[str] = ())
 def _short(value, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def settings_identity(settings, added_fields: Iterable[str]) -> dict:
+    """A settings dataclass as it enters a run's identity: every field, except those of
+    `added_fields` (fields added after run directories were made with these settings) that hold
+    their defaults, so that such a run directory still resumes."""
+    added = set(added_fields)
+    defaults = {f.name: f.default for f in dataclasses.fields(settings) if f.name in added}
+    return {
+        name: value
+        for name, value in dataclasses.asdict(settings).items()
+        if name not in defaults or value != defaults[name]
+    }

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from pretrain import rundir
+from pretrain.identity import settings_identity
 from pretrain.sampling import sample_seed
 from results.atomic import write_atomic
 from results.samples import SAMPLES_FILE
@@ -34,7 +35,7 @@ from transfer.depth.data import DepthSet
 from transfer.depth.loss import berhu
 from transfer.depth.metrics import depth_metrics, pixel_sums, valid_pixels
 from transfer.depth.models import build_depth_network
-from transfer.depth.protocols import DepthProtocol
+from transfer.depth.protocols import ADDED_FIELDS, DepthProtocol
 from transfer.iterations import resume_or_start, set_lr, train_iterations
 from transfer.samples import SampleKeeper
 
@@ -61,7 +62,7 @@ class Job:
     def identity(self) -> dict:
         """What must match for a run directory to resume this job."""
         return {
-            "protocol": asdict(self.protocol),
+            "protocol": settings_identity(self.protocol, ADDED_FIELDS),
             "lr": self.lr,
             "seed": self.seed,
             "weights_sha256": self.weights_sha256,

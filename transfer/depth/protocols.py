@@ -39,6 +39,11 @@ from transfer.depth.augment import DepthAugmentation
 LABELLED_NAME = "byol-paper-depth-labelled795/1"  # DEVIATION(depth-labelled-795)
 
 
+# fields added after run directories were made: left out of a run's identity at their defaults
+# (pretrain/identity.py:settings_identity), so those still resume
+ADDED_FIELDS = ("backbone",)
+
+
 @dataclass(frozen=True)
 class DepthProtocol:
     """Every setting of one depth protocol (defaults: BYOL v3, App. D.6; see the module doc)."""

@@ -33,10 +33,12 @@ import torch
 
 from evaluate import harness, series
 from pretrain import log_sinks
+from pretrain.identity import settings_identity
 from results import bootstrap
 from results.record import Task
 from slurm import submit as slurm_submit
 from transfer.detection import models as detection_models
+from transfer.detection import protocols
 from transfer.detection import train as detection_train
 from transfer.detection.coco_eval import coco_metrics, coco_results
 from transfer.detection.data import CocoDetection, VocDetection
@@ -256,7 +258,7 @@ def prepare(
         variant=f"seed{config.seed}",
     )
     identity = {
-        "protocol": dataclasses.asdict(protocol),
+        "protocol": settings_identity(protocol, protocols.ADDED_FIELDS),
         "engine": config.engine,
         "weights_sha256": inputs.metadata["weights_sha256"],
         "seed": config.seed,

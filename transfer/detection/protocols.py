@@ -27,6 +27,23 @@ VIT_PROTOCOL = "selfpatch-coco-maskrcnn-vit-1x/1"
 SIZES_480_800 = tuple(range(480, 801, 32))  # detectron2 MIN_SIZE_TRAIN of the MoCo VOC configs
 
 
+# fields added with the ViT protocol: left out of a run's identity at their defaults
+# (pretrain/identity.py:settings_identity), so a ResNet run directory made before them resumes
+ADDED_FIELDS = (
+    "backbone",
+    "optimizer",
+    "betas",
+    "no_decay_keys",
+    "epochs",
+    "lr_step_epochs",
+    "amp",
+    "roi_sampling_ratio",
+    "num_heads",
+    "drop_path",
+    "blocks",
+)
+
+
 @dataclass(frozen=True)
 class Protocol:
     """Every setting of one detection protocol (data, model, schedule, resizing, metrics)."""
