@@ -1,6 +1,6 @@
 """One segmentation training run (one LR, one seed) on torchvision-style modules, resumable.
 
-`run_job(job)` trains the protocol's segmenter for `job.iterations` steps of SGD, saving
+`run_job(job)` trains the protocol's segmenter for `job.iterations` steps (SGD or AdamW), saving
 `<job.run_dir>/checkpoints/last.pt` every `ckpt_every_min` minutes and at the end
 (pretrain/checkpoint.py: atomic, tensors only, digest-checked), then evaluates mIoU on
 `job.eval_set` and writes `<job.run_dir>/result.json`, beside samples.npz (the first test
@@ -36,6 +36,7 @@ from transfer.segmentation.data import EvalPairs, SegmentationSet, TrainPairs
 from transfer.segmentation.metrics import confusion, image_counts, mean_iou, per_class_iou
 from transfer.segmentation.models import build_segmenter
 from transfer.segmentation.protocols import SegmentationProtocol
+from transfer.vit_param_groups import vit_param_groups
 
 log = logging.getLogger(__name__)
 PER_IMAGE_FILE = "per_image_counts.npy"  # [N, 3, K] int64: metrics.image_counts of each image
@@ -89,11 +90,9 @@ def run_job(job: Job, encoder: nn.Module) -> dict:
     device = torch.device(job.device)
     torch.manual_seed(job.seed)  # head initialisation
     model = build_segmenter(
-        job.protocol.head, copy.deepcopy(encoder), job.train_set.num_classes
+        job.protocol.head, copy.deepcopy(encoder), job.train_set.num_classes, job.protocol
     ).to(device)
-    optimizer = torch.optim.SGD(
-        parameter_groups(model, job.protocol), lr=job.lr, momentum=job.protocol.momentum
-    )
+    optimizer = build_optimizer(model, job.protocol, job.lr)
     start, seconds = resume_or_start(model, optimizer, job.run_dir)
     seconds = train(model, optimizer, job, start, seconds)
     keeper = SampleKeeper("segmentation")
@@ -119,9 +118,24 @@ def run_job(job: Job, encoder: nn.Module) -> dict:
     return result
 
 
+def build_optimizer(
+    model: nn.Module, protocol: SegmentationProtocol, lr: float
+) -> torch.optim.Optimizer:
+    """The protocol's optimizer over parameter_groups: SGD with momentum, or AdamW with betas."""
+    groups = parameter_groups(model, protocol)
+    if protocol.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=protocol.momentum)
+    if protocol.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=protocol.betas)
+    raise ValueError(f"unknown optimizer {protocol.optimizer!r}; use sgd or adamw")
+
+
 def parameter_groups(model: nn.Module, protocol: SegmentationProtocol) -> list[dict]:
-    """All parameters with the protocol's weight decay; BN's without it when norm_weight_decay
-    is False (mmseg's norm_decay_mult=0)."""
+    """All parameters with the protocol's weight decay. AdamW protocols: none on parameters
+    whose name holds one of `no_decay_keys` (mmcv custom_keys, transfer/vit_param_groups.py);
+    SGD protocols: none on BN's when norm_weight_decay is False (mmseg's norm_decay_mult=0)."""
+    if protocol.optimizer == "adamw":
+        return vit_param_groups(model, protocol.weight_decay, protocol.no_decay_keys)
     norm, other = [], []
     for module in model.modules():
         params = [p for p in module.parameters(recurse=False) if p.requires_grad]
@@ -136,8 +150,8 @@ def parameter_groups(model: nn.Module, protocol: SegmentationProtocol) -> list[d
 def train(
     model: nn.Module, optimizer: torch.optim.Optimizer, job: Job, start: int, seconds: float
 ) -> float:
-    """SGD from iteration `start` to the end on the job's training views (transfer/iterations.py),
-    checkpointing; returns the training seconds so far."""
+    """Training from iteration `start` to the end on the job's training views
+    (transfer/iterations.py), checkpointing; returns the training seconds so far."""
     pairs = TrainPairs(job.train_set, augmentation(job), job.seed)
     return train_iterations(
         model, optimizer, job, start, seconds, pairs, train_step, "segmentation loss"
@@ -151,11 +165,15 @@ def train_step(
     labels: torch.Tensor,
     lr: float,
 ) -> float:
-    """One SGD step on per-pixel cross-entropy (IGNORE left out) at `lr`; returns the loss.
-    A non-finite loss is not stepped on: the caller stops before anything is saved."""
+    """One step on per-pixel cross-entropy (IGNORE left out) at `lr`, plus aux_weight x the
+    auxiliary head's (UperNet); returns the loss. A non-finite loss is not stepped on: the
+    caller stops before anything is saved."""
     set_lr(optimizer, lr)
-    logits = model(images)  # [B, K, crop, crop]
+    outputs = model(images)  # [B, K, crop, crop], or (logits, auxiliary logits)
+    logits, auxiliary = outputs if isinstance(outputs, tuple) else (outputs, None)
     loss = F.cross_entropy(logits, labels, ignore_index=IGNORE)
+    if auxiliary is not None:
+        loss = loss + model.aux_weight * F.cross_entropy(auxiliary, labels, ignore_index=IGNORE)
     if torch.isfinite(loss):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
