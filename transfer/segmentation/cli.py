@@ -42,7 +42,7 @@ from transfer.dense_probe.segmentation import run_frozen_segmentation
 from transfer.segmentation.data import build_segmentation_set, check_sizes, hold_out_images
 from transfer.segmentation.engine import PER_IMAGE_FILE, Job, run_job
 from transfer.segmentation.metrics import mean_iou_of_counts
-from transfer.segmentation.protocols import PROTOCOLS, SegmentationProtocol, protocols_taking
+from transfer.segmentation.protocols import PROTOCOLS, SegmentationProtocol, refusal_alternatives
 
 ENGINES = ("torchvision", "mmseg")
 log = logging.getLogger(__name__)
@@ -259,13 +259,6 @@ def run_one_torchvision(config, inputs, lr, seed, train_set, eval_set, run_dir) 
     return run_job(job, inputs.encoder)
 
 
-def alternatives(takes: str) -> str:
-    """What to run instead, for weights of the family a protocol taking `takes` refuses."""
-    if takes == "resnet":  # refuses a ViT
-        return f"for a ViT use --protocol {' or '.join(protocols_taking('vit'))}"
-    return f"for a ResNet use --protocol {' or '.join(protocols_taking('resnet'))}"
-
-
 def load_data(settings: SegmentationProtocol, root: str | None):
     """(train set, reported set), label sizes checked against their images."""
     train_set = build_segmentation_set(settings.dataset, root, settings.train_split)
@@ -288,7 +281,7 @@ def load_inputs(config: SegmentationConfig) -> harness.EvalInputs:
         min(settings.seeds),
         protocol=settings.name,
         takes=settings.backbone,  # the probes (transfer/dense_probe/protocols.py): "any"
-        alternatives=alternatives(settings.backbone),
+        alternatives=refusal_alternatives(settings.backbone),
     )
     inputs.train_set, inputs.eval_set = load_data(settings, config.data)
     inputs.eval_split, inputs.cache_dir = settings.eval_split, config.cache_dir

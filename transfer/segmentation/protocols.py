@@ -236,3 +236,10 @@ PROTOCOLS: dict[str, Callable[[], SegmentationProtocol]] = {
 def protocols_taking(family: str) -> list[str]:
     """The fine-tuning protocols whose backbone family is `family` ("resnet" or "vit")."""
     return [name for name, preset in PROTOCOLS.items() if preset().backbone == family]
+
+
+def refusal_alternatives(takes: str) -> str:
+    """What to run instead, for weights of the family a protocol taking `takes` refuses."""
+    if takes == "resnet":  # refuses a ViT
+        return f"for a ViT use --protocol {' or '.join(protocols_taking('vit'))}"
+    return f"for a ResNet use --protocol {' or '.join(protocols_taking('resnet'))}"
