@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -63,13 +63,38 @@ class Job:
     def identity(self) -> dict:
         """What must match for a run directory to resume this job."""
         return {
-            "protocol": asdict(self.protocol),
+            "protocol": protocol_identity(self.protocol),
             "lr": self.lr,
             "seed": self.seed,
             "weights_sha256": self.weights_sha256,
             "train": [self.train_set.split, self.train_set.fingerprint()],
             "eval": [self.eval_set.split, self.eval_set.fingerprint()],
         }
+
+
+# protocol fields added with the ViT protocols: left out of a run's identity at their defaults,
+# so a ResNet run directory begun before they existed still resumes
+ADDED_FIELDS = (
+    "backbone",
+    "optimizer",
+    "betas",
+    "no_decay_keys",
+    "warmup_iters",
+    "warmup_ratio",
+    "blocks",
+    "drop_path",
+    "aux_weight",
+)
+
+
+def protocol_identity(protocol: SegmentationProtocol) -> dict:
+    """The protocol's settings in a run's identity (ADDED_FIELDS at their defaults left out)."""
+    defaults = {f.name: f.default for f in fields(protocol) if f.name in ADDED_FIELDS}
+    return {
+        name: value
+        for name, value in asdict(protocol).items()
+        if name not in defaults or value != defaults[name]
+    }
 
 
 def augmentation(job: Job) -> Augmentation:

@@ -1,4 +1,5 @@
-"""Segmenters on our ResNet backbones: the paper's dilated FCN (VOC) and a semantic FPN (ADE20K).
+"""Segmenters on our ResNets: the paper's dilated FCN (VOC) and a semantic FPN (ADE20K); the same
+semantic FPN takes a ViT's block maps (build_segmenter hands ViTs to vit_models.py).
 
 Both fine-tune the whole network: the backbone is the pretrained encoder, unfrozen, with its BN in
 train mode (MoCo's protocol, which BYOL v3 App. D.4 follows, uses SyncBN; on one device this is
@@ -12,6 +13,7 @@ checked) and live under `backbone.` with their torchvision names, so
 - `SemanticFPN` (Kirillov et al. 2019, "Panoptic Feature Pyramid Networks", as in mmseg's
   configs/_base_/models/fpn_r50.py): FPN over C2..C5 (256 channels), each level brought to stride 4
   by 3x3 conv(128)-BN-ReLU + 2x upsampling stages, summed, dropout 0.1, 1x1 classifier, upsampled.
+  One head for every backbone: it takes any list of maps with their channels and nominal strides.
 """
 
 from __future__ import annotations

@@ -195,3 +195,14 @@ def test_a_vit_on_a_resnet_protocol_names_the_vit_protocols(tmp_path):
         f"use --protocol {SEMFPN.name} or {UPERNET.name}"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_resnet_run_identities_are_unchanged_by_the_vit_fields():
+    """A ResNet run directory begun before the ViT protocols existed still resumes."""
+    from transfer.segmentation.engine import ADDED_FIELDS, protocol_identity
+    from transfer.segmentation.protocols import ade20k_semfpn_80k
+
+    resnet = protocol_identity(ade20k_semfpn_80k())
+    assert len(resnet) == 23 and not set(ADDED_FIELDS) & set(resnet)
+    vit = protocol_identity(SEMFPN)
+    assert vit["optimizer"] == "adamw" and vit["blocks"] == (2, 5, 8, 11)
