@@ -42,7 +42,12 @@ from transfer.dense_probe.segmentation import run_frozen_segmentation
 from transfer.segmentation.data import build_segmentation_set, check_sizes, hold_out_images
 from transfer.segmentation.engine import PER_IMAGE_FILE, Job, run_job
 from transfer.segmentation.metrics import mean_iou_of_counts
-from transfer.segmentation.protocols import PROTOCOLS, SegmentationProtocol, refusal_alternatives
+from transfer.segmentation.protocols import (
+    PROTOCOLS,
+    SegmentationProtocol,
+    refusal_alternatives,
+    with_crop,
+)
 
 ENGINES = ("torchvision", "mmseg")
 log = logging.getLogger(__name__)
@@ -94,10 +99,11 @@ def resolve(config: SegmentationConfig) -> SegmentationProtocol:
             "--epochs is for the frozen-linear-seg* protocols; use --max-steps"
         )
     settings = PROTOCOLS[config.protocol]()
+    if config.crop is not None:
+        settings = with_crop(settings, config.crop)
     overrides = {
         "iterations": config.max_steps,
         "batch_size": config.batch_size,
-        "crop": config.crop,
         "lrs": config.lrs,
         "seeds": config.seeds,
         "heldout": config.heldout,
@@ -105,10 +111,6 @@ def resolve(config: SegmentationConfig) -> SegmentationProtocol:
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     if config.crop is not None and settings.test_crop is not None:
         settings = replace(settings, test_crop=max(config.crop, settings.test_crop))
-    if config.crop is not None and settings.base_size is not None and config.crop > 0:
-        # the base size scales with the crop (mmseg: 512 crops of 512-short-side images)
-        scale = config.crop / PROTOCOLS[config.protocol]().crop
-        settings = replace(settings, base_size=tuple(round(s * scale) for s in settings.base_size))
     for name in ("iterations", "batch_size", "crop"):
         if getattr(settings, name) < 1:
             raise harness.InputError(f"--{name.replace('_', '-')} must be positive")

@@ -35,7 +35,12 @@ from pretrain.checkpoint import CheckpointError
 from pretrain.data import dataset_stats
 from results.atomic import write_atomic
 from transfer.segmentation.mmseg_vit import mmseg_vit_state_dict, vit_config_values
-from transfer.segmentation.protocols import PROTOCOLS, SegmentationProtocol, refusal_alternatives
+from transfer.segmentation.protocols import (
+    PROTOCOLS,
+    SegmentationProtocol,
+    refusal_alternatives,
+    with_crop,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 TEMPLATES = {  # protocol -> config template
@@ -135,6 +140,7 @@ def export_encoder(
     """Write the checkpoint and config of a loaded backbone for `protocol`; returns (checkpoint
     path, config path). `metadata` is load_encoder's (arch, weights_sha256, preprocessing...)."""
     settings = _checked_settings(metadata, protocol, gpus)
+    settings = with_crop(settings, crop or settings.crop)
     sha8 = metadata["weights_sha256"][:8]
     out_dir = Path(out)
     weights_path = _write_weights(
@@ -145,7 +151,7 @@ def export_encoder(
     mean, std = mean_std or (mean, std)  # 0..1 scale, as pretrain/data.py states them
     slug = f"{protocol.replace('/', '-v')}-{sha8}"
     if settings.backbone == "vit":
-        architecture = vit_config_values(encoder, settings, crop or settings.crop)
+        architecture = vit_config_values(encoder, settings)
     else:
         architecture = {"depth": MMSEG_DEPTHS[metadata["arch"]], **_widths(encoder, settings)}
     values = {
@@ -160,7 +166,8 @@ def export_encoder(
         "seed": seed,
         "iterations": iterations or settings.iterations,
         "samples_per_gpu": settings.batch_size // gpus,
-        "crop": crop or settings.crop,
+        "crop": settings.crop,
+        **({"base_size": settings.base_size} if settings.base_size else {}),
         "norm_type": "SyncBN" if gpus > 1 else "BN",
         "work_dir": work_dir or f"work_dirs/{slug}",
     }

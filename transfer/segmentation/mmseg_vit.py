@@ -84,7 +84,7 @@ def mmseg_vit_keys(depth: int) -> list[str]:
     return keys + [f"layers.{n}.{name}" for n in range(depth) for name in per_block]
 
 
-def vit_config_values(encoder, settings: SegmentationProtocol, crop: int) -> dict:
+def vit_config_values(encoder, settings: SegmentationProtocol) -> dict:
     """The BYOL-BENCH values of the ViT templates' backbone (SelfPatch's semfpn config)."""
     return {
         "patch_size": encoder.patch_size,
@@ -93,6 +93,7 @@ def vit_config_values(encoder, settings: SegmentationProtocol, crop: int) -> dic
         "num_heads": encoder.blocks[0].attn.num_heads,
         "out_indices": list(settings.blocks),
         "drop_path_rate": settings.drop_path,
-        "img_size": crop - crop % encoder.patch_size,  # pos_embed's grid (512: 32x32 at 16)
+        "img_size": settings.crop
+        - settings.crop % encoder.patch_size,  # pos_embed's grid (512: 32x32 at 16)
         "warmup_iters": settings.warmup_iters,
     }

@@ -243,3 +243,14 @@ def refusal_alternatives(takes: str) -> str:
     if takes == "resnet":  # refuses a ViT
         return f"for a ViT use --protocol {' or '.join(protocols_taking('vit'))}"
     return f"for a ResNet use --protocol {' or '.join(protocols_taking('resnet'))}"
+
+
+def with_crop(settings: SegmentationProtocol, crop: int) -> SegmentationProtocol:
+    """`settings` shortened to training crops of `crop` px; the keep-ratio base size (ADE20K)
+    scales with it, as mmseg's 512 crops go with 512-px short sides."""
+    if settings.base_size is None or crop == settings.crop:
+        return replace(settings, crop=crop)
+    scale = crop / settings.crop
+    return replace(
+        settings, crop=crop, base_size=tuple(round(s * scale) for s in settings.base_size)
+    )

@@ -24,6 +24,7 @@ iterations = 40000
 warmup_iters = 1500
 samples_per_gpu = 4  # batch 16 in total
 crop = 512
+base_size = (2048, 512)  # keep-ratio (long, short) resize target; scales with the crop
 norm_type = "SyncBN"  # "BN" on one device or on CPU
 work_dir = "work_dirs/selfpatch-ade20k-semfpn-vit-40k-v1"
 # BYOL-BENCH END
@@ -89,7 +90,7 @@ dataset_type = "ADE20KDataset"
 train_pipeline = [
     dict(type="LoadImageFromFile"),
     dict(type="LoadAnnotations", reduce_zero_label=True),
-    dict(type="RandomResize", scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type="RandomResize", scale=base_size, ratio_range=(0.5, 2.0), keep_ratio=True),
     dict(type="RandomCrop", crop_size=crop_size, cat_max_ratio=0.75),
     dict(type="RandomFlip", prob=0.5),
     dict(type="PhotoMetricDistortion"),
@@ -97,7 +98,7 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type="LoadImageFromFile"),
-    dict(type="Resize", scale=(2048, 512), keep_ratio=True),
+    dict(type="Resize", scale=base_size, keep_ratio=True),
     dict(type="LoadAnnotations", reduce_zero_label=True),
     dict(type="PackSegInputs"),
 ]
