@@ -9,8 +9,10 @@ from mmengine.config import Config
 
 from evaluate.features import load_encoder
 from pretrain.checkpoint import CheckpointError
-from tests.transfer.segmentation.layouts import make_export, make_vit_export
+from results.record import read_records
+from tests.transfer.segmentation.layouts import make_ade20k, make_export, make_vit_export
 from tests.transfer.segmentation.test_mmseg_export import _require_mm
+from transfer.segmentation import cli as segmentation
 from transfer.segmentation import mmseg_export
 from transfer.segmentation.protocols import PROTOCOLS
 from transfer.segmentation.vit_models import segmentation_vit
@@ -68,7 +70,8 @@ def test_vit_configs_parse_with_the_protocols_settings(tmp_path, protocol):
     assert backbone.out_indices == list(settings.blocks) and backbone.drop_path_rate == 0.1
     assert backbone.img_size == (CROP, CROP) and backbone.patch_size == 4
     assert (backbone.embed_dims, backbone.num_layers, backbone.num_heads) == (32, 12, 2)
-    assert backbone.norm_cfg == {"type": "LN", "eps": 1e-6}
+    assert backbone.norm_cfg == {"type": "LN", "eps": 1e-6} and backbone.patch_bias is True
+    assert cfg.base_size == (CROP * 4, CROP) and cfg.crop == CROP  # scaled with the crop
     assert cfg.protocol == protocol and cfg.train_cfg.max_iters == settings.iterations
     assert cfg.train_dataloader.batch_size == 16 and cfg.norm_cfg.type == "BN"  # one process
     optimizer = cfg.optim_wrapper.optimizer
@@ -180,3 +183,18 @@ def test_mmseg_decays_what_our_engine_decays_and_trains_a_step(tmp_path, protoco
     assert torch.isfinite(losses["loss"]) and losses["loss"] > 0
     if protocol == UPERNET:
         assert any(key.startswith("aux.") for key in losses)
+
+
+@pytest.mark.mm
+def test_engine_mmseg_runs_a_vit_protocol_end_to_end(tmp_path):
+    _require_mm()
+    ade = make_ade20k(tmp_path, train=2, val=1)
+    export = make_vit_export(tmp_path, cls_token=False, final_norm=False)
+    segmentation.main(
+        ["--ckpt", str(export), "--protocol", UPERNET, "--data", str(ade), "--engine", "mmseg"]
+        + ["--max-steps", "2", "--batch-size", "2", "--crop", str(CROP), "--num-workers", "0"]
+        + ["--records", str(tmp_path / "records"), "--run-dir", str(tmp_path / "run")]
+    )
+    (record,) = read_records(tmp_path / "records")
+    assert record.status == "complete" and record.task.protocol == UPERNET
+    assert record.selection["engine"] == "mmseg" and 0 <= record.metrics["miou"] <= 100

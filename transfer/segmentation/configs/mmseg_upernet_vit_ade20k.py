@@ -63,6 +63,8 @@ model = dict(
         norm_cfg=dict(type="LN", eps=1e-6),
         act_cfg=dict(type="GELU"),
         patch_norm=False,
+        patch_bias=True,  # mmseg 1.x defaults to False (0.x and our ViT have the bias)
+        patch_pad="corner",  # zero padding at the bottom/right to a multiple of the patch
         final_norm=False,  # raw block outputs
         interpolate_mode="bicubic",
         norm_eval=False,
