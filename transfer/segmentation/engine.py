@@ -18,6 +18,7 @@ import copy
 import json
 import logging
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,7 @@ ADDED_FIELDS = (
     "blocks",
     "drop_path",
     "aux_weight",
+    "loss_mean",
 )
 
 
@@ -178,9 +180,8 @@ def train(
     """Training from iteration `start` to the end on the job's training views
     (transfer/iterations.py), checkpointing; returns the training seconds so far."""
     pairs = TrainPairs(job.train_set, augmentation(job), job.seed)
-    return train_iterations(
-        model, optimizer, job, start, seconds, pairs, train_step, "segmentation loss"
-    )
+    step = partial(train_step, loss_mean=job.protocol.loss_mean)
+    return train_iterations(model, optimizer, job, start, seconds, pairs, step, "segmentation loss")
 
 
 def train_step(
@@ -189,21 +190,35 @@ def train_step(
     images: torch.Tensor,
     labels: torch.Tensor,
     lr: float,
+    loss_mean: str = "labelled",
 ) -> float:
-    """One step on per-pixel cross-entropy (IGNORE left out) at `lr`, plus aux_weight x the
-    auxiliary head's (UperNet); returns the loss. A non-finite loss is not stepped on: the
-    caller stops before anything is saved."""
+    """One step on per-pixel cross-entropy (IGNORE pixels add nothing) at `lr`, plus
+    aux_weight x the auxiliary head's (UperNet); returns the loss. A non-finite loss is not
+    stepped on: the caller stops before anything is saved."""
     set_lr(optimizer, lr)
     outputs = model(images)  # [B, K, crop, crop], or (logits, auxiliary logits)
     logits, auxiliary = outputs if isinstance(outputs, tuple) else (outputs, None)
-    loss = F.cross_entropy(logits, labels, ignore_index=IGNORE)
+    loss = pixel_loss(logits, labels, loss_mean)
     if auxiliary is not None:
-        loss = loss + model.aux_weight * F.cross_entropy(auxiliary, labels, ignore_index=IGNORE)
+        loss = loss + model.aux_weight * pixel_loss(auxiliary, labels, loss_mean)
     if torch.isfinite(loss):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     return loss.item()
+
+
+def pixel_loss(logits: torch.Tensor, labels: torch.Tensor, mean: str) -> torch.Tensor:
+    """Cross-entropy summed over the labelled pixels, divided by their number ("labelled",
+    PyTorch's ignore_index mean) or by all pixels ("all": mmseg's CrossEntropyLoss with its
+    default avg_non_ignore=False, where IGNORE pixels count in the denominator)."""
+    if mean == "labelled":
+        return F.cross_entropy(logits, labels, ignore_index=IGNORE)
+    if mean == "all":
+        return (
+            F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="sum") / labels.numel()
+        )
+    raise ValueError(f"unknown loss mean {mean!r}; use labelled or all")
 
 
 @torch.no_grad()

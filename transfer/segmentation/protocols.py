@@ -52,6 +52,7 @@ class SegmentationProtocol:
     blocks: tuple[int, ...] = ()  # ViTs: the blocks (0-based) feeding the head
     drop_path: float = 0.0  # ViTs: stochastic depth rate while fine-tuning
     aux_weight: float = 0.0  # > 0: an auxiliary FCN head's loss weight (UperNet)
+    loss_mean: str = "labelled"  # CE mean over labelled pixels, or "all" (mmseg's default)
 
     def lr(self, iteration: int, base_lr: float) -> float:
         """The LR of `iteration` (0-based) under the protocol's schedule (pretrain/schedule.py)."""
@@ -170,7 +171,9 @@ def selfpatch_ade20k_semfpn_vit_40k() -> SegmentationProtocol:
     Data as ade20k-semfpn-80k/1 (base (2048, 512), ratio 0.5-2.0, crop 512, cat_max_ratio 0.75,
     flip, PhotoMetricDistortion; whole-image single-scale test). AdamW lr 6e-5, betas
     (0.9, 0.999), weight decay 0.01 (none on pos_embed: SELFPATCH_SEG_NO_DECAY); poly power 1.0
-    to 0 with mmcv's linear warm-up over 1,500 iterations from 1e-6; 40,000 iterations.
+    to 0 with mmcv's linear warm-up over 1,500 iterations from 1e-6; 40,000 iterations. The
+    cross-entropy is mmseg's CrossEntropyLoss: its mean divides by every pixel of the batch,
+    IGNORE ones included (avg_non_ignore=False, the default then and now): loss_mean "all".
 
     Not stated, our choice: the total batch. The config sets samples_per_gpu=4 and a comment
     copied from XCiT says 8 GPUs x 2; we take 16 (4 x 4: mmseg's ADE20K standard, and XCiT's
@@ -196,6 +199,7 @@ def selfpatch_ade20k_semfpn_vit_40k() -> SegmentationProtocol:
         warmup_ratio=1e-6,
         blocks=(2, 5, 8, 11),
         drop_path=0.1,
+        loss_mean="all",
     )
 
 

@@ -14,6 +14,7 @@ from tests.transfer.segmentation.layouts import make_ade20k, make_export, make_v
 from tests.transfer.segmentation.test_mmseg_export import _require_mm
 from transfer.segmentation import cli as segmentation
 from transfer.segmentation import mmseg_export
+from transfer.segmentation.engine import pixel_loss
 from transfer.segmentation.protocols import PROTOCOLS
 from transfer.segmentation.vit_models import segmentation_vit
 
@@ -198,3 +199,14 @@ def test_engine_mmseg_runs_a_vit_protocol_end_to_end(tmp_path):
     (record,) = read_records(tmp_path / "records")
     assert record.status == "complete" and record.task.protocol == UPERNET
     assert record.selection["engine"] == "mmseg" and 0 <= record.metrics["miou"] <= 100
+
+
+@pytest.mark.mm
+def test_our_vit_protocols_loss_is_mmsegs_cross_entropy():
+    _require_mm()
+    from mmseg.models.losses import CrossEntropyLoss
+
+    logits, labels = torch.randn(2, 5, 6, 7), torch.randint(0, 5, (2, 6, 7))
+    labels[:, :2] = 255
+    theirs = CrossEntropyLoss(loss_weight=1.0)(logits, labels, ignore_index=255)
+    torch.testing.assert_close(pixel_loss(logits, labels, PROTOCOLS[SEMFPN]().loss_mean), theirs)

@@ -13,10 +13,18 @@ from results.record import read_records
 from tests.transfer.segmentation.layouts import make_ade20k, make_export, make_vit_export
 from transfer.segmentation import cli as segmentation
 from transfer.segmentation.data import build_segmentation_set
-from transfer.segmentation.engine import Job, build_optimizer, evaluate
+from transfer.segmentation.engine import (
+    ADDED_FIELDS,
+    Job,
+    build_optimizer,
+    evaluate,
+    pixel_loss,
+    protocol_identity,
+)
 from transfer.segmentation.metrics import mean_iou
 from transfer.segmentation.models import backbone_keys_loaded, build_segmenter
 from transfer.segmentation.protocols import (
+    ade20k_semfpn_80k,
     selfpatch_ade20k_semfpn_vit_40k,
     selfpatch_ade20k_upernet_vit_160k,
 )
@@ -199,10 +207,18 @@ def test_a_vit_on_a_resnet_protocol_names_the_vit_protocols(tmp_path):
 
 def test_resnet_run_identities_are_unchanged_by_the_vit_fields():
     """A ResNet run directory begun before the ViT protocols existed still resumes."""
-    from transfer.segmentation.engine import ADDED_FIELDS, protocol_identity
-    from transfer.segmentation.protocols import ade20k_semfpn_80k
-
     resnet = protocol_identity(ade20k_semfpn_80k())
-    assert len(resnet) == 23 and not set(ADDED_FIELDS) & set(resnet)
+    assert len(resnet) == 23 and "loss_mean" in ADDED_FIELDS and not set(ADDED_FIELDS) & set(resnet)
     vit = protocol_identity(SEMFPN)
     assert vit["optimizer"] == "adamw" and vit["blocks"] == (2, 5, 8, 11)
+
+
+def test_the_vit_protocols_average_the_loss_over_every_pixel_as_mmseg():
+    """mmseg CrossEntropyLoss (avg_non_ignore False): sum over labelled pixels / all pixels."""
+    logits, labels = torch.randn(2, 5, 6, 7), torch.randint(0, 5, (2, 6, 7))
+    labels[:, :2] = 255  # padding / ADE20K's "other"
+    per_pixel = F.cross_entropy(logits, labels.clamp(max=4), reduction="none")[labels != 255]
+    assert SEMFPN.loss_mean == UPERNET.loss_mean == "all"
+    assert ade20k_semfpn_80k().loss_mean == "labelled"  # unchanged
+    torch.testing.assert_close(pixel_loss(logits, labels, "all"), per_pixel.sum() / labels.numel())
+    torch.testing.assert_close(pixel_loss(logits, labels, "labelled"), per_pixel.mean())
