@@ -20,7 +20,7 @@ align_corners=True; it also has no auxiliary FCN head.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -108,3 +108,28 @@ class UperNet(nn.Module):
         if not self.training:
             return logits
         return logits, _resize(self.auxiliary(maps[self.aux_level]), images.shape[-2:])
+
+
+def mmseg_head_init(
+    model: nn.Module, classifiers: Sequence[nn.Conv2d], xavier: Sequence[nn.Conv2d] = ()
+) -> nn.Module:
+    """mmcv/mmseg's initialisation of a segmenter's head (the backbone keeps its weights):
+    every conv followed by a BN (a ConvModule) Kaiming-normal, fan_out, ReLU gain, with BN 1/0;
+    the FPN neck's convs (`xavier`) Xavier-uniform with zero bias (mmseg FPN init_cfg); the
+    class convs (`classifiers`, mmseg's conv_seg) normal(0, 0.01) with zero bias. Deconvs keep
+    PyTorch's default, as in XCiT and mmseg's Feature2Pyramid."""
+    for name, module in model.named_modules():
+        if name.startswith("backbone") or not isinstance(module, nn.Sequential):
+            continue
+        if len(module) > 1 and isinstance(module[0], nn.Conv2d):
+            if isinstance(module[1], nn.BatchNorm2d):
+                nn.init.kaiming_normal_(module[0].weight, mode="fan_out", nonlinearity="relu")
+                nn.init.ones_(module[1].weight)
+                nn.init.zeros_(module[1].bias)
+    for conv in xavier:
+        nn.init.xavier_uniform_(conv.weight)
+        nn.init.zeros_(conv.bias)
+    for conv in classifiers:
+        nn.init.normal_(conv.weight, std=0.01)
+        nn.init.zeros_(conv.bias)
+    return model

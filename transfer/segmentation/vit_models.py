@@ -15,7 +15,8 @@ rebuilt as alinlab/SelfPatch segmentation/backbones/vit_SelfPatch.py `SelfPatch_
   (mmseg PatchEmbed padding="corner"), and the head's logits are resized to the unpadded input.
 The chosen blocks' raw outputs (`block_patch_tokens`) feed the head: for the semantic FPN, all
 at stride 16 (models.SemanticFPN with nominal strides [4, 8, 16, 32]); for UperNet, through
-`ViTPyramid` (XCiT/SelfPatch fpn1..fpn4) into upernet.UperNet.
+`ViTPyramid` (XCiT/SelfPatch fpn1..fpn4) into upernet.UperNet. The heads are initialised as
+mmseg initialises them (upernet.mmseg_head_init).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from torch import nn
 from pretrain.vit import ViTEncoder
 from transfer.segmentation.models import SemanticFPN
 from transfer.segmentation.protocols import SegmentationProtocol
-from transfer.segmentation.upernet import UperNet
+from transfer.segmentation.upernet import UperNet, mmseg_head_init
 
 LEFT_OUT = ("cls_token", "norm.weight", "norm.bias")  # export tensors SelfPatch_ViT has no use for
 
@@ -128,9 +129,11 @@ def build_vit_segmenter(
     features = partial(block_features, blocks=protocol.blocks)
     channels = [backbone.embed_dim] * len(protocol.blocks)
     if head == "semfpn":
-        return SemanticFPN(backbone, num_classes, in_channels=channels, features=features)
+        fpn = SemanticFPN(backbone, num_classes, in_channels=channels, features=features)
+        xavier = [*fpn.lateral, *fpn.smooth]
+        return mmseg_head_init(fpn, classifiers=[fpn.classifier], xavier=xavier)
     if head == "upernet":
-        return UperNet(
+        upernet = UperNet(
             backbone,
             num_classes,
             in_channels=channels,
@@ -138,4 +141,6 @@ def build_vit_segmenter(
             pyramid=ViTPyramid(backbone.embed_dim),
             aux_weight=protocol.aux_weight,
         )
+        classifiers = [upernet.decode.classifier, upernet.auxiliary[-1]]
+        return mmseg_head_init(upernet, classifiers=classifiers)
     raise ValueError(f"no ViT segmenter {head!r}; use semfpn or upernet")

@@ -222,3 +222,23 @@ def test_the_vit_protocols_average_the_loss_over_every_pixel_as_mmseg():
     assert ade20k_semfpn_80k().loss_mean == "labelled"  # unchanged
     torch.testing.assert_close(pixel_loss(logits, labels, "all"), per_pixel.sum() / labels.numel())
     torch.testing.assert_close(pixel_loss(logits, labels, "labelled"), per_pixel.mean())
+
+
+def test_the_heads_are_initialised_as_mmseg_does():
+    """ConvModules Kaiming-normal fan_out (std sqrt(2 / fan_out)), FPN convs Xavier-uniform,
+    conv_seg normal(0, 0.01), zero biases; the backbone untouched."""
+    encoder = load_encoder("random:vit_tiny12_test")[0]
+    fpn = build_segmenter("semfpn", encoder, 150, SEMFPN)
+    upernet = build_segmenter("upernet", encoder, 150, UPERNET)
+    for classifier in (fpn.classifier, upernet.decode.classifier, upernet.auxiliary[-1]):
+        assert classifier.weight.std().item() == pytest.approx(0.01, rel=0.1)
+        assert not classifier.bias.any()
+    for conv in (fpn.scale_heads[3][2][0], upernet.decode.fpn_bottleneck[0]):
+        fan_out = conv.out_channels * 9
+        assert conv.weight.std().item() == pytest.approx((2 / fan_out) ** 0.5, rel=0.05)
+    bound = (6 / (256 * 9 + 256 * 9)) ** 0.5  # Xavier-uniform: fan_in, fan_out 256 x 3 x 3
+    assert fpn.smooth[0].weight.abs().max().item() == pytest.approx(bound, rel=0.01)
+    assert not fpn.lateral[0].bias.any() and not fpn.smooth[2].bias.any()
+    torch.testing.assert_close(
+        fpn.backbone.blocks[0].attn.qkv.weight, encoder.blocks[0].attn.qkv.weight
+    )
