@@ -15,6 +15,7 @@ from tests.transfer.segmentation.test_mmseg_export import _require_mm
 from transfer.segmentation import cli as segmentation
 from transfer.segmentation import mmseg_export
 from transfer.segmentation.engine import pixel_loss
+from transfer.segmentation.models import build_segmenter
 from transfer.segmentation.protocols import PROTOCOLS
 from transfer.segmentation.vit_models import segmentation_vit
 
@@ -210,3 +211,22 @@ def test_our_vit_protocols_loss_is_mmsegs_cross_entropy():
     labels[:, :2] = 255
     theirs = CrossEntropyLoss(loss_weight=1.0)(logits, labels, ignore_index=255)
     torch.testing.assert_close(pixel_loss(logits, labels, PROTOCOLS[SEMFPN]().loss_mean), theirs)
+
+
+@pytest.mark.mm
+@pytest.mark.parametrize("protocol", [SEMFPN, UPERNET])
+def test_our_heads_have_mmsegs_parameters_one_for_one(tmp_path, protocol):
+    """Neck + decode head (+ auxiliary head) of the exported mmseg model and the built-in
+    engine's head: the same parameter and buffer shapes, one for one."""
+    _require_mm()
+    export, _, config_path = _export(tmp_path, protocol, crop=CROP)
+    theirs = _mmseg_model(config_path).state_dict()
+    settings = PROTOCOLS[protocol]()
+    ours = build_segmenter(settings.head, load_encoder(str(export))[0], 150, settings).state_dict()
+
+    def head_shapes(state):
+        return sorted(tuple(v.shape) for k, v in state.items() if not k.startswith("backbone."))
+
+    assert head_shapes(theirs) == head_shapes(ours)
+    assert len([k for k in theirs if k.startswith("backbone.")]) == 148  # + cls_token, [CLS] pos
+    assert len([k for k in ours if k.startswith("backbone.")]) == 147
