@@ -167,7 +167,8 @@ def selfpatch_ade20k_semfpn_vit_40k() -> SegmentationProtocol:
     0.1; blocks (2, 5, 8, 11) at stride 16, raw; pos_embed resized bicubically (mmseg resize,
     size=, align_corners False) to the 512 crop's 32x32 grid at load and from there to each
     input's grid (transfer/segmentation/vit_models.py). FPN neck (256 ch, 4 outputs) + FPNHead
-    (128 ch, dropout 0.1) with nominal strides [4, 8, 16, 32]: logits at stride 16.
+    (128 ch, dropout 0.1) with nominal strides [4, 8, 16, 32]: logits at stride 16; the head
+    initialised as mmseg does (Kaiming ConvModules, Xavier FPN convs, conv_seg std 0.01).
     Data as ade20k-semfpn-80k/1 (base (2048, 512), ratio 0.5-2.0, crop 512, cat_max_ratio 0.75,
     flip, PhotoMetricDistortion; whole-image single-scale test). AdamW lr 6e-5, betas
     (0.9, 0.999), weight decay 0.01 (none on pos_embed: SELFPATCH_SEG_NO_DECAY); poly power 1.0
@@ -216,8 +217,10 @@ def selfpatch_ade20k_upernet_vit_160k() -> SegmentationProtocol:
     (1, 2, 3, 6), 512 ch, dropout 0.1) + auxiliary FCNHead on the stride-16 level (256 ch, one
     conv, dropout 0.1, loss weight 0.4). AdamW lr 6e-5, betas (0.9, 0.999), weight decay 0.01
     (none on pos_embed, as the semantic-FPN protocol), poly power 1.0 to 0, 1,500 warm-up
-    iterations from 1e-6; 160,000 iterations; batch 16 (XCiT: 8 GPUs x 2); data and test as the
-    semantic-FPN protocol. XCiT's own backbone drop_path (0.05, for XCiT-S12) is not used.
+    iterations from 1e-6; 160,000 iterations; batch 16 (XCiT: 8 GPUs x 2); data, test and
+    loss as the semantic-FPN protocol. XCiT's own backbone drop_path (0.05, for XCiT-S12) is not
+    used, nor its custom_keys ("absolute_pos_embed", "relative_position_bias_table", "norm":
+    XCiT's module names): on a ViT the semantic-FPN protocol's effective set (pos_embed) is.
     """
     return replace(
         selfpatch_ade20k_semfpn_vit_40k(),
