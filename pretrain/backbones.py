@@ -303,19 +303,25 @@ VIT_CLASSIFICATION = (
 )
 
 
-def external_engine_problem(metadata: dict) -> str | None:
+def external_engine_problem(
+    metadata: dict,
+    protocol: str = "the detectron2/mmseg export",
+    takes: str = "resnet",
+    alternatives: str = VIT_CLASSIFICATION,
+) -> str | None:
     """Why an external engine's ResNet (detectron2's, mmseg's: symmetric padding, the standard
     stem) would silently compute other features from these weights, or None if it would not.
 
     The authors' BYOL release needs TF "SAME" padding and solo-learn's CIFAR runs a stem padded
-    by 2 (evaluate/importers/): only our own encoder reproduces them. A ViT is refused: the
-    exports write ResNet configs.
+    by 2 (evaluate/importers/): only our own encoder reproduces them. The other family than
+    `takes` is refused (dense_backbone_problem): the detectron2 export writes ResNet configs
+    only; the mmseg export passes its protocol's family (ViT protocols write mmseg ViT configs).
     """
-    problem = dense_backbone_problem(
-        metadata, "the detectron2/mmseg export", "resnet", VIT_CLASSIFICATION
-    )
+    problem = dense_backbone_problem(metadata, protocol, takes, alternatives)
     if problem:
         return problem
+    if is_vit(metadata.get("arch") or ""):
+        return None  # the padding and stem options are a ResNet's
     if metadata.get("padding", "torchvision") != "torchvision":
         return (
             f"these weights expect {metadata['padding']} padding (the authors' release), which "

@@ -71,8 +71,20 @@ def step_decay(
 
 
 def poly(
-    step: int, total_steps: int, peak_lr: float, *, power: float, min_lr: float = 0.0
+    step: int,
+    total_steps: int,
+    peak_lr: float,
+    *,
+    power: float,
+    min_lr: float = 0.0,
+    warmup_steps: int = 0,
+    warmup_ratio: float = 1.0,
 ) -> float:
-    """mmseg's PolyLR: min_lr + (peak - min_lr)(1 - step/total)^power."""
+    """mmseg's PolyLR: min_lr + (peak - min_lr)(1 - step/total)^power. With `warmup_steps`,
+    mmcv's linear warm-up (LrUpdaterHook, warmup="linear") scales that LR by
+    1 - (1 - step/warmup_steps)(1 - warmup_ratio) during the first `warmup_steps` steps."""
     fraction = (1 - min(step, total_steps) / total_steps) ** power
-    return min_lr + (peak_lr - min_lr) * fraction
+    lr = min_lr + (peak_lr - min_lr) * fraction
+    if step < warmup_steps:
+        lr *= 1 - (1 - step / warmup_steps) * (1 - warmup_ratio)
+    return lr

@@ -54,7 +54,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.vit import ViTEncoder
-from transfer.detection.vit_pyramid import ViTPyramid
+from transfer.detection.vit_pyramid import ViTDetectionBody
 
 MODELS = ("c4", "fpn", "mask-fpn", "vit-mask-fpn")
 VIT_MODELS = ("vit-mask-fpn",)  # take a ViT encoder
@@ -247,7 +247,7 @@ def _c4(encoder: nn.Module, spec: DetectorSpec, norm, common: dict) -> nn.Module
 def _fpn_body(encoder: nn.Module, spec: DetectorSpec) -> tuple[nn.Module, list[int]]:
     """(body returning {"0".."3"} at strides 4..32, its channels): ResNet stages or ViT pyramid."""
     if spec.model in VIT_MODELS:
-        body = ViTPyramid(encoder, spec.blocks)
+        body = ViTDetectionBody(encoder, spec.blocks)
         return body, [body.out_channels] * len(spec.blocks)
     stages = ("layer1", "layer2", "layer3", "layer4")
     channels = [stage_channels(getattr(encoder, name)) for name in stages]

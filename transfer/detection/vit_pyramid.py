@@ -4,14 +4,8 @@ SelfPatch's detection backbone (Yun et al. 2022; alinlab/SelfPatch detection/bac
 vit_SelfPatch.py, `SelfPatch_ViT`, the XCiT/BEiT design) takes the raw outputs of four blocks
 (`out_indices`, [3, 5, 7, 11] in configs/selfpatch/mask_rcnn_vit_small_12_p16_1x_coco.py: no
 norm applied to them), reshapes the patch tokens to their grid (stride = patch, 16) and resamples
-each to one pyramid level:
-
-    fpn1  ConvTranspose2d 2x2 s2 -> SyncBatchNorm -> GELU -> ConvTranspose2d 2x2 s2   stride p/4
-    fpn2  ConvTranspose2d 2x2 s2                                                       stride p/2
-    fpn3  identity                                                                     stride p
-    fpn4  MaxPool2d 2, stride 2                                                        stride 2p
-
-all with the ViT's width (384 for ViT-S/16). The position embedding is interpolated as DINO's
+each to one pyramid level (transfer/vit_pyramid.py: fpn1..fpn4, strides p/4, p/2, p, 2p, all
+at the ViT's width, 384 for ViT-S/16). The position embedding is interpolated as DINO's
 (bicubic, scale (h + 0.1) / sqrt(N); pretrain/vit.py, the same function as the authors'
 `interpolate_pos_encoding`), and images are padded to a multiple of 32 (mmdet `Pad`
 size_divisor 32; torchvision's GeneralizedRCNNTransform size_divisible 32), hence of 16.
@@ -29,19 +23,13 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from pretrain.backbones import build_backbone, vit_options
 from pretrain.vit import ViTEncoder
-
-LEVELS = 4  # fpn1..fpn4
-
-
-def _deconv(width: int) -> nn.ConvTranspose2d:
-    return nn.ConvTranspose2d(width, width, kernel_size=2, stride=2)
+from transfer.vit_pyramid import LEVELS, ViTPyramid
 
 
-class ViTPyramid(nn.Module):
+class ViTDetectionBody(ViTPyramid):
     """[B, 3, H, W] -> {"0".."3"}: the blocks' patch grids at strides p/4, p/2, p, 2p, width D.
 
     `encoder` keeps its module names (its state-dict keys are the export's under "encoder.");
@@ -49,28 +37,22 @@ class ViTPyramid(nn.Module):
     ViT has "norm" in its name: the config's decay rule sees the same names)."""
 
     def __init__(self, encoder: ViTEncoder, blocks: Sequence[int]) -> None:
-        super().__init__()
         if len(blocks) != LEVELS:
             raise ValueError(f"the pyramid takes {LEVELS} blocks, not {list(blocks)}")
+        super().__init__(encoder.embed_dim)
         self.encoder, self.blocks = encoder, tuple(blocks)
-        width = encoder.embed_dim
-        # The authors' SyncBatchNorm: plain BatchNorm2d in one process (which then holds the
-        # whole batch, whose statistics SyncBN gathers); models.build_detector converts it to
-        # SyncBatchNorm when a process group runs.
+        # The authors' SyncBatchNorm (fpn1's BN): plain BatchNorm2d in one process (which then
+        # holds the whole batch, whose statistics SyncBN gathers); models.build_detector
+        # converts it to SyncBatchNorm when a process group runs.
         # DEVIATION(det-batch-padding): torchvision pads a batch's images to the largest one;
         # mmdet (1 image per GPU) pads each alone to a multiple of 32, so here the ViT attends
         # over more padding tokens and this BN counts more padded pixels.
-        self.fpn1 = nn.Sequential(_deconv(width), nn.BatchNorm2d(width), nn.GELU(), _deconv(width))
-        self.fpn2 = nn.Sequential(_deconv(width))
-        self.fpn3 = nn.Identity()
-        self.fpn4 = nn.MaxPool2d(kernel_size=2, stride=2)
-        self.out_channels = width
+        self.out_channels = encoder.embed_dim
         self.strides = tuple(int(encoder.patch_size * f) for f in (0.25, 0.5, 1, 2))
 
     def forward(self, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         grids = self.encoder.block_patch_tokens(images, self.blocks)  # 4 x [B, D, H/p, W/p]
-        levels = (self.fpn1, self.fpn2, self.fpn3, self.fpn4)
-        return OrderedDict((str(i), level(g)) for i, (level, g) in enumerate(zip(levels, grids)))
+        return OrderedDict((str(i), level) for i, level in enumerate(super().forward(grids)))
 
 
 def detection_encoder(

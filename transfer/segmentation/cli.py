@@ -6,13 +6,15 @@
 
 The protocols (settings and sources) are the presets in transfer/segmentation/protocols.py:
 `byol-paper-fcn/1` (BYOL v3, App. D.4: FCN, VOC2012 train_aug -> val, LR chosen on 2,119 held-out
-images, mean of 5 seeds) and `ade20k-semfpn-80k/1`. The frozen linear probes
-`frozen-linear-seg/1` (VOC2012) and `frozen-linear-seg-ade20k/1` (transfer/dense_probe/: BN + 1x1
-conv on the frozen encoder's cached conv5 maps, every LR in one pass) are run by
-transfer/dense_probe/segmentation.py and write the same kind of record under their own names.
-With several candidate LRs the sweep trains on train minus the held-out images and chooses on
-them; then every seed trains on all of train at the chosen LR and is tested on the reported
-split; the record's `miou` is the mean over seeds.
+images, mean of 5 seeds) and `ade20k-semfpn-80k/1` take ResNets; SelfPatch's ADE20K protocols
+`selfpatch-ade20k-semfpn-vit-40k/1` and `selfpatch-ade20k-upernet-vit-160k/1` take ViTs
+(transfer/segmentation/vit_models.py); each refuses the other family with one sentence. The
+frozen linear probes `frozen-linear-seg/1` (VOC2012) and `frozen-linear-seg-ade20k/1`
+(transfer/dense_probe/: BN + 1x1 conv on the frozen encoder's cached maps, every LR in one pass)
+are run by transfer/dense_probe/segmentation.py and write the same kind of record under their
+own names. With several candidate LRs the sweep trains on train minus the held-out images and
+chooses on them; then every seed trains on all of train at the chosen LR and is tested on the
+reported split; the record's `miou` is the mean over seeds.
 
 Each (LR, seed) run lives in `<run-dir>/<phase>-lr<lr>-seed<seed>/` with checkpoints and, once
 done, result.json: the same command resumes an interrupted protocol where it stopped.
@@ -32,7 +34,6 @@ import numpy as np
 from evaluate import harness
 from evaluate.transforms import Preprocessing
 from pretrain import log_sinks
-from pretrain.backbones import VIT_CLASSIFICATION
 from results import bootstrap
 from results.record import Task
 from slurm import submit as slurm_submit
@@ -41,7 +42,12 @@ from transfer.dense_probe.segmentation import check_segmentation_inputs, run_fro
 from transfer.segmentation.data import build_segmentation_set, check_sizes, hold_out_images
 from transfer.segmentation.engine import PER_IMAGE_FILE, Job, run_job
 from transfer.segmentation.metrics import mean_iou_of_counts
-from transfer.segmentation.protocols import PROTOCOLS, SegmentationProtocol
+from transfer.segmentation.protocols import (
+    PROTOCOLS,
+    SegmentationProtocol,
+    refusal_alternatives,
+    with_crop,
+)
 
 ENGINES = ("torchvision", "mmseg")
 log = logging.getLogger(__name__)
@@ -93,10 +99,11 @@ def resolve(config: SegmentationConfig) -> SegmentationProtocol:
             "--epochs is for the frozen-linear-seg* protocols; use --max-steps"
         )
     settings = PROTOCOLS[config.protocol]()
+    if config.crop is not None:
+        settings = with_crop(settings, config.crop)
     overrides = {
         "iterations": config.max_steps,
         "batch_size": config.batch_size,
-        "crop": config.crop,
         "lrs": config.lrs,
         "seeds": config.seeds,
         "heldout": config.heldout,
@@ -275,8 +282,8 @@ def load_inputs(config: SegmentationConfig) -> harness.EvalInputs:
         config,
         min(settings.seeds),
         protocol=settings.name,
-        takes=settings.backbone if isinstance(settings, ProbeProtocol) else "resnet",
-        alternatives=VIT_CLASSIFICATION,
+        takes=settings.backbone,  # the probes (transfer/dense_probe/protocols.py): "any"
+        alternatives=refusal_alternatives(settings.backbone),
     )
     inputs.train_set, inputs.eval_set = load_data(settings, config.data)
     inputs.eval_split, inputs.cache_dir = settings.eval_split, config.cache_dir
@@ -333,7 +340,8 @@ def parse_config(argv: list[str] | None) -> SegmentationConfig:
     add(
         "--crop",
         type=int,
-        help="training crop in px; frozen-linear-seg*: the view's size (default: the protocol's)",
+        help="training crop in px, the ADE20K base size scaled with it; frozen-linear-seg*: the "
+        "view's size (default: the protocol's)",
     )
     add("--lrs", type=float, nargs="+", help="candidate LRs; one value skips the sweep")
     add("--seeds", type=int, nargs="+", help="seeds whose mean is reported")

@@ -1,6 +1,6 @@
 """One segmentation training run (one LR, one seed) on torchvision-style modules, resumable.
 
-`run_job(job)` trains the protocol's segmenter for `job.iterations` steps of SGD, saving
+`run_job(job)` trains the protocol's segmenter for `job.iterations` steps (SGD or AdamW), saving
 `<job.run_dir>/checkpoints/last.pt` every `ckpt_every_min` minutes and at the end
 (pretrain/checkpoint.py: atomic, tensors only, digest-checked), then evaluates mIoU on
 `job.eval_set` and writes `<job.run_dir>/result.json`, beside samples.npz (the first test
@@ -17,7 +17,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pretrain import rundir
+from pretrain.identity import settings_identity
 from results.atomic import write_atomic
 from results.samples import SAMPLES_FILE
 from transfer.iterations import resume_or_start, set_lr, train_iterations
@@ -35,7 +37,8 @@ from transfer.segmentation.augment import IGNORE, Augmentation
 from transfer.segmentation.data import EvalPairs, SegmentationSet, TrainPairs
 from transfer.segmentation.metrics import confusion, image_counts, mean_iou, per_class_iou
 from transfer.segmentation.models import build_segmenter
-from transfer.segmentation.protocols import SegmentationProtocol
+from transfer.segmentation.protocols import ADDED_FIELDS, SegmentationProtocol
+from transfer.vit_param_groups import vit_param_groups
 
 log = logging.getLogger(__name__)
 PER_IMAGE_FILE = "per_image_counts.npy"  # [N, 3, K] int64: metrics.image_counts of each image
@@ -62,7 +65,7 @@ class Job:
     def identity(self) -> dict:
         """What must match for a run directory to resume this job."""
         return {
-            "protocol": asdict(self.protocol),
+            "protocol": settings_identity(self.protocol, ADDED_FIELDS),
             "lr": self.lr,
             "seed": self.seed,
             "weights_sha256": self.weights_sha256,
@@ -89,11 +92,9 @@ def run_job(job: Job, encoder: nn.Module) -> dict:
     device = torch.device(job.device)
     torch.manual_seed(job.seed)  # head initialisation
     model = build_segmenter(
-        job.protocol.head, copy.deepcopy(encoder), job.train_set.num_classes
+        job.protocol.head, copy.deepcopy(encoder), job.train_set.num_classes, job.protocol
     ).to(device)
-    optimizer = torch.optim.SGD(
-        parameter_groups(model, job.protocol), lr=job.lr, momentum=job.protocol.momentum
-    )
+    optimizer = build_optimizer(model, job.protocol, job.lr)
     start, seconds = resume_or_start(model, optimizer, job.run_dir)
     seconds = train(model, optimizer, job, start, seconds)
     keeper = SampleKeeper("segmentation")
@@ -119,9 +120,24 @@ def run_job(job: Job, encoder: nn.Module) -> dict:
     return result
 
 
+def build_optimizer(
+    model: nn.Module, protocol: SegmentationProtocol, lr: float
+) -> torch.optim.Optimizer:
+    """The protocol's optimizer over parameter_groups: SGD with momentum, or AdamW with betas."""
+    groups = parameter_groups(model, protocol)
+    if protocol.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=protocol.momentum)
+    if protocol.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=protocol.betas)
+    raise ValueError(f"unknown optimizer {protocol.optimizer!r}; use sgd or adamw")
+
+
 def parameter_groups(model: nn.Module, protocol: SegmentationProtocol) -> list[dict]:
-    """All parameters with the protocol's weight decay; BN's without it when norm_weight_decay
-    is False (mmseg's norm_decay_mult=0)."""
+    """All parameters with the protocol's weight decay. AdamW protocols: none on parameters
+    whose name holds one of `no_decay_keys` (mmcv custom_keys, transfer/vit_param_groups.py);
+    SGD protocols: none on BN's when norm_weight_decay is False (mmseg's norm_decay_mult=0)."""
+    if protocol.optimizer == "adamw":
+        return vit_param_groups(model, protocol.weight_decay, protocol.no_decay_keys)
     norm, other = [], []
     for module in model.modules():
         params = [p for p in module.parameters(recurse=False) if p.requires_grad]
@@ -136,12 +152,11 @@ def parameter_groups(model: nn.Module, protocol: SegmentationProtocol) -> list[d
 def train(
     model: nn.Module, optimizer: torch.optim.Optimizer, job: Job, start: int, seconds: float
 ) -> float:
-    """SGD from iteration `start` to the end on the job's training views (transfer/iterations.py),
-    checkpointing; returns the training seconds so far."""
+    """Training from iteration `start` to the end on the job's training views
+    (transfer/iterations.py), checkpointing; returns the training seconds so far."""
     pairs = TrainPairs(job.train_set, augmentation(job), job.seed)
-    return train_iterations(
-        model, optimizer, job, start, seconds, pairs, train_step, "segmentation loss"
-    )
+    step = partial(train_step, loss_mean=job.protocol.loss_mean)
+    return train_iterations(model, optimizer, job, start, seconds, pairs, step, "segmentation loss")
 
 
 def train_step(
@@ -150,17 +165,35 @@ def train_step(
     images: torch.Tensor,
     labels: torch.Tensor,
     lr: float,
+    loss_mean: str = "labelled",
 ) -> float:
-    """One SGD step on per-pixel cross-entropy (IGNORE left out) at `lr`; returns the loss.
-    A non-finite loss is not stepped on: the caller stops before anything is saved."""
+    """One step on per-pixel cross-entropy (IGNORE pixels add nothing) at `lr`, plus
+    aux_weight x the auxiliary head's (UperNet); returns the loss. A non-finite loss is not
+    stepped on: the caller stops before anything is saved."""
     set_lr(optimizer, lr)
-    logits = model(images)  # [B, K, crop, crop]
-    loss = F.cross_entropy(logits, labels, ignore_index=IGNORE)
+    outputs = model(images)  # [B, K, crop, crop], or (logits, auxiliary logits)
+    logits, auxiliary = outputs if isinstance(outputs, tuple) else (outputs, None)
+    loss = pixel_loss(logits, labels, loss_mean)
+    if auxiliary is not None:
+        loss = loss + model.aux_weight * pixel_loss(auxiliary, labels, loss_mean)
     if torch.isfinite(loss):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     return loss.item()
+
+
+def pixel_loss(logits: torch.Tensor, labels: torch.Tensor, mean: str) -> torch.Tensor:
+    """Cross-entropy summed over the labelled pixels, divided by their number ("labelled",
+    PyTorch's ignore_index mean) or by all pixels ("all": mmseg's CrossEntropyLoss with its
+    default avg_non_ignore=False, where IGNORE pixels count in the denominator)."""
+    if mean == "labelled":
+        return F.cross_entropy(logits, labels, ignore_index=IGNORE)
+    if mean == "all":
+        return (
+            F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="sum") / labels.numel()
+        )
+    raise ValueError(f"unknown loss mean {mean!r}; use labelled or all")
 
 
 @torch.no_grad()

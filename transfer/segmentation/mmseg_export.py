@@ -9,10 +9,13 @@ Writes into `--out` (default: `mmseg/` beside the checkpoint):
                               with torch.load(weights_only=True), as torch >= 2.6 does by default
   <protocol>-<sha8>.py        configs/mmseg_*.py with its BYOL-BENCH block filled in:
                               mmseg's plain `ResNet` (our torchvision key names, not ResNetV1c's
-                              deep stem) with init_cfg=dict(type="Pretrained", checkpoint=...)
-Our backbones' keys are torchvision's minus `fc.*`, which are mmseg ResNet's keys: every tensor
+                              deep stem), or for the ViT protocols (selfpatch-ade20k-*-vit-*)
+                              mmseg's `VisionTransformer`, with init_cfg=dict(type="Pretrained",
+                              checkpoint=...)
+Our ResNets' keys are torchvision's minus `fc.*`, which are mmseg ResNet's keys: every tensor
 maps by name, and the export checks that the set is complete. Width-multiplied ResNets, R200 and
-the CIFAR stem have no mmseg ResNet counterpart and are refused.
+the CIFAR stem have no mmseg ResNet counterpart and are refused. ViTs are renamed as mmseg's
+vit2mmseg.py does (transfer/segmentation/mmseg_vit.py). A protocol refuses the other family.
 """
 
 from __future__ import annotations
@@ -31,12 +34,20 @@ from pretrain.backbones import external_engine_problem
 from pretrain.checkpoint import CheckpointError
 from pretrain.data import dataset_stats
 from results.atomic import write_atomic
-from transfer.segmentation.protocols import PROTOCOLS, SegmentationProtocol
+from transfer.segmentation.mmseg_vit import mmseg_vit_state_dict, vit_config_values
+from transfer.segmentation.protocols import (
+    PROTOCOLS,
+    SegmentationProtocol,
+    refusal_alternatives,
+    with_crop,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 TEMPLATES = {  # protocol -> config template
     "byol-paper-fcn/1": CONFIG_DIR / "mmseg_fcn_voc12aug.py",
     "ade20k-semfpn-80k/1": CONFIG_DIR / "mmseg_semfpn_ade20k.py",
+    "selfpatch-ade20k-semfpn-vit-40k/1": CONFIG_DIR / "mmseg_semfpn_vit_ade20k.py",
+    "selfpatch-ade20k-upernet-vit-160k/1": CONFIG_DIR / "mmseg_upernet_vit_ade20k.py",
 }
 MMSEG_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
 BEGIN, END = "# BYOL-BENCH BEGIN\n", "# BYOL-BENCH END\n"
@@ -93,9 +104,13 @@ def _checked_settings(metadata: dict, protocol: str, gpus: int) -> SegmentationP
     settings: SegmentationProtocol = PROTOCOLS[protocol]()
     if gpus < 1 or settings.batch_size % gpus:
         raise harness.InputError(f"--nproc must divide the protocol's batch {settings.batch_size}")
-    problem = external_engine_problem(metadata)
+    problem = external_engine_problem(
+        metadata, protocol, settings.backbone, refusal_alternatives(settings.backbone)
+    )
     if problem:
         raise CheckpointError(problem)
+    if settings.backbone == "vit":
+        return settings
     if metadata["arch"] not in MMSEG_DEPTHS or metadata.get("cifar_stem"):
         stem = " (CIFAR stem)" if metadata.get("cifar_stem") else ""
         raise CheckpointError(
@@ -125,17 +140,23 @@ def export_encoder(
     """Write the checkpoint and config of a loaded backbone for `protocol`; returns (checkpoint
     path, config path). `metadata` is load_encoder's (arch, weights_sha256, preprocessing...)."""
     settings = _checked_settings(metadata, protocol, gpus)
+    settings = with_crop(settings, crop or settings.crop)
     sha8 = metadata["weights_sha256"][:8]
     out_dir = Path(out)
-    weights_path = _write_weights(encoder, metadata, out_dir / f"backbone-{sha8}-mmseg.pth")
+    weights_path = _write_weights(
+        encoder, settings, metadata, out_dir / f"backbone-{sha8}-mmseg.pth"
+    )
     stats = metadata.get("preprocessing") or {}
     mean, std = (stats["mean"], stats["std"]) if stats else dataset_stats("imagenet")
     mean, std = mean_std or (mean, std)  # 0..1 scale, as pretrain/data.py states them
     slug = f"{protocol.replace('/', '-v')}-{sha8}"
+    if settings.backbone == "vit":
+        architecture = vit_config_values(encoder, settings)
+    else:
+        architecture = {"depth": MMSEG_DEPTHS[metadata["arch"]], **_widths(encoder, settings)}
     values = {
         "checkpoint_file": str(weights_path),
-        "depth": MMSEG_DEPTHS[metadata["arch"]],
-        **_widths(encoder, settings),
+        **architecture,
         "num_classes": 21 if settings.dataset == "voc2012" else 150,
         "mean": [round(255 * m, 4) for m in mean],
         "std": [round(255 * s, 4) for s in std],
@@ -145,7 +166,8 @@ def export_encoder(
         "seed": seed,
         "iterations": iterations or settings.iterations,
         "samples_per_gpu": settings.batch_size // gpus,
-        "crop": crop or settings.crop,
+        "crop": settings.crop,
+        **({"base_size": settings.base_size} if settings.base_size else {}),
         "norm_type": "SyncBN" if gpus > 1 else "BN",
         "work_dir": work_dir or f"work_dirs/{slug}",
     }
@@ -154,9 +176,14 @@ def export_encoder(
     return weights_path, config_path
 
 
-def _write_weights(encoder: torch.nn.Module, metadata: dict, path: Path) -> Path:
+def _write_weights(
+    encoder: torch.nn.Module, settings: SegmentationProtocol, metadata: dict, path: Path
+) -> Path:
     """mmseg's tensor-only checkpoint: {"state_dict": mmseg names, "meta": provenance}."""
-    state_dict = mmseg_state_dict(encoder.state_dict(), metadata["arch"])
+    if settings.backbone == "vit":
+        state_dict = mmseg_vit_state_dict(encoder.state_dict(), len(encoder.blocks))
+    else:
+        state_dict = mmseg_state_dict(encoder.state_dict(), metadata["arch"])
     meta = {
         key: metadata.get(key)
         for key in (
@@ -211,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
         "--ckpt",
         required=True,
         help="an export, a training checkpoint or a torchvision ResNet state dict "
-        "(resnet18/34/50/101/152)",
+        "(resnet18/34/50/101/152); a ViT export for the selfpatch-ade20k-*-vit-* protocols",
     )
     add("--protocol", default="byol-paper-fcn/1", choices=list(TEMPLATES), help="config preset")
     add("--out", help="output directory (default: mmseg/ beside --ckpt)")

@@ -1,4 +1,5 @@
-"""Segmenters on our ResNet backbones: the paper's dilated FCN (VOC) and a semantic FPN (ADE20K).
+"""Segmenters on our ResNets: the paper's dilated FCN (VOC) and a semantic FPN (ADE20K); the same
+semantic FPN takes a ViT's block maps (build_segmenter hands ViTs to vit_models.py).
 
 Both fine-tune the whole network: the backbone is the pretrained encoder, unfrozen, with its BN in
 train mode (MoCo's protocol, which BYOL v3 App. D.4 follows, uses SyncBN; on one device this is
@@ -12,15 +13,25 @@ checked) and live under `backbone.` with their torchvision names, so
 - `SemanticFPN` (Kirillov et al. 2019, "Panoptic Feature Pyramid Networks", as in mmseg's
   configs/_base_/models/fpn_r50.py): FPN over C2..C5 (256 channels), each level brought to stride 4
   by 3x3 conv(128)-BN-ReLU + 2x upsampling stages, summed, dropout 0.1, 1x1 classifier, upsampled.
+  One head for every backbone: it takes any list of maps with their channels and nominal strides.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-HEADS = ("fcn", "semfpn")
+from pretrain.vit import ViTEncoder
+
+if TYPE_CHECKING:
+    from transfer.segmentation.protocols import SegmentationProtocol
+
+HEADS = ("fcn", "semfpn", "upernet")
 
 
 def resnet_stages(backbone: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
@@ -47,10 +58,16 @@ def dilate_last_stage(backbone: nn.Module, dilation: int = 2) -> None:
                 conv.dilation, conv.padding = (dilation, dilation), (dilation, dilation)
 
 
-def conv_bn_relu(in_channels: int, out_channels: int, dilation: int = 1) -> nn.Sequential:
-    """3x3 conv (no bias) -> BN -> ReLU, padding keeping the size."""
+def conv_bn_relu(
+    in_channels: int, out_channels: int, dilation: int = 1, kernel_size: int = 3
+) -> nn.Sequential:
+    """Conv (3x3 unless told, no bias) -> BN -> ReLU, padding keeping the size (mmcv
+    ConvModule with a norm: bias "auto" is off)."""
+    padding = dilation * (kernel_size // 2)
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation, bias=False),
+        nn.Conv2d(
+            in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False
+        ),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
@@ -76,66 +93,99 @@ class FCN(nn.Module):
 
 
 class SemanticFPN(nn.Module):
-    """ResNet + FPN (256) + semantic-FPN head (128 channels at stride 4) + 1x1 classifier."""
+    """Backbone feature maps -> FPN (256) -> semantic-FPN head (128) -> 1x1 classifier, upsampled.
+
+    `features(backbone, images)` returns the maps the FPN takes, `in_channels` their channels,
+    `strides` their nominal strides (mmseg FPNHead's feature_strides): level i gets
+    max(1, log2(strides[i] / strides[0])) conv(128)-BN-ReLU stages, each followed by a 2x
+    upsampling when strides[i] != strides[0], and every level is resized (bilinear) to the first
+    level's size before the sum. For a ResNet the maps are C2..C5 at strides 4..32, so the sum is
+    at stride 4; for a ViT all four maps are at stride 16 while the nominal strides stay
+    [4, 8, 16, 32] (SelfPatch's config): levels 1..3 are upsampled 2x, 4x, 8x and resized back
+    to stride 16, where the logits then are, as mmseg computes that config.
+    """
 
     def __init__(
         self,
         backbone: nn.Module,
         num_classes: int,
+        *,
+        in_channels: list[int],
+        features: Callable[[nn.Module, torch.Tensor], list[torch.Tensor]] = resnet_stages,
+        strides: tuple[int, ...] = (4, 8, 16, 32),
         fpn_channels: int = 256,
         head_channels: int = 128,
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        self.backbone = backbone
-        widths = [block[-1].conv1.in_channels for block in self._layers()]  # C2..C5 channels
-        self.lateral = nn.ModuleList(nn.Conv2d(w, fpn_channels, 1) for w in widths)
+        if len(strides) != len(in_channels) or min(strides) != strides[0]:
+            raise ValueError(f"strides {strides} must match {in_channels}, the smallest first")
+        self.backbone, self.features = backbone, features
+        self.lateral = nn.ModuleList(nn.Conv2d(w, fpn_channels, 1) for w in in_channels)
         self.smooth = nn.ModuleList(
-            nn.Conv2d(fpn_channels, fpn_channels, 3, padding=1) for _ in widths
+            nn.Conv2d(fpn_channels, fpn_channels, 3, padding=1) for _ in in_channels
         )
+        self.upsample = [stride != strides[0] for stride in strides]
         self.scale_heads = nn.ModuleList()
-        for level in range(len(widths)):  # level i has stride 4 * 2**i: i upsampling stages
+        for stride in strides:
+            length = max(1, int(math.log2(stride) - math.log2(strides[0])))
             stages = [
                 conv_bn_relu(fpn_channels if s == 0 else head_channels, head_channels)
-                for s in range(max(level, 1))
+                for s in range(length)
             ]
             self.scale_heads.append(nn.Sequential(*stages))
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(head_channels, num_classes, 1)
 
-    def _layers(self) -> list[nn.Module]:
-        b = self.backbone
-        return [b.layer1, b.layer2, b.layer3, b.layer4]
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        stages = resnet_stages(self.backbone, images)  # strides 4, 8, 16, 32
-        laterals = [conv(x) for conv, x in zip(self.lateral, stages)]
+        maps = self.features(self.backbone, images)
+        laterals = [conv(x) for conv, x in zip(self.lateral, maps)]
         for i in range(len(laterals) - 1, 0, -1):  # top-down pathway
             laterals[i - 1] = laterals[i - 1] + F.interpolate(
                 laterals[i], size=laterals[i - 1].shape[-2:], mode="nearest"
             )
-        pyramid = [conv(x) for conv, x in zip(self.smooth, laterals)]  # [B, 256, H/4*2^i, ...]
+        pyramid = [conv(x) for conv, x in zip(self.smooth, laterals)]  # [B, 256, h_i, w_i]
         fused = 0
-        for level, (head, x) in enumerate(zip(self.scale_heads, pyramid)):
+        for head, upsample, x in zip(self.scale_heads, self.upsample, pyramid):
             for stage in head:
                 x = stage(x)
-                if level > 0:
+                if upsample:
                     x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
             fused = fused + F.interpolate(
                 x, size=pyramid[0].shape[-2:], mode="bilinear", align_corners=False
             )
-        logits = self.classifier(self.dropout(fused))  # [B, K, H/4, W/4]
+        logits = self.classifier(self.dropout(fused))  # [B, K, h_0, w_0]
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def build_segmenter(head: str, backbone: nn.Module, num_classes: int) -> nn.Module:
-    """The segmenter `head` ("fcn" or "semfpn") on `backbone`, all parameters trainable."""
+def resnet_widths(backbone: nn.Module) -> list[int]:
+    """C2..C5 channel counts of a pretrain.backbones.ResNet."""
+    layers = (backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4)
+    return [layer[-1].conv1.in_channels for layer in layers]
+
+
+def build_segmenter(
+    head: str, backbone: nn.Module, num_classes: int, protocol: SegmentationProtocol | None = None
+) -> nn.Module:
+    """The segmenter `head` on `backbone`, all parameters trainable: "fcn" or "semfpn" on a
+    ResNet; on a ViT (pretrain/vit.py), "semfpn" or "upernet" with `protocol`'s blocks,
+    drop_path, crop and auxiliary weight (transfer/segmentation/vit_models.py)."""
     if head not in HEADS:
         raise ValueError(f"unknown segmentation head {head!r}; use one of {HEADS}")
     for parameter in backbone.parameters():
         parameter.requires_grad_(True)  # load_encoder returns it frozen; fine-tuning unfreezes
-    model = FCN(backbone, num_classes) if head == "fcn" else SemanticFPN(backbone, num_classes)
-    return model.train()
+    if isinstance(backbone, ViTEncoder):
+        from transfer.segmentation.vit_models import build_vit_segmenter  # imports this module
+
+        if protocol is None or head == "fcn":
+            raise ValueError(f"a ViT segmenter needs a ViT protocol's settings, not {head!r}")
+        return build_vit_segmenter(head, backbone, num_classes, protocol).train()
+    if head == "upernet":
+        raise ValueError("the UperNet head takes ViTs only (transfer/segmentation/vit_models.py)")
+    if head == "fcn":
+        return FCN(backbone, num_classes).train()
+    widths = resnet_widths(backbone)
+    return SemanticFPN(backbone, num_classes, in_channels=widths).train()
 
 
 def backbone_keys_loaded(model: nn.Module, backbone_state: dict[str, torch.Tensor]) -> int:

@@ -15,7 +15,7 @@ from transfer.detection import cli as detection
 from transfer.detection import models as detection_models
 from transfer.detection.optim import build_optimizer
 from transfer.detection.protocols import selfpatch_coco_maskrcnn_vit_1x
-from transfer.detection.vit_pyramid import ViTPyramid
+from transfer.detection.vit_pyramid import ViTDetectionBody
 
 BLOCKS = (3, 5, 7, 11)
 
@@ -60,7 +60,7 @@ def _authors_forward(encoder: ViTEncoder, images: torch.Tensor, out_indices) -> 
 
 def test_pyramid_strides_channels_and_the_authors_features():
     encoder = _patch16_vit()
-    pyramid = ViTPyramid(encoder, BLOCKS).eval()
+    pyramid = ViTDetectionBody(encoder, BLOCKS).eval()
     images = torch.randn(2, 3, 64, 96)  # a 4 x 6 patch grid: pos_embed is interpolated
     levels = pyramid(images)
     assert pyramid.strides == (4, 8, 16, 32)

@@ -102,3 +102,25 @@ def make_export(root: Path, arch: str = "resnet18", seed: int = 0) -> Path:
         "preprocessing": None,
     }
     return export_backbone(root / "run", model.state_dict(), metadata)
+
+
+def make_vit_export(root: Path, cls_token: bool = True, final_norm: bool = True, seed: int = 0):
+    """exports/backbone-<sha8>.pt of a seeded random vit_tiny12_test (patch 4, 32-d, 12 blocks):
+    DINO's ViT by default, SelfPatch's with cls_token and final_norm False."""
+    torch.manual_seed(seed)
+    model, feature_dim = build_backbone(
+        "vit_tiny12_test", cls_token=cls_token, final_norm=final_norm
+    )
+    metadata = {
+        "label": "test-vit",
+        "arch": "vit_tiny12_test",
+        "patch_size": 4,
+        "cls_token": cls_token,
+        "final_norm": final_norm,
+        "feature_dim": feature_dim,
+        "method": "dino" if cls_token else "selfpatch",
+        "source": "byol-bench",
+        "pretrain_epochs": 1,
+        "preprocessing": None,
+    }
+    return export_backbone(root / "run", model.state_dict(), metadata)

@@ -17,6 +17,7 @@ seed = 0
 iterations = 80000
 samples_per_gpu = 4  # batch 16 in total: 4 GPUs x 4
 crop = 512
+base_size = (2048, 512)  # keep-ratio (long, short) resize target; scales with the crop
 norm_type = "SyncBN"  # "BN" on one device or on CPU
 work_dir = "work_dirs/ade20k-semfpn-80k-v1"
 # BYOL-BENCH END
@@ -70,7 +71,7 @@ dataset_type = "ADE20KDataset"
 train_pipeline = [
     dict(type="LoadImageFromFile"),
     dict(type="LoadAnnotations", reduce_zero_label=True),
-    dict(type="RandomResize", scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type="RandomResize", scale=base_size, ratio_range=(0.5, 2.0), keep_ratio=True),
     dict(type="RandomCrop", crop_size=crop_size, cat_max_ratio=0.75),
     dict(type="RandomFlip", prob=0.5),
     dict(type="PhotoMetricDistortion"),
@@ -78,7 +79,7 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type="LoadImageFromFile"),
-    dict(type="Resize", scale=(2048, 512), keep_ratio=True),
+    dict(type="Resize", scale=base_size, keep_ratio=True),
     dict(type="LoadAnnotations", reduce_zero_label=True),
     dict(type="PackSegInputs"),
 ]
