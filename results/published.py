@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from results.published_selfpatch import selfpatch_records
-from results.record import CheckpointRef, Provenance, Record, Task, validate
+from results.record import Record, Task, published_record, validate
 
 PAPER = "Grill et al. 2020, BYOL v3 (arXiv 2006.07733)"
 PAPER_DATE = "2020-09-10T00:00:00Z"  # arXiv v3
@@ -116,24 +116,18 @@ _LABELS = {  # checkpoint.label: one table row per (method, arch)
 
 def _record(table: str, method: str, arch: str, task: Task, metrics: dict) -> Record:
     slug = f"{table}-{task.family}-{task.dataset}-{task.protocol}-{arch}-{method}"
-    record_id = "published-byol-v3-" + slug.lower().replace(" ", "").replace("/", "-")
-    return Record(
-        record_id=record_id,
-        kind="published",
-        status="complete",
-        created_utc=PAPER_DATE,
-        checkpoint=CheckpointRef(
-            weights_sha256=None,
-            label=_LABELS[method],
-            arch=arch,
-            method=method,
-            pretrain_epochs=1000 if method == "byol" else None,
-            source=PAPER,
-        ),
+    return published_record(
+        "published-byol-v3-" + slug.lower().replace(" ", "").replace("/", "-"),
+        source=PAPER,
+        published_utc=PAPER_DATE,
+        label=_LABELS[method],
+        arch=arch,
+        method=method,
         task=task,
         metrics=metrics,
-        config={"table": table, "unconfirmed": _UNCONFIRMED.get((table, arch), {})},
-        provenance=Provenance(source=f"{PAPER}, {table}"),
+        table=table,
+        unconfirmed=_UNCONFIRMED.get((table, arch), {}),
+        pretrain_epochs=1000 if method == "byol" else None,
     )
 
 

@@ -19,7 +19,7 @@ Protocol names are the ones our CLIs record for the same measurement (issue 19):
 
 from __future__ import annotations
 
-from results.record import CheckpointRef, Provenance, Record, Task
+from results.record import Record, Task, published_record
 
 PAPER = "Yun et al. 2022, SelfPatch (CVPR 2022, arXiv 2206.07990)"
 PAPER_DATE = "2022-06-16T00:00:00Z"  # arXiv v1
@@ -44,22 +44,16 @@ _ADE20K = {
 
 def _record(readme: str, method: str, task: Task, metrics: dict) -> Record:
     slug = f"{task.family}-{task.dataset}-{task.protocol}-{ARCH}-{method}"
-    return Record(
-        record_id="published-selfpatch-" + slug.lower().replace("/", "-"),
-        kind="published",
-        status="complete",
-        created_utc=PAPER_DATE,
-        checkpoint=CheckpointRef(
-            weights_sha256=None,
-            label=_LABELS[method],
-            arch=ARCH,
-            method=method,
-            source=PAPER,
-        ),
+    return published_record(
+        "published-selfpatch-" + slug.lower().replace("/", "-"),
+        source=PAPER,
+        published_utc=PAPER_DATE,
+        label=_LABELS[method],
+        arch=ARCH,
+        method=method,
         task=task,
         metrics=metrics,
-        config={"table": readme, "unconfirmed": {}},
-        provenance=Provenance(source=f"{PAPER}, alinlab/SelfPatch {readme}"),
+        table=f"alinlab/SelfPatch {readme}",
     )
 
 

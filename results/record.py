@@ -144,6 +144,42 @@ def make_record_id(*parts: str, created_utc: str | None = None) -> str:
     return "-".join([stamp, *[slug for slug in slugs if slug], secrets.token_hex(4)])
 
 
+def published_record(
+    record_id: str,
+    *,
+    source: str,
+    published_utc: str,
+    label: str,
+    arch: str,
+    method: str,
+    task: Task,
+    metrics: dict,
+    table: str,
+    unconfirmed: dict | None = None,
+    pretrain_epochs: int | None = None,
+) -> Record:
+    """A published number as a record of kind "published": `source` (the paper) and `table`
+    (where in it) become the provenance; `unconfirmed` maps a metric to why it is doubtful."""
+    return Record(
+        record_id=record_id,
+        kind="published",
+        status="complete",
+        created_utc=published_utc,
+        checkpoint=CheckpointRef(
+            weights_sha256=None,
+            label=label,
+            arch=arch,
+            method=method,
+            pretrain_epochs=pretrain_epochs,
+            source=source,
+        ),
+        task=task,
+        metrics=metrics,
+        config={"table": table, "unconfirmed": unconfirmed or {}},
+        provenance=Provenance(source=f"{source}, {table}"),
+    )
+
+
 def to_dict(record: Record) -> dict[str, Any]:
     """The record as plain JSON types, `schema` first."""
     data = dataclasses.asdict(record)
