@@ -42,7 +42,10 @@ def test_the_readme_numbers_under_our_protocol_names(tmp_path):
         assert record.record_id.startswith("published-selfpatch-")
         assert record.checkpoint.arch == "vit_small_patch16"
         assert record.provenance.source.startswith("Yun et al. 2022, SelfPatch")
-        assert record.config["table"] in ("detection/README.md", "segmentation/README.md")
+        assert record.config["table"] in (
+            "alinlab/SelfPatch detection/README.md",
+            "alinlab/SelfPatch segmentation/README.md",
+        )
     assert len(list(tmp_path.iterdir())) == 6
     dino = [r for r in published_selfpatch.selfpatch_records() if r.checkpoint.method == "dino"]
     assert {r.checkpoint.label for r in dino} == {
