@@ -70,6 +70,7 @@ CLIS = {
     "benchmarks.linear": Cli(("benchmarks.linear",), None),
     "benchmarks.step": Cli(("benchmarks.step",), None),
     "benchmarks.transfer_linear": Cli(("benchmarks.transfer_linear",), None),
+    "benchmarks.vit_dense_step": Cli(("benchmarks.vit_dense_step",), None),
 }
 RUNS = [name for name, cli in CLIS.items() if cli.missing_input is not None]
 
