@@ -143,6 +143,7 @@ def build_run(config: PretrainConfig, run_dir: Path, device: torch.device, info)
         raise ValueError(
             f"batch size {config.batch_size} is not divisible by {info.world_size} ranks"
         )
+    config = resolve_precision(config, device)  # train() resolved it already; direct callers
     augment_on = resolve_augment_on(config, device)
     loader, sampler, probe_loader, num_classes = build_data(config, info, augment_on)
     seed_everything(config.seed)  # same initial weights on every rank and every restart
@@ -212,6 +213,24 @@ def single_position_layout(network: nn.Module, config: PretrainConfig) -> list[s
 def resolve_compile(config: PretrainConfig, device: torch.device) -> bool:
     """`compile` auto means on for CUDA, off elsewhere (compiling costs minutes, pays on GPUs)."""
     return config.compile == "on" or (config.compile == "auto" and device.type == "cuda")
+
+
+def resolve_precision(config: PretrainConfig, device: torch.device) -> PretrainConfig:
+    """`precision` auto means bf16 where the device computes it natively (a CUDA GPU with bf16;
+    a CPU on which oneDNN runs bf16, AVX512 or AMX), fp32 elsewhere. On an AVX2-only CPU bf16
+    autocast is emulated: the demo preset's step ran 5x slower than in fp32 there (28 against
+    140 img/s, README "The demo preset"). Resolved before the run dir is claimed, so the run's
+    identity, log and export name the arithmetic that ran, and a run resumes only in it."""
+    if config.precision != "auto":
+        return config
+    return dataclasses.replace(config, precision="bf16" if native_bf16(device) else "fp32")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 natively (torch's own checks, CUDA's and oneDNN's)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def resolve_augment_on(config: PretrainConfig, device: torch.device) -> str:

@@ -175,7 +175,9 @@ class PretrainConfig:
         0, "seed of the initial weights, the subset, the sample order and the augmentations"
     )
     precision: str = cited(
-        "fp32", "arithmetic: fp32 | bf16 (autocast) | fp16 (autocast + loss scaling; DINO)"
+        "fp32",
+        "arithmetic: fp32 | bf16 (autocast) | fp16 (autocast + loss scaling; DINO) | auto (bf16 "
+        "where the device computes it natively, else fp32: pretrain/build.py resolve_precision)",
     )
     channels_last: bool = cited(
         True, "memory layout only: faster convolutions on CPU (oneDNN) and GPU"
@@ -235,7 +237,7 @@ class PretrainConfig:
 
 
 CHOICES = {  # fields that take one of a few words
-    "precision": ("fp32", "bf16", "fp16"),
+    "precision": ("fp32", "bf16", "fp16", "auto"),
     "method": ("byol", "byol-patch", "dino", "selfpatch"),
     "optimizer": ("lars", "adamw"),
     "compile": ("auto", "on", "off"),

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from pretrain import dist, log_sinks, rundir, step_log
 from pretrain import views as views_lib
-from pretrain.build import Run, build_run, memory_format, resolve_compile
+from pretrain.build import Run, build_run, memory_format, resolve_compile, resolve_precision
 from pretrain.config import RUNTIME_FIELDS, PretrainConfig, added_defaults
 from pretrain.ema import update_target
 from pretrain.export_metadata import export_run
@@ -46,6 +46,7 @@ def train(config: PretrainConfig, run_dir: str | Path, device: str | None = None
     if device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
     dist.setup_logging(info.rank)
+    config = resolve_precision(config, device)
     run_dir = prepare_run_dir(Path(run_dir), config, info)
     run = build_run(config, run_dir, device, info)
     restore(run)

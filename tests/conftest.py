@@ -50,21 +50,3 @@ def run_quick_check(run_dir: Path, max_steps: int, *extra: str):
     --run-dir DIR --max-steps N [extra]`, which must succeed; returns the CompletedProcess."""
     quick = ["--preset", "tiny_cpu", "--dataset", "synthetic", "--run-dir", str(run_dir)]
     return run_cli("pretrain.launch", *quick, "--max-steps", str(max_steps), *extra, check=True)
-
-
-@pytest.fixture(scope="session")
-def byol_fmnist_export(tmp_path_factory) -> str:
-    """Path of a backbone export BYOL-pretrained on Fashion-MNIST for a few CPU minutes: the demo
-    preset (ResNet-18, 32 px, batch 128), stopped after its first 100 steps (12,800 images)."""
-    from pretrain.presets import byol_r18_fmnist_demo
-    from pretrain.train import train
-
-    root = tmp_path_factory.mktemp("byol_fmnist")
-    config = dataclasses.replace(
-        byol_r18_fmnist_demo(),
-        max_steps=100,
-        num_workers=1,
-        ckpt_every_min=60.0,
-        records=str(root / "records"),
-    )
-    return str(train(config, root / "run", "cpu"))

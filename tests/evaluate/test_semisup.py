@@ -1,6 +1,7 @@
-"""evaluate.semisup end to end: the record, exact resume after a kill, pretrained beats random
-initialisation on 1% of Fashion-MNIST, the grids' protocol names, SLURM array, bad input."""
+"""evaluate.semisup end to end: the record, exact resume after a kill, the fine-tune starts from the
+checkpoint on 1% of Fashion-MNIST, the grids' protocol names, SLURM array, bad input."""
 
+import dataclasses
 import gzip
 import hashlib
 from pathlib import Path
@@ -10,8 +11,11 @@ import pytest
 import torch
 
 from evaluate import finetune, semisup
-from pretrain.checkpoint import load_checkpoint
+from pretrain.backbones import build_backbone
+from pretrain.checkpoint import export_backbone, load_checkpoint
 from pretrain.data import FASHION_MNIST_ROOT
+from pretrain.export_metadata import backbone_metadata
+from pretrain.presets import byol_r18_fmnist_demo
 from results.record import read_records
 from tests.conftest import run_cli
 from tests.results.test_bootstrap import assert_intervals_follow_from_examples
@@ -131,39 +135,70 @@ def fmnist_2000_test(tmp_path):
     return str(root)
 
 
-@pytest.mark.slow  # two fine-tunes + 4,000 evaluated images: minutes on a busy 2-core machine
-def test_byol_checkpoint_beats_random_init_on_1pct_fashion_mnist(
-    byol_fmnist_export, fmnist_2000_test, tmp_path
+@pytest.fixture
+def fmnist_export(tmp_path) -> str:
+    """An export in byol-bench's format with the demo preset's metadata (ResNet-18 at 16 px,
+    Fashion-MNIST's normalisation) and weights of their own (seed 7, not `random:`'s seed 0)."""
+    config = dataclasses.asdict(byol_r18_fmnist_demo())
+    torch.manual_seed(7)
+    encoder, _ = build_backbone(config["backbone"])
+    metadata = backbone_metadata(config, label="seed7", step=0, steps_per_epoch=None)
+    return str(export_backbone(tmp_path / "seed7", encoder.state_dict(), metadata))
+
+
+def relative_distance(state: dict, reference: dict) -> float:
+    """||conv weights - reference's|| / ||reference's conv weights|| over every convolution."""
+    names = [name for name, tensor in reference.items() if tensor.dim() == 4]
+    difference = sum(float((state[n] - reference[n]).pow(2).sum()) for n in names)
+    return (difference / sum(float(reference[n].pow(2).sum()) for n in names)) ** 0.5
+
+
+@pytest.mark.slow  # two fine-tunes + 4,000 evaluated images: a minute or two on 2 cores
+def test_the_fine_tune_starts_from_the_checkpoint_on_1pct_fashion_mnist(
+    fmnist_export, fmnist_2000_test, tmp_path
 ):
-    metadata = torch.load(byol_fmnist_export, map_location="cpu", weights_only=True)["metadata"]
-    arch = metadata["arch"] + (":cifar" if metadata.get("cifar_stem") else "")
-    size = str(metadata["preprocessing"]["image_size"])
+    """The export's cell ends 2% from the export's weights (two inits lie 141% apart), the
+    random-init cell far from them; same split, same grid; each record names its start weights.
+
+    Which start wins after 15 steps is not a property of the code: this seed-7 export scored 40.3
+    top-1 and random init's seed 0 52.2; BYOL exports of the demo's first 100 or 300 steps scored
+    37.8-53.3, depending on the CPU's arithmetic and the step; a ResNet-18 trained with labels for
+    300 steps 45.9. README "The demo preset" reports the whole demo's gain: +2.6 at 1%."""
+    export = torch.load(fmnist_export, map_location="cpu", weights_only=True)
+    arch, size = export["metadata"]["arch"], export["metadata"]["preprocessing"]["image_size"]
     short = (
-        "--dataset",
-        "fmnist",
-        "--data",
-        fmnist_2000_test,
-        "--fraction",
-        "1",
-        "--lrs",
-        "0.05",
-        "--epochs",
-        "3",
-        "--batch-size",
-        "128",
-        "--heldout-max",
-        "500",
-        "--num-workers",
-        "0",
+        *("--dataset", "fmnist", "--data", fmnist_2000_test, "--fraction", "1"),
+        *("--lrs", "0.05", "--epochs", "3", "--batch-size", "128", "--heldout-max", "500"),
+        *("--num-workers", "0"),
     )
-    semisup.main(["--ckpt", byol_fmnist_export, *short, "--records", str(tmp_path / "byol")])
-    baseline = ["--ckpt", f"random:{arch}", "--image-size", size, *short]
-    semisup.main([*baseline, "--records", str(tmp_path / "random")])
-    (byol,), (random,) = complete_records(tmp_path / "byol"), complete_records(tmp_path / "random")
-    assert byol.selection["labelled_images"] == random.selection["labelled_images"] == 600
-    assert byol.selection["split_file_sha256"] == random.selection["split_file_sha256"]
-    print(f"1% Fashion-MNIST top-1: BYOL {byol.metrics['top1']}, random {random.metrics['top1']}")
-    assert byol.metrics["top1"] > random.metrics["top1"]
+    for name, start in (
+        ("export", ["--ckpt", fmnist_export]),
+        ("random", [f"--ckpt=random:{arch}"]),
+    ):
+        semisup.main(
+            [*start, "--image-size", str(size), *short, "--records", str(tmp_path / name)]
+            + ["--run-dir", str(tmp_path / name / "cells")]
+        )
+    (trained,), (random,) = (
+        complete_records(tmp_path / "export"),
+        complete_records(tmp_path / "random"),
+    )
+    assert trained.selection["labelled_images"] == random.selection["labelled_images"] == 600
+    assert trained.selection["split_file_sha256"] == random.selection["split_file_sha256"]
+    assert trained.checkpoint.weights_sha256 == export["metadata"]["weights_sha256"]
+    assert random.checkpoint.weights_sha256 != trained.checkpoint.weights_sha256
+    print(f"1% top-1: export {trained.metrics['top1']}, random init {random.metrics['top1']}")
+    fine_tuned = {
+        name: load_checkpoint(tmp_path / name / "cells" / "lr0.05-ep3" / "checkpoints" / "last.pt")
+        for name in ("export", "random")
+    }
+    encoders = {
+        name: {k.removeprefix("encoder."): v for k, v in state["model"].items()}
+        for name, state in fine_tuned.items()
+    }
+    assert fine_tuned["export"]["step"] == fine_tuned["random"]["step"] == 15  # 5 per epoch
+    assert relative_distance(encoders["export"], export["state_dict"]) < 0.1
+    assert relative_distance(encoders["random"], export["state_dict"]) > 1
 
 
 def test_grids_and_their_protocol_names():

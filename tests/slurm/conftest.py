@@ -15,9 +15,11 @@ import re
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
+from pretrain.checkpoint import last_checkpoint_path
 from tests.conftest import REPO_ROOT
 
 START_SH = REPO_ROOT / "slurm" / "local_cluster" / "start.sh"
@@ -74,22 +76,30 @@ def as_root():
         pytest.skip(NOT_ROOT)
 
 
-def lift_time_limit_after_first_requeue(job_id: str) -> None:
-    """In the background: once the 1-minute limit has requeued the job, give it 30 minutes.
+def lift_time_limit_once_requeued_with_a_checkpoint(job_id: str, run_dir: Path) -> None:
+    """In the background: once the 1-minute limit has requeued the job while its run dir held a
+    checkpoint (so the next attempt resumes from a step > 0), give it 30 minutes.
 
-    One time-limit requeue is what the test needs; each further one only costs ~30 s (SIGKILL
-    KillWait after the requeue, cred_expire before the restart, start-up). Without root the
-    update fails and the job is simply requeued again.
+    One such requeue is what the test needs; each further one only costs ~30 s (SIGKILL KillWait
+    after the requeue, cred_expire before the restart, start-up). On a loaded machine start-up
+    can outlast the signal (25-55 s in) before step 1 is saved; that requeue restarts from step 0
+    and the limit stays, so the next attempt is timed out again. Without root the update fails
+    and the job is simply requeued again.
     """
+    checkpoint, seen = last_checkpoint_path(run_dir), 0
 
     def watch() -> None:
-        for _ in range(1800):
+        nonlocal seen
+        for _ in range(3600):
             out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True)
             text = out.stdout.decode(errors="replace")
-            if int((re.search(r"Restarts=(\d+)", text) or [0, 0])[1]) >= 1:
-                update = ["scontrol", "update", f"JobId={job_id}", "TimeLimit=30"]
-                subprocess.run(update, capture_output=True)
-                return
+            restarts = int((re.search(r"Restarts=(\d+)", text) or [0, 0])[1])
+            if restarts > seen:
+                seen = restarts
+                if checkpoint.is_file():  # written by the attempt the limit just ended
+                    update = ["scontrol", "update", f"JobId={job_id}", "TimeLimit=30"]
+                    subprocess.run(update, capture_output=True)
+                    return
             if out.returncode or re.search(r"JobState=(COMPLETED|FAILED|CANCELLED)", text):
                 return
             time.sleep(0.5)

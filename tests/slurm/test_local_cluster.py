@@ -24,7 +24,7 @@ from slurm.status import job_state
 from slurm.submit import SlurmJobError, submit, submit_array, wait
 from tests.conftest import REPO_ROOT, run_cli
 from tests.slurm import jobs
-from tests.slurm.conftest import lift_time_limit_after_first_requeue, requeue_figures
+from tests.slurm.conftest import lift_time_limit_once_requeued_with_a_checkpoint, requeue_figures
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
@@ -77,13 +77,13 @@ def wait_until(predicate, timeout: float, what: str, every: float = 0.5):
 @pytest.fixture(scope="module", autouse=True)
 def long_runs(tmp_path_factory):
     """Submit the reference, requeue and time-out runs at once; requeue the second at step >= 3;
-    the time-out run's limit is lifted once the limit has requeued it (one requeue is the test)."""
+    the time-out run's limit is lifted once it has been requeued with a checkpoint to resume."""
     root = tmp_path_factory.mktemp("long")
     runs = {}
     for name, extra in [("reference", []), ("requeue", []), ("timeout", ["--time", "1"])]:
         run_dir = root / name
         runs[name] = (run_dir, submit_cli(run_dir, *LONG, *extra))
-    lift_time_limit_after_first_requeue(runs["timeout"][1])
+    lift_time_limit_once_requeued_with_a_checkpoint(runs["timeout"][1], runs["timeout"][0])
     run_dir, job_id = runs["requeue"]
     wait_until(lambda: checkpoint_step(run_dir) >= 3, 300, "step 3 of the run to requeue")
     subprocess.run(["scontrol", "requeue", job_id], check=True)

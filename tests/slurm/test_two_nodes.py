@@ -25,7 +25,7 @@ from slurm.status import job_state
 from slurm.submit import submit
 from tests.conftest import REPO_ROOT, run_cli
 from tests.slurm import jobs
-from tests.slurm.conftest import lift_time_limit_after_first_requeue
+from tests.slurm.conftest import lift_time_limit_once_requeued_with_a_checkpoint
 from tests.slurm.test_local_cluster import TINY, finish, report_figures
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_two_nodes")]
@@ -52,7 +52,7 @@ def long_runs(slurm_two_nodes, tmp_path_factory):
         name: (root / name, submit_two_node_run(root / name, *LONG, *extra))
         for name, extra in [("reference", []), ("timeout", ["--time", "1"])]
     }
-    lift_time_limit_after_first_requeue(runs["timeout"][1])
+    lift_time_limit_once_requeued_with_a_checkpoint(runs["timeout"][1], runs["timeout"][0])
     return runs
 
 
